@@ -1,0 +1,147 @@
+"""The catalog: the only place that maps a type name to its model, version and routing key."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from events.base import Command, DomainEvent, Message
+from events.envelope import Envelope
+from events.errors import (
+    InvalidMessageError,
+    UnknownMessageTypeError,
+    UnknownSchemaVersionError,
+)
+from events.upcasters import Upcasters, upcasters
+
+_EVENT_KEY = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One message type as the catalog knows it."""
+
+    type: str
+    model: type[Message]
+    version: int
+    routing_key: str
+    kind: Literal["command", "event"]
+
+    @property
+    def aggregate(self) -> str:
+        """The aggregate an event belongs to: the first part of its routing key."""
+        return self.routing_key.split(".", 1)[0] if self.kind == "event" else ""
+
+
+class Catalog:
+    """Registry of every command and event type."""
+
+    def __init__(self, upcaster_chain: Upcasters) -> None:
+        self._entries: dict[str, CatalogEntry] = {}
+        self._routing_keys: set[str] = set()
+        self.upcasters = upcaster_chain
+
+    def add(
+        self, model: type[Message], *, version: int, routing_key: str | None = None
+    ) -> CatalogEntry:
+        """Register a model; commands route by their type name, events by `aggregate.verbed`."""
+        name = model.__name__
+        if issubclass(model, Command):
+            kind: Literal["command", "event"] = "command"
+            key = routing_key or name
+        elif issubclass(model, DomainEvent):
+            kind = "event"
+            if routing_key is None or not _EVENT_KEY.match(routing_key):
+                raise ValueError(f"{name}: events need a routing key like 'plan.submitted'")
+            key = routing_key
+        else:
+            raise TypeError(f"{name} is neither a Command nor a DomainEvent")
+        if name in self._entries:
+            raise ValueError(f"{name} registered twice")
+        if key in self._routing_keys:
+            raise ValueError(f"{name}: routing key {key!r} already taken")
+        entry = CatalogEntry(type=name, model=model, version=version, routing_key=key, kind=kind)
+        self._entries[name] = entry
+        self._routing_keys.add(key)
+        return entry
+
+    def entry(self, message_type: str) -> CatalogEntry:
+        """The entry for a type name, or `UnknownMessageTypeError`."""
+        try:
+            return self._entries[message_type]
+        except KeyError:
+            raise UnknownMessageTypeError(message_type) from None
+
+    def entry_for(self, message: Message | type[Message]) -> CatalogEntry:
+        """The entry for a model class or instance."""
+        cls = message if isinstance(message, type) else type(message)
+        return self.entry(cls.__name__)
+
+    def entries(self) -> list[CatalogEntry]:
+        """Every entry, commands first, each group sorted by type name."""
+        return sorted(self._entries.values(), key=lambda e: (e.kind != "command", e.type))
+
+    def parse_data(self, message_type: str, version: int, data: Any) -> Message:  # noqa: ANN401
+        """Validate a payload of `message_type` at `version`, upcasting it to the current one."""
+        entry = self.entry(message_type)
+        if not isinstance(data, dict):
+            raise InvalidMessageError(message_type, "data", "payload must be a JSON object")
+        if version > entry.version or version < 1:
+            raise UnknownSchemaVersionError(message_type, version)
+        while version < entry.version:
+            if not self.upcasters.has(message_type, version):
+                raise UnknownSchemaVersionError(message_type, version)
+            data = self.upcasters.step(message_type, version, data)
+            version += 1
+        try:
+            return entry.model.model_validate(data)
+        except ValidationError as exc:
+            raise _invalid(message_type, exc, prefix="") from exc
+
+    def decode(self, raw: bytes | str | dict[str, Any]) -> Envelope[Message]:
+        """Turn a wire envelope (JSON) into a typed `Envelope`; raises a `ContractError`."""
+        doc = _load(raw)
+        message_type = doc.get("type")
+        if not isinstance(message_type, str):
+            raise InvalidMessageError(None, "type", "missing or not a string")
+        version = doc.get("version", self.entry(message_type).version)
+        if not isinstance(version, int):
+            raise InvalidMessageError(message_type, "version", "must be an integer")
+        data = self.parse_data(message_type, version, doc.get("data"))
+        entry = self.entry(message_type)
+        try:
+            return Envelope[Message].model_validate(
+                {**doc, "version": entry.version, "data": data}
+            )
+        except ValidationError as exc:
+            raise _invalid(message_type, exc, prefix="") from exc
+
+    @staticmethod
+    def encode(envelope: Envelope[Message]) -> bytes:
+        """The wire form of an envelope: compact JSON."""
+        return envelope.model_dump_json().encode()
+
+
+def _load(raw: bytes | str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return raw
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidMessageError(None, None, f"body is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise InvalidMessageError(None, None, "envelope must be a JSON object")
+    return doc
+
+
+def _invalid(message_type: str, exc: ValidationError, *, prefix: str) -> InvalidMessageError:
+    first = exc.errors()[0]
+    field = prefix + ".".join(str(part) for part in first["loc"])
+    return InvalidMessageError(message_type, field or None, first["msg"])
+
+
+catalog = Catalog(upcasters)

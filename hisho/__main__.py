@@ -1,0 +1,3 @@
+from hisho.cli import main
+
+main()

@@ -1,0 +1,31 @@
+"""The `hisho` command: one typer app, each command group in its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from hisho.cli import catalog as catalog_cli
+from hisho.cli import database as database_cli
+from hisho.cli import stack as stack_cli
+from infra.settings import SettingsError
+
+app = typer.Typer(
+    name="hisho",
+    help="hisho: the event backbone of an AI-secretary team platform.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(stack_cli.app, name="stack")
+catalog_cli.register(app)
+database_cli.register(app)
+
+
+def main() -> None:
+    """Console-script entry point: bad input ends with one line on stderr and exit code 2."""
+    try:
+        app()
+    except SettingsError as exc:
+        print(f"hisho: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)

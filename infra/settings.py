@@ -1,0 +1,103 @@
+"""Configuration: one `Settings`, read from `HISHO_*` environment variables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AmqpDsn, Field, PostgresDsn, RedisDsn, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class SettingsError(Exception):
+    """A `HISHO_*` variable has a value hisho cannot use."""
+
+
+class Settings(BaseSettings):
+    """Everything hisho reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="HISHO_", extra="ignore", frozen=True)
+
+    amqp_url: AmqpDsn | None = None
+    database_url: PostgresDsn | None = None
+    redis_url: RedisDsn | None = None
+
+    stack_dir: Path = PROJECT_ROOT / ".hisho" / "stack"
+    stack_amqp_port: Port = 35672
+    stack_amqp_dist_port: Port = 35673
+    stack_amqp_management_port: Port = 35674
+    stack_epmd_port: Port = 35675
+    stack_postgres_port: Port = 35432
+    stack_redis_port: Port = 36379
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "console", "json"] = "auto"
+
+    relay_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+    relay_poll_interval: Annotated[float, Field(gt=0, le=60)] = 0.5
+    relay_notify: bool = False
+
+    ingress_host: str = "127.0.0.1"
+    ingress_port: Port = 8080
+
+    @property
+    def stack_ports(self) -> dict[str, int]:
+        """Ports of the local stack: those it recorded when it started, else the configured ones."""
+        ports = {
+            "amqp": self.stack_amqp_port,
+            "amqp_dist": self.stack_amqp_dist_port,
+            "amqp_management": self.stack_amqp_management_port,
+            "epmd": self.stack_epmd_port,
+            "postgres": self.stack_postgres_port,
+            "redis": self.stack_redis_port,
+        }
+        recorded = self.stack_dir / "ports.json"
+        if recorded.is_file():
+            ports.update(json.loads(recorded.read_text()))
+        return ports
+
+    @property
+    def uses_local_stack(self) -> bool:
+        """True when at least one service is not pointed elsewhere by a `HISHO_*_URL`."""
+        return None in (self.amqp_url, self.database_url, self.redis_url)
+
+    @property
+    def amqp(self) -> str:
+        """The AMQP URL in force."""
+        if self.amqp_url is not None:
+            return str(self.amqp_url)
+        return f"amqp://hisho:hisho@127.0.0.1:{self.stack_ports['amqp']}/"
+
+    @property
+    def database(self) -> str:
+        """The SQLAlchemy (asyncpg) database URL in force."""
+        if self.database_url is not None:
+            return str(self.database_url).replace("postgresql://", "postgresql+asyncpg://", 1)
+        return f"postgresql+asyncpg://hisho@127.0.0.1:{self.stack_ports['postgres']}/hisho"
+
+    @property
+    def database_dsn(self) -> str:
+        """The same database as a plain libpq DSN (for asyncpg connections of our own)."""
+        return self.database.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+    @property
+    def redis(self) -> str:
+        """The Redis URL in force."""
+        if self.redis_url is not None:
+            return str(self.redis_url)
+        return f"redis://127.0.0.1:{self.stack_ports['redis']}/0"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build `Settings`, turning a validation error into one line naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        raise SettingsError(f"HISHO_{field.upper()}: {first['msg']}") from exc
