@@ -1,0 +1,28 @@
+"""The async SQLAlchemy engine and session factory every component shares."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+
+if TYPE_CHECKING:
+    from infra.settings import Settings
+
+
+def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:  # noqa: ANN401
+    """Create an asyncpg engine: a small pool, checked before use, recycled every half hour."""
+    options: dict[str, Any] = {
+        "pool_size": 5,
+        "max_overflow": 10,
+        "pool_pre_ping": True,
+        "pool_recycle": 1800,
+    }
+    options.update(overrides)
+    return _create_async_engine(settings.database, **options)
+
+
+def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Make sessions that keep loaded values after commit (units of work read ids afterwards)."""
+    return async_sessionmaker(engine, expire_on_commit=False)
