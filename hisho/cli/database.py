@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
+import aio_pika
 import typer
+from aiormq.exceptions import AMQPError
 
 from infra.db.migrate import current_revision, downgrade, upgrade
-from infra.settings import load_settings
+from infra.settings import Settings, load_settings
+from infra.topology import TopologyError, command_processor_queues, declare_topology
 
 
 def register(app: typer.Typer) -> None:
@@ -30,3 +34,25 @@ def register(app: typer.Typer) -> None:
             asyncio.run(downgrade(settings, downgrade_to))
         revision = asyncio.run(current_revision(settings))
         print(f"database at revision {revision or 'base'}")
+
+    @app.command("topology")
+    def topology_command() -> None:
+        """Declare hisho's exchanges and queues on RabbitMQ (idempotent)."""
+        try:
+            asyncio.run(_declare(load_settings()))
+        except TopologyError as exc:
+            print(f"hisho: topology conflict: {exc}", file=sys.stderr)
+            raise typer.Exit(1) from exc
+        except (AMQPError, OSError) as exc:
+            print(f"hisho: cannot declare topology: {exc!r}", file=sys.stderr)
+            raise typer.Exit(1) from exc
+        spec = command_processor_queues()
+        print(f"topology declared; {spec.queue} bound to {len(spec.bindings)} command types")
+
+
+async def _declare(settings: Settings) -> None:
+    connection = await aio_pika.connect(settings.amqp, timeout=10)
+    try:
+        await declare_topology(connection)
+    finally:
+        await connection.close()
