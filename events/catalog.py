@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
@@ -18,6 +18,9 @@ from events.errors import (
 )
 from events.upcasters import Upcasters, upcasters
 
+if TYPE_CHECKING:
+    import builtins
+
 _EVENT_KEY = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 
 
@@ -26,7 +29,7 @@ class CatalogEntry:
     """One message type as the catalog knows it."""
 
     type: str
-    model: type[Message]
+    model: builtins.type[Message]  # `type` is a field name here
     version: int
     routing_key: str
     kind: Literal["command", "event"]
@@ -114,9 +117,7 @@ class Catalog:
         data = self.parse_data(message_type, version, doc.get("data"))
         entry = self.entry(message_type)
         try:
-            return Envelope[Message].model_validate(
-                {**doc, "version": entry.version, "data": data}
-            )
+            return Envelope[Message].model_validate({**doc, "version": entry.version, "data": data})
         except ValidationError as exc:
             raise _invalid(message_type, exc, prefix="") from exc
 

@@ -29,4 +29,4 @@ class Envelope(BaseModel, Generic[M_co]):
     causation_id: UUID | None = None
     actor: Actor
     traceparent: str | None = None
-    data: SerializeAsAny[M_co]  # type: ignore[misc]
+    data: SerializeAsAny[M_co]

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated, Self
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from annotated_types import Gt, Le
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from events.base import Command, DomainEvent
 from events.catalog import catalog
+from events.fields import Label, Principal
+
+Deadline = Annotated[timedelta, Gt(timedelta(0)), Le(timedelta(days=365))]
 
 
 class ApprovalPolicy(BaseModel):
@@ -16,17 +21,25 @@ class ApprovalPolicy(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    approvers: tuple[str, ...] = Field(min_length=1)
-    required_approvals: int = Field(ge=1)
-    auto_approve_max_steps: int = Field(default=0, ge=0)
-    approval_deadline: timedelta | None = None
+    approvers: tuple[Principal, ...] = Field(min_length=1, max_length=50)
+    required_approvals: int = Field(ge=1, le=50)
+    auto_approve_max_steps: int = Field(default=0, ge=0, le=1_000)
+    approval_deadline: Deadline | None = None
+
+    @model_validator(mode="after")
+    def _quorum_is_reachable(self) -> Self:
+        if len(set(self.approvers)) != len(self.approvers):
+            raise ValueError("approvers must be distinct")
+        if self.required_approvals > len(self.approvers):
+            raise ValueError("required_approvals exceeds the number of approvers")
+        return self
 
 
 class CreateProject(Command):
     """Create a project with its approval policy."""
 
     project_id: UUID
-    name: str = Field(min_length=1, max_length=200)
+    name: Label
     policy: ApprovalPolicy
 
 
@@ -41,7 +54,7 @@ class ProjectCreated(DomainEvent):
     """A project was created."""
 
     project_id: UUID
-    name: str
+    name: Label
     policy: ApprovalPolicy
 
 

@@ -1,0 +1,149 @@
+"""Task: one plan step being carried out, by a persona (AI) or a person, with attempts."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from pydantic import Field
+
+from events.base import Command, DomainEvent
+from events.catalog import catalog
+from events.fields import Principal, Reason, Text
+from events.plan import PlanStep
+
+
+class QueueTask(Command):
+    """Queue a pending task for execution (AI tasks go to the ai_execution consumer)."""
+
+    task_id: UUID
+
+
+class StartTask(Command):
+    """Mark a queued task as running; this begins a new attempt."""
+
+    task_id: UUID
+    worker: Principal | None = None
+
+
+class CompleteTask(Command):
+    """Complete a running task with its output (people complete human tasks this way)."""
+
+    task_id: UUID
+    output: Text
+
+
+class FailTask(Command):
+    """Record that a running task's attempt failed."""
+
+    task_id: UUID
+    error: Reason
+
+
+class RetryTask(Command):
+    """Queue a failed task again, if it has attempts left."""
+
+    task_id: UUID
+
+
+class CancelTask(Command):
+    """Cancel a task that has not completed."""
+
+    task_id: UUID
+    reason: Reason | None = None
+
+
+class ReopenTask(Command):
+    """Send a completed task back to pending for revision, with the reviewer's feedback."""
+
+    task_id: UUID
+    feedback: Reason
+
+
+class TaskCreated(DomainEvent):
+    """A task was created from a plan step when its workflow started; `step.kind` is ai|human."""
+
+    task_id: UUID
+    workflow_id: UUID
+    project_id: UUID
+    step: PlanStep
+    max_attempts: int = Field(ge=1, le=100)
+
+
+class TaskQueued(DomainEvent):
+    """A task is ready to run; carries its step (and any revision feedback) for the executor."""
+
+    task_id: UUID
+    workflow_id: UUID
+    step: PlanStep
+    attempt: int = Field(ge=1, le=100)
+    feedback: Reason | None
+
+
+class TaskStarted(DomainEvent):
+    """An attempt at a task began."""
+
+    task_id: UUID
+    workflow_id: UUID
+    attempt: int = Field(ge=1, le=100)
+    worker: Principal | None
+
+
+class TaskCompleted(DomainEvent):
+    """A task finished with its output."""
+
+    task_id: UUID
+    workflow_id: UUID
+    attempt: int = Field(ge=1, le=100)
+    output: Text
+
+
+class TaskFailed(DomainEvent):
+    """An attempt at a task failed; `retryable` says whether attempts are left."""
+
+    task_id: UUID
+    workflow_id: UUID
+    attempt: int = Field(ge=1, le=100)
+    error: Reason
+    retryable: bool
+
+
+class TaskRetried(DomainEvent):
+    """A failed task was queued again; `attempt` is the number of the coming attempt."""
+
+    task_id: UUID
+    workflow_id: UUID
+    attempt: int = Field(ge=2, le=100)
+
+
+class TaskCancelled(DomainEvent):
+    """A task was cancelled before completing."""
+
+    task_id: UUID
+    workflow_id: UUID
+    reason: Reason | None
+
+
+class TaskReopened(DomainEvent):
+    """A completed task was sent back for revision; its attempts start again from zero."""
+
+    task_id: UUID
+    workflow_id: UUID
+    revision: int = Field(ge=1, le=1_000)
+    feedback: Reason
+
+
+catalog.add(QueueTask, version=1)
+catalog.add(StartTask, version=1)
+catalog.add(CompleteTask, version=1)
+catalog.add(FailTask, version=1)
+catalog.add(RetryTask, version=1)
+catalog.add(CancelTask, version=1)
+catalog.add(ReopenTask, version=1)
+catalog.add(TaskCreated, version=1, routing_key="task.created")
+catalog.add(TaskQueued, version=1, routing_key="task.queued")
+catalog.add(TaskStarted, version=1, routing_key="task.started")
+catalog.add(TaskCompleted, version=1, routing_key="task.completed")
+catalog.add(TaskFailed, version=1, routing_key="task.failed")
+catalog.add(TaskRetried, version=1, routing_key="task.retried")
+catalog.add(TaskCancelled, version=1, routing_key="task.cancelled")
+catalog.add(TaskReopened, version=1, routing_key="task.reopened")
