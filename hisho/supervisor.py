@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -70,11 +71,15 @@ class Supervisor:
         self._stopping.set()
 
     async def _wait_all_ready(self) -> None:
-        waits = [asyncio.create_task(c.ready.wait()) for c in self.children.values()]
-        stop = asyncio.create_task(self._stopping.wait())
-        await asyncio.wait([asyncio.gather(*waits), stop], return_when=asyncio.FIRST_COMPLETED)
-        for task in [*waits, stop]:
-            task.cancel()
+        waits: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(
+                asyncio.gather(*(c.ready.wait() for c in self.children.values()))
+            ),
+            asyncio.ensure_future(self._stopping.wait()),
+        ]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for wait in waits:
+            wait.cancel()
 
     def _read_ready(self) -> None:
         for line in os.read(self._ready_r, 4096).decode().split():

@@ -8,7 +8,9 @@ import typer
 
 from hisho.cli import catalog as catalog_cli
 from hisho.cli import database as database_cli
+from hisho.cli import run as run_cli
 from hisho.cli import stack as stack_cli
+from hisho.cli import up as up_cli
 from infra.settings import SettingsError
 
 app = typer.Typer(
@@ -18,8 +20,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(stack_cli.app, name="stack")
+app.add_typer(run_cli.app, name="run")
 catalog_cli.register(app)
 database_cli.register(app)
+up_cli.register(app)
 
 
 def main() -> None:
