@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     relay_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
     relay_poll_interval: Annotated[float, Field(gt=0, le=60)] = 0.5
     relay_notify: bool = False
+    relay_confirm_window: Annotated[int, Field(ge=1, le=100_000)] = 1000
 
     ingress_host: str = "127.0.0.1"
     ingress_port: Port = 8080

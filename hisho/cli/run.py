@@ -1,0 +1,60 @@
+"""`hisho run <component>`: run one component in the foreground until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+
+import typer
+
+from infra.logging import configure_logging
+from infra.settings import Settings, load_settings
+
+app = typer.Typer(help="Run one component in the foreground (for scaling out).")
+
+SHUTDOWN_GRACE = 10.0  # seconds a component gets to finish in-flight work after a signal
+
+Component = Callable[[Settings, asyncio.Event], Awaitable[None]]
+
+
+async def run_until_signalled(component: Component, settings: Settings) -> None:
+    """Run `component` until SIGTERM/SIGINT, then give it `SHUTDOWN_GRACE` to finish."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    task = asyncio.ensure_future(component(settings, stop))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not task.done():
+        with suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_GRACE)
+    if not task.done():
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+    else:
+        task.result()  # a component that ended on its own with an error fails the command
+
+
+@app.command("relay")
+def relay_command() -> None:
+    """Relay the outbox to RabbitMQ (leader or hot standby) until SIGTERM/SIGINT."""
+    from producers import relay  # noqa: PLC0415  (each component imports only its own code)
+
+    settings = load_settings()
+    configure_logging(settings)
+    asyncio.run(run_until_signalled(relay.run, settings))
+
+
+@app.command("ingress")
+def ingress_command() -> None:
+    """Serve the HTTP ingress on HISHO_INGRESS_HOST:HISHO_INGRESS_PORT until SIGTERM/SIGINT."""
+    from producers import ingress  # noqa: PLC0415  (each component imports only its own code)
+
+    settings = load_settings()
+    configure_logging(settings)
+    asyncio.run(run_until_signalled(ingress.run, settings))

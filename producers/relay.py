@@ -1,0 +1,207 @@
+"""The outbox relay: positions, chains, publishes (with confirms) and marks outbox rows.
+
+Ordering guarantee, and why it holds
+------------------------------------
+Positions are gap-free, strictly increasing, never skip a committed row, and keep each
+aggregate's `aggregate_version` order.
+
+* One writer. Only the leader writes `position`, and it is the process holding the
+  session advisory lock `RELAY_LOCK_KEY` (`producers.relay_leader`). Every position is
+  written on *that same connection*: the lock is the fence. A leader that lost its
+  connection has lost its lock too, and it cannot write a position through a connection
+  that no longer exists. Standbys block in `pg_advisory_lock` and take over the moment the
+  leader's session ends.
+* No skipped rows. The leader never remembers "the last seq it saw" (the trap behind
+  Watermill #311: a transaction that took seq 7 but commits after seq 8 was published is
+  lost forever). Each claim scans *every* unpublished row without a position
+  (`outbox_unpublished`, a partial index as small as the backlog) in seq order. A row that
+  commits late is simply still pending at the next scan and gets the next position: positions
+  follow the order in which rows became visible, so a reader paging "position > P" never
+  misses one.
+* No gaps. Positions continue from the tail read at the start of the term, one per claimed
+  row, and are committed in one transaction per batch; a failed transaction ends the term,
+  and the next term re-reads the tail. `position` is UNIQUE, so a bug cannot duplicate one.
+* Aggregate order. Version v+1 of an aggregate is written by a transaction that read
+  version v as committed (the aggregate row is the concurrency check). So when v+1 is
+  visible, v is visible too, and v has the smaller seq (it was inserted first): the scan
+  positions v before v+1, in the same batch or an earlier one.
+
+Crash anywhere, nothing lost
+----------------------------
+Phase one commits position + prev_hash + hash; phase two publishes; phase three sets
+`published_at` only for positions the broker confirmed. Every term begins by republishing,
+in position order, the rows that have a position but no `published_at`, with the same
+id, position, hash and bytes. A crash or a nack therefore yields duplicates (same
+`message_id`), never a gap. Any failure (nack, lost AMQP connection, lost PostgreSQL
+connection) ends the term; the next one starts from the database's state after a tenacity
+backoff. Published rows are never rewritten: every UPDATE is guarded by `position IS NULL`
+or `published_at IS NULL`.
+
+Throughput: the next batch is claimed while confirms of the previous ones are outstanding
+(a window of `relay_confirm_window` unconfirmed messages), and confirmed batches are marked
+with one range UPDATE. The relay wakes on NOTIFY when `relay_notify` is on; otherwise (the
+default, see docs/relay.md) it polls, backing off from 1 ms to `relay_poll_interval`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
+
+from infra.eventlog.notify import NOTIFY_CHANNEL, set_notify_trigger
+from producers.relay_leader import acquire_leadership
+from producers.relay_publisher import ConfirmingPublisher
+from producers.relay_store import ChainedEvent, RelayStore, use_json_codecs
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from infra.settings import Settings
+
+log = structlog.get_logger("hisho.relay")
+
+MIN_IDLE_WAIT = 0.001
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    first: int
+    last: int
+    confirms: list[asyncio.Task[Any]]
+
+
+_END = _Batch(0, 0, [])  # queued after the last batch of a term
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    with suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+
+
+class Relay:
+    """Relays the outbox to RabbitMQ while `stop` is unset, as leader or standby."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve terms until `stop` is set; any failure ends a term and starts the next one."""
+        self._stop = stop
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(Exception),
+            wait=wait_exponential(multiplier=0.05, max=2.0),
+            sleep=lambda seconds: _wait(stop, seconds),
+            before_sleep=_log_failure,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self._term()
+
+    async def _term(self) -> None:
+        if self._stop.is_set():
+            return
+        connection = await acquire_leadership(self._settings.database_dsn, self._stop)
+        if connection is None:
+            return
+        try:
+            log.info("relay.leader")
+            await self._lead(connection)
+        finally:
+            connection.terminate()  # releases the lock at once
+
+    async def _lead(self, connection: asyncpg.Connection) -> None:
+        await use_json_codecs(connection)
+        await set_notify_trigger(connection, enabled=self._settings.relay_notify)
+        if self._settings.relay_notify:
+            await connection.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+        store = RelayStore(connection)
+        window = self._settings.relay_confirm_window
+        async with ConfirmingPublisher(self._settings.amqp, window=window) as publisher:
+            batches: asyncio.Queue[_Batch] = asyncio.Queue()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._mark_confirmed(store, batches))
+                try:
+                    await self._feed(store, publisher, batches)
+                finally:
+                    batches.put_nowait(_END)
+
+    async def _feed(
+        self,
+        store: RelayStore,
+        publisher: ConfirmingPublisher,
+        batches: asyncio.Queue[_Batch],
+    ) -> None:
+        """Republish what an earlier term left unmarked, then claim and publish until stopped."""
+        size = self._settings.relay_batch_size
+        unmarked = await store.unmarked()
+        for start in range(0, len(unmarked), size):
+            await self._dispatch(unmarked[start : start + size], publisher, batches)
+        await store.load_tail()
+        idle = 0
+        while not self._stop.is_set():
+            self._wake.clear()
+            events = await store.claim(size)
+            if events:
+                await self._dispatch(events, publisher, batches)
+                idle = 0
+                continue
+            await self._idle(idle)
+            idle += 1
+
+    async def _idle(self, idle_rounds: int) -> None:
+        if self._settings.relay_notify:
+            timeout = self._settings.relay_poll_interval
+        else:
+            timeout = min(MIN_IDLE_WAIT * 2**idle_rounds, self._settings.relay_poll_interval)
+        wait_stop = asyncio.ensure_future(self._stop.wait())
+        wait_wake = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({wait_stop, wait_wake}, timeout=timeout)
+        finally:
+            wait_stop.cancel()
+            wait_wake.cancel()
+
+    @staticmethod
+    async def _dispatch(
+        events: list[ChainedEvent],
+        publisher: ConfirmingPublisher,
+        batches: asyncio.Queue[_Batch],
+    ) -> None:
+        confirms = [await publisher.send(event) for event in events]
+        batches.put_nowait(_Batch(events[0].position, events[-1].position, confirms))
+
+    @staticmethod
+    async def _mark_confirmed(store: RelayStore, batches: asyncio.Queue[_Batch]) -> None:
+        """Mark batches as the broker confirms them, merging ready neighbours into one UPDATE."""
+        batch = await batches.get()
+        while batch is not _END:
+            await asyncio.gather(*batch.confirms)  # a nack or a lost channel raises here
+            last, following = batch.last, None
+            while following is None and not batches.empty():
+                candidate = batches.get_nowait()
+                if candidate is _END or not all(f.done() for f in candidate.confirms):
+                    following = candidate
+                else:
+                    await asyncio.gather(*candidate.confirms)
+                    last = candidate.last
+            await store.mark(batch.first, last)
+            batch = following if following is not None else await batches.get()
+
+
+def _log_failure(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    log.warning("relay.term_failed", error=repr(error), attempt=state.attempt_number)
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    """Run the relay until `stop` is set (leader or hot standby)."""
+    await Relay(settings).run(stop)

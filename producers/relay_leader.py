@@ -1,0 +1,55 @@
+"""Leader election for the relay: a PostgreSQL session advisory lock on a dedicated connection.
+
+The lock lives exactly as long as the connection: when the leader process dies (even by
+SIGKILL) the kernel closes its socket, PostgreSQL ends the session and releases the lock,
+and the standby blocked in `pg_advisory_lock` gets it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from contextlib import suppress
+
+import asyncpg
+
+# Arbitrary but fixed: "hishoREL". Advisory locks are per database.
+RELAY_LOCK_KEY = 0x686973686F52454C
+APPLICATION_PREFIX = "hisho-relay"
+CONNECT_TIMEOUT = 5.0
+
+
+def application_name() -> str:
+    """What the relay's lock connection shows in `pg_stat_activity` (with this process id)."""
+    return f"{APPLICATION_PREFIX}:{os.getpid()}"
+
+
+async def acquire_leadership(
+    dsn: str, stop: asyncio.Event, *, key: int = RELAY_LOCK_KEY
+) -> asyncpg.Connection | None:
+    """A new connection holding the relay lock, or None if `stop` was set while waiting."""
+    connection = await asyncpg.connect(
+        dsn,
+        timeout=CONNECT_TIMEOUT,
+        server_settings={"application_name": application_name()},
+    )
+    acquire = asyncio.ensure_future(connection.execute("SELECT pg_advisory_lock($1)", key))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({acquire, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        acquire.cancel()
+        connection.terminate()
+        raise
+    finally:
+        stopping.cancel()
+    if acquire.done():
+        if acquire.exception() is None:
+            return connection
+        connection.terminate()
+        await acquire  # re-raises the failure: the caller retries with backoff
+    acquire.cancel()
+    connection.terminate()  # ends the wait on the server too
+    with suppress(asyncio.CancelledError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        await acquire
+    return None

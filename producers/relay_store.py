@@ -1,0 +1,156 @@
+"""The relay's SQL: read the chain's tail, claim and chain pending rows, mark them published.
+
+Every statement runs on the one asyncpg connection that holds the relay's advisory lock
+(see `producers.relay`), serialized by an `asyncio.Lock` so the claimer and the marker can
+share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from infra.eventlog.chain import GENESIS, canonical_bytes, link_hash
+
+if TYPE_CHECKING:
+    from datetime import datetime
+    from uuid import UUID
+
+    import asyncpg
+
+
+class LostLeadershipError(RuntimeError):
+    """Rows this relay expected to position were positioned by someone else."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChainedEvent:
+    """An outbox row with its position and chain link: what the relay publishes."""
+
+    id: UUID
+    position: int
+    prev_hash: bytes
+    hash: bytes
+    body: bytes  # the canonical bytes (infra.eventlog.chain): the AMQP body
+    type: str
+    exchange: str
+    routing_key: str
+    occurred_at: datetime
+    correlation_id: UUID
+    traceparent: str | None
+    aggregate_type: str | None
+    aggregate_id: UUID | None
+    aggregate_version: int | None
+
+
+# The partial index `outbox_unpublished` (seq WHERE published_at IS NULL) serves both scans:
+# its size is the backlog, never the log, so a claim costs the same at 10 k or 100 M events.
+_CLAIM = """SELECT id, type, version, occurred_at, aggregate_type, aggregate_id,
+        aggregate_version, correlation_id, causation_id, actor, traceparent, data,
+        exchange, routing_key
+    FROM outbox WHERE published_at IS NULL AND position IS NULL ORDER BY seq LIMIT $1"""
+_UNMARKED = """SELECT id, type, version, occurred_at, aggregate_type, aggregate_id,
+        aggregate_version, correlation_id, causation_id, actor, traceparent, data,
+        exchange, routing_key, position, prev_hash, hash
+    FROM outbox WHERE published_at IS NULL AND position IS NOT NULL ORDER BY position"""
+_TAIL = """SELECT position, hash FROM outbox
+    WHERE position IS NOT NULL ORDER BY position DESC LIMIT 1"""
+_ASSIGN = """UPDATE outbox AS o SET position = u.position, prev_hash = u.prev_hash, hash = u.hash
+    FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::bytea[])
+        AS u(id, position, prev_hash, hash)
+    WHERE o.id = u.id AND o.position IS NULL"""
+_MARK = """UPDATE outbox SET published_at = now()
+    WHERE position BETWEEN $1 AND $2 AND published_at IS NULL"""
+
+
+async def use_json_codecs(connection: asyncpg.Connection) -> None:
+    """Make `connection` decode json/jsonb into Python values (the chain hashes those)."""
+    for name in ("json", "jsonb"):
+        await connection.set_type_codec(
+            name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+def _chained(row: asyncpg.Record, position: int, prev_hash: bytes, body: bytes) -> ChainedEvent:
+    return ChainedEvent(
+        id=row["id"],
+        position=position,
+        prev_hash=prev_hash,
+        hash=link_hash(prev_hash, body),
+        body=body,
+        type=row["type"],
+        exchange=row["exchange"],
+        routing_key=row["routing_key"],
+        occurred_at=row["occurred_at"],
+        correlation_id=row["correlation_id"],
+        traceparent=row["traceparent"],
+        aggregate_type=row["aggregate_type"],
+        aggregate_id=row["aggregate_id"],
+        aggregate_version=row["aggregate_version"],
+    )
+
+
+class RelayStore:
+    """The outbox as the leader relay sees it; holds the chain's tail in memory."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._connection = connection
+        self._lock = asyncio.Lock()
+        self.last_position = 0
+        self.last_hash = GENESIS
+
+    async def load_tail(self) -> None:
+        """Read the last assigned position and hash (the chain continues from there)."""
+        async with self._lock:
+            row = await self._connection.fetchrow(_TAIL)
+        if row is not None:
+            self.last_position, self.last_hash = row["position"], bytes(row["hash"])
+
+    async def unmarked(self) -> list[ChainedEvent]:
+        """Rows positioned by an earlier leader (or term) but not marked published, in order."""
+        async with self._lock:
+            rows = await self._connection.fetch(_UNMARKED)
+        events = []
+        for row in rows:
+            body = canonical_bytes(row, row["position"])
+            event = _chained(row, row["position"], bytes(row["prev_hash"]), body)
+            if event.hash != bytes(row["hash"]):
+                raise RuntimeError(f"stored hash of position {event.position} does not match")
+            events.append(event)
+        return events
+
+    async def claim(self, limit: int) -> list[ChainedEvent]:
+        """Give the oldest visible pending rows the next positions and links, and commit."""
+        async with self._lock:
+            rows = await self._connection.fetch(_CLAIM, limit)
+            if not rows:
+                return []
+            events = self._chain(rows)
+            async with self._connection.transaction():
+                status = await self._connection.execute(
+                    _ASSIGN,
+                    [e.id for e in events],
+                    [e.position for e in events],
+                    [e.prev_hash for e in events],
+                    [e.hash for e in events],
+                )
+                if status != f"UPDATE {len(events)}":
+                    raise LostLeadershipError(f"expected UPDATE {len(events)}, got {status}")
+        self.last_position, self.last_hash = events[-1].position, events[-1].hash
+        return events
+
+    def _chain(self, rows: list[asyncpg.Record]) -> list[ChainedEvent]:
+        position, prev_hash, events = self.last_position, self.last_hash, []
+        for row in rows:
+            position += 1
+            event = _chained(row, position, prev_hash, canonical_bytes(row, position))
+            events.append(event)
+            prev_hash = event.hash
+        return events
+
+    async def mark(self, first: int, last: int) -> None:
+        """Record that positions first..last were confirmed by the broker."""
+        async with self._lock:
+            await self._connection.execute(_MARK, first, last)
