@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AmqpDsn, Field, PostgresDsn, RedisDsn, ValidationError
+from pydantic import AmqpDsn, Field, PostgresDsn, RedisDsn, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +45,18 @@ class Settings(BaseSettings):
 
     ingress_host: str = "127.0.0.1"
     ingress_port: Port = 8080
+    ingress_max_body_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024
+    ingress_confirm_timeout: Annotated[float, Field(gt=0, le=30)] = 2.0
+    ingress_rate_limit: Annotated[int, Field(ge=1)] = 1200  # requests per key per window
+    ingress_rate_window_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
+    ingress_idempotency_ttl_seconds: Annotated[int, Field(ge=60)] = 24 * 3600
+    ingress_accepted_ttl_seconds: Annotated[int, Field(ge=60)] = 3600
+    ingress_key_cache_seconds: Annotated[float, Field(ge=0, le=300)] = 5.0
+    ingress_redis_timeout: Annotated[float, Field(gt=0, le=10)] = 0.25
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_key: SecretStr | None = None  # HS256 secret or RS256 public key (PEM)
+    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
 
     @property
     def stack_ports(self) -> dict[str, int]:

@@ -1,0 +1,179 @@
+"""Accepting a command: idempotency, the envelope, the confirmed publish, the status marker.
+
+Exactly-once in effect: a command id is what the processor's inbox deduplicates. With an
+`Idempotency-Key` the id is derived from (caller, key), so every retry of one logical
+request carries the same id, whether or not Redis remembers the key. Redis only adds the
+fast answers: `409` for a different body, and no second publish once one was confirmed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+import structlog
+from opentelemetry.trace import SpanKind
+
+from events import Actor, Envelope, Message
+from infra.redis_store import Claim, RedisUnavailableError
+from infra.telemetry import context_from_traceparent, current_traceparent
+from producers.ingress.problems import ProblemError, broker_unavailable
+from producers.ingress.publisher import BrokerUnavailableError, OutgoingCommand
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from datetime import datetime
+
+    from opentelemetry.trace import Tracer
+
+    from events import CatalogEntry
+    from producers.ingress.ports import CommandPublisher, IngressStore
+
+log = structlog.get_logger("hisho.ingress")
+
+# Fixed forever: changing it would give retried requests new command ids.
+IDEMPOTENCY_NAMESPACE = UUID("4f1c7d52-8a0e-5b7e-9c3a-6d2b1e0f9a41")
+BODY_HASH_HEADER = "body-sha256"
+
+
+def command_id_for(caller: str, idempotency_key: str | None) -> UUID:
+    """Return the id of a command: derived from (caller, key) when a key is given."""
+    if idempotency_key is None:
+        return uuid.uuid4()
+    return uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{caller}\n{idempotency_key}")
+
+
+def body_hash(command_type: str, data: Message) -> str:
+    """Return a SHA-256 of the command's type and validated, canonically serialised body."""
+    return hashlib.sha256(f"{command_type}\n{data.model_dump_json()}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CommandRequest:
+    """A validated command and everything the HTTP request said about it."""
+
+    entry: CatalogEntry
+    data: Message
+    actor: Actor
+    caller: str
+    idempotency_key: str | None
+    correlation_id: UUID | None
+    traceparent: str | None
+
+
+@dataclass(frozen=True)
+class AcceptedCommand:
+    """What the ingress answers for an accepted command."""
+
+    command_id: UUID
+    replayed: bool
+
+
+class CommandAcceptor:
+    """Publishes commands with confirms, keeping idempotency and status markers in Redis."""
+
+    def __init__(
+        self,
+        *,
+        publisher: CommandPublisher,
+        store: IngressStore,
+        tracer: Tracer,
+        clock: Callable[[], datetime],
+        idempotency_ttl: int,
+        accepted_ttl: int,
+    ) -> None:
+        self._publisher = publisher
+        self._store = store
+        self._tracer = tracer
+        self._clock = clock
+        self._idempotency_ttl = idempotency_ttl
+        self._accepted_ttl = accepted_ttl
+
+    async def accept(self, request: CommandRequest) -> AcceptedCommand:
+        """Publish `request` once, or raise a 409/503 problem; nothing else is written."""
+        command_id = command_id_for(request.caller, request.idempotency_key)
+        digest = body_hash(request.entry.type, request.data)
+        claim = await self._claim(command_id, digest) if request.idempotency_key else None
+        if claim is Claim.CONFLICT:
+            raise ProblemError(
+                409,
+                "idempotency-conflict",
+                "Idempotency-Key reused",
+                "this Idempotency-Key was used with a different request body",
+            )
+        if claim is Claim.PUBLISHED:
+            return AcceptedCommand(command_id, replayed=True)
+        await self._publish(request, command_id, digest, release=claim is Claim.NEW)
+        await self._quietly(
+            self._store.record_accepted(
+                command_id,
+                request.entry.type,
+                ttl=self._accepted_ttl,
+                idempotent=request.idempotency_key is not None,
+            )
+        )
+        return AcceptedCommand(command_id, replayed=claim is Claim.IN_FLIGHT)
+
+    async def _publish(
+        self, request: CommandRequest, command_id: UUID, digest: str, *, release: bool
+    ) -> None:
+        parent = context_from_traceparent(request.traceparent)
+        with self._tracer.start_as_current_span(
+            f"accept {request.entry.type}", context=parent, kind=SpanKind.PRODUCER
+        ):
+            outgoing = self._outgoing(request, command_id, digest, current_traceparent())
+            try:
+                await self._publisher.publish(outgoing)
+            except BrokerUnavailableError as exc:
+                if release:
+                    await self._quietly(self._store.release(command_id))
+                raise broker_unavailable(f"the broker did not confirm the command: {exc}") from exc
+
+    async def _claim(self, command_id: UUID, digest: str) -> Claim | None:
+        try:
+            return await self._store.claim(command_id, digest, ttl=self._idempotency_ttl)
+        except RedisUnavailableError as exc:
+            log.warning("idempotency degraded: redis unavailable", error=str(exc))
+            return None  # the derived id still makes the processor apply it once
+
+    @staticmethod
+    async def _quietly(operation: Awaitable[None]) -> None:
+        try:
+            await operation
+        except RedisUnavailableError as exc:
+            log.warning("redis unavailable", error=str(exc))
+
+    def _outgoing(
+        self, request: CommandRequest, command_id: UUID, digest: str, traceparent: str | None
+    ) -> OutgoingCommand:
+        entry = request.entry
+        envelope = Envelope[Message](
+            id=command_id,
+            type=entry.type,
+            version=entry.version,
+            occurred_at=self._clock(),
+            correlation_id=request.correlation_id or command_id,
+            causation_id=None,
+            actor=request.actor,
+            traceparent=traceparent,
+            data=request.data,
+        )
+        headers: dict[str, str | int] = {
+            "type": entry.type,
+            "version": entry.version,
+            BODY_HASH_HEADER: digest,
+        }
+        if traceparent:
+            headers["traceparent"] = traceparent
+        return OutgoingCommand(
+            routing_key=entry.routing_key,
+            body=envelope.model_dump_json().encode(),
+            message_id=str(command_id),
+            type=entry.type,
+            correlation_id=str(envelope.correlation_id),
+            timestamp=envelope.occurred_at,
+            headers=dict(headers),
+        )

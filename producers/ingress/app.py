@@ -1,0 +1,172 @@
+"""The ingress application factory: every part is a keyword argument with a real default."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from events import catalog as default_catalog
+from infra.auth import JwtVerifier, Scope, SqlApiKeyStore
+from infra.redis_store import RedisIngressStore
+from infra.settings import Settings, load_settings
+from infra.telemetry import tracer_provider
+from producers.ingress.accept import CommandAcceptor
+from producers.ingress.auth import Authenticator, RateLimiter, guard
+from producers.ingress.commands import commands_router
+from producers.ingress.health import health_router
+from producers.ingress.limits import BodyLimitMiddleware
+from producers.ingress.problems import install_problem_handlers, use_problem_media_type
+from producers.ingress.publisher import AmqpCommandPublisher
+from producers.ingress.state import StateReader, state_router
+from producers.ingress.status import StatusReader
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from events import Catalog
+    from producers.ingress.ports import CommandPublisher, IngressStore, KeyStore
+
+
+def utc_now() -> datetime:
+    """Return the current UTC time (the default clock)."""
+    return datetime.now(UTC)
+
+
+def create_app(
+    *,
+    settings: Settings | None = None,
+    publisher: CommandPublisher | None = None,
+    key_store: KeyStore | None = None,
+    redis: IngressStore | None = None,
+    engine: AsyncEngine | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    jwt: JwtVerifier | None = None,
+    tracing: TracerProvider | None = None,
+    commands: Catalog = default_catalog,
+) -> FastAPI:
+    """Build the ingress; parts not given are built from `settings` and closed on shutdown."""
+    settings = settings or load_settings()
+    owned: list[Callable[[], Awaitable[Any]]] = []
+    if engine is None:
+        engine = create_async_engine(
+            settings.database, pool_size=10, pool_pre_ping=True, connect_args={"timeout": 2}
+        )
+        owned.append(engine.dispose)
+    if redis is None:
+        redis = RedisIngressStore.from_url(settings.redis, timeout=settings.ingress_redis_timeout)
+        owned.append(redis.aclose)
+    if publisher is None:
+        publisher = AmqpCommandPublisher(
+            settings.amqp, confirm_timeout=settings.ingress_confirm_timeout
+        )
+        owned.append(publisher.close)
+    parts = _Parts(
+        settings=settings,
+        publisher=publisher,
+        key_store=key_store or SqlApiKeyStore(engine),
+        redis=redis,
+        engine=engine,
+        clock=clock,
+        jwt=jwt or JwtVerifier.from_settings(settings),
+        tracing=tracing or tracer_provider("hisho-ingress"),
+    )
+    app = FastAPI(
+        title="hisho ingress",
+        version="1",
+        description="Publish commands to hisho and read what became of them.",
+        lifespan=_lifespan(publisher, owned),
+    )
+    install_problem_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.ingress_max_body_bytes)
+    _include_routers(app, parts, commands)
+    _problem_openapi(app)
+    return app
+
+
+@dataclass(frozen=True)
+class _Parts:
+    settings: Settings
+    publisher: CommandPublisher
+    key_store: KeyStore
+    redis: IngressStore
+    engine: AsyncEngine
+    clock: Callable[[], datetime]
+    jwt: JwtVerifier | None
+    tracing: TracerProvider
+
+
+def _include_routers(app: FastAPI, parts: _Parts, commands: Catalog) -> None:
+    settings = parts.settings
+    authenticator = Authenticator(
+        parts.key_store, jwt=parts.jwt, cache_seconds=settings.ingress_key_cache_seconds
+    )
+    limiter = RateLimiter(
+        parts.redis,
+        limit=settings.ingress_rate_limit,
+        window=settings.ingress_rate_window_seconds,
+    )
+    acceptor = CommandAcceptor(
+        publisher=parts.publisher,
+        store=parts.redis,
+        tracer=parts.tracing.get_tracer("hisho.ingress"),
+        clock=parts.clock,
+        idempotency_ttl=settings.ingress_idempotency_ttl_seconds,
+        accepted_ttl=settings.ingress_accepted_ttl_seconds,
+    )
+    app.include_router(
+        health_router(publisher=parts.publisher, engine=parts.engine, store=parts.redis)
+    )
+    app.include_router(
+        commands_router(
+            commands=commands,
+            acceptor=acceptor,
+            statuses=StatusReader(parts.engine, parts.redis),
+            writer=guard(authenticator, limiter, Scope.COMMANDS_WRITE),
+            reader=guard(authenticator, limiter, Scope.COMMANDS_WRITE, Scope.STATE_READ),
+        )
+    )
+    app.include_router(
+        state_router(
+            states=StateReader(parts.engine), reader=guard(authenticator, limiter, Scope.STATE_READ)
+        )
+    )
+
+
+def _lifespan(
+    publisher: CommandPublisher, owned: list[Callable[[], Awaitable[Any]]]
+) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await publisher.start(wait=2.0)
+        try:
+            yield
+        finally:
+            for close in reversed(owned):
+                await close()
+
+    return lifespan
+
+
+def _problem_openapi(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = use_problem_media_type(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    description=app.description,
+                    routes=app.routes,
+                )
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

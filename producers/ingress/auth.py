@@ -1,0 +1,140 @@
+"""Authentication, scopes and the per-key rate limit, as one FastAPI dependency per scope set."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Annotated
+
+import structlog
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from infra.auth.api_keys import TOKEN_PREFIX
+from infra.redis_store import RedisUnavailableError
+from producers.ingress.problems import ProblemError, forbidden, retry_after, unauthorized
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from infra.auth import JwtVerifier, Principal, Scope
+    from producers.ingress.ports import IngressStore, KeyStore
+
+log = structlog.get_logger("hisho.ingress.auth")
+bearer = HTTPBearer(auto_error=False, description="An API key (`hisho_…`) or a JWT")
+_CACHE_MAX = 10_000
+_LOOKUP_TIMEOUT = 2.0
+
+
+class Authenticator:
+    """Turns a bearer token into a principal; key lookups are cached for `cache_seconds`.
+
+    Revoking a key therefore takes effect within `cache_seconds`. While PostgreSQL cannot
+    answer, keys seen before keep working from the cache; unknown ones get a 503.
+    """
+
+    def __init__(
+        self,
+        keys: KeyStore,
+        *,
+        jwt: JwtVerifier | None,
+        cache_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._keys = keys
+        self._jwt = jwt
+        self._ttl = cache_seconds
+        self._clock = clock
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    async def authenticate(self, token: str) -> Principal | None:
+        """Return the principal of a valid API key or JWT, else None."""
+        if token.startswith(TOKEN_PREFIX):
+            return await self._api_key(token)
+        if self._jwt is not None and token.count(".") == 2:  # noqa: PLR2004  (header.claims.sig)
+            return self._jwt.verify(token)
+        return None
+
+    async def _api_key(self, token: str) -> Principal | None:
+        now = self._clock()
+        cached = self._cache.get(token)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        try:
+            async with asyncio.timeout(_LOOKUP_TIMEOUT):
+                key = await self._keys.authenticate(token)
+        except Exception as exc:  # noqa: BLE001  (any driver error: the database is unusable)
+            return self._stale(cached, exc)
+        principal = key.principal() if key is not None else None
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        self._cache[token] = (now, principal)
+        return principal
+
+    @staticmethod
+    def _stale(cached: tuple[float, Principal | None] | None, exc: Exception) -> Principal | None:
+        if cached is not None and cached[1] is not None:
+            return cached[1]
+        log.warning("api key lookup failed", error=repr(exc))
+        raise ProblemError(
+            503,
+            "auth-unavailable",
+            "Authentication unavailable",
+            "the key store cannot be reached",
+            headers=retry_after(1),
+        )
+
+
+class RateLimiter:
+    """Fixed-window request limit per caller, kept in Redis; fails open without Redis."""
+
+    def __init__(
+        self,
+        store: IngressStore,
+        *,
+        limit: int,
+        window: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._limit = limit
+        self._window = window
+        self._clock = clock
+
+    async def check(self, principal: Principal) -> None:
+        """Count one request; raise a 429 problem when the caller is over its limit."""
+        try:
+            wait = await self._store.hit(
+                principal.caller, limit=self._limit, window=self._window, now=self._clock()
+            )
+        except RedisUnavailableError:
+            return  # fail open: losing Redis must not stop commands (docs/http.md)
+        if wait is not None:
+            raise ProblemError(
+                429,
+                "rate-limited",
+                "Too many requests",
+                f"at most {self._limit} requests per {self._window} s per key",
+                headers=retry_after(wait),
+            )
+
+
+def guard(
+    authenticator: Authenticator, limiter: RateLimiter, *scopes: Scope
+) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: authenticate (401), require any of `scopes` (403), rate-limit (429)."""
+
+    async def authenticated(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Principal:
+        if credentials is None:
+            raise unauthorized("send `Authorization: Bearer <key>`", invalid=False)
+        principal = await authenticator.authenticate(credentials.credentials)
+        if principal is None:
+            raise unauthorized("the bearer credentials are not valid", invalid=True)
+        if not any(principal.allows(scope) for scope in scopes):
+            raise forbidden(" or ".join(scope.value for scope in scopes))
+        await limiter.check(principal)
+        return principal
+
+    return authenticated

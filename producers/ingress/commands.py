@@ -1,0 +1,188 @@
+"""`POST /v1/commands/{CommandType}` (one operation per catalog command) and the status URL."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from typing import TYPE_CHECKING, Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Body, Depends, Header, Path, Request, Response
+from pydantic import BaseModel
+
+from infra.auth import Principal
+from producers.ingress.accept import AcceptedCommand, CommandAcceptor, CommandRequest
+from producers.ingress.problems import ProblemError, problem_responses
+from producers.ingress.status import CommandStatusView
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from events import Catalog, CatalogEntry
+    from producers.ingress.status import StatusReader
+
+_P = inspect.Parameter
+_JSON_SUFFIX = re.compile(r"^application/[a-z0-9.+-]+\+json$")
+_COMMAND_ERRORS = problem_responses(401, 403, 409, 413, 415, 422, 429, 503)
+
+
+class Accepted(BaseModel):
+    """A command the broker confirmed: follow `status_url` to see what became of it."""
+
+    command_id: UUID
+    status_url: str
+
+
+async def require_json(request: Request) -> None:
+    """Refuse a body that is not JSON (415); an empty body is left to validation (422)."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media.startswith("application/") and (
+        media == "application/json" or media.endswith("+json")
+    ):
+        return
+    if not media and not await request.body():
+        return
+    raise ProblemError(
+        415,
+        "unsupported-media-type",
+        "Unsupported media type",
+        f"send the command as application/json, not {media or 'an unlabelled body'!r}",
+    )
+
+
+def _answer(accepted: AcceptedCommand, response: Response) -> Accepted:
+    url = f"/v1/commands/{accepted.command_id}"
+    response.headers["Location"] = url
+    if accepted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return Accepted(command_id=accepted.command_id, status_url=url)
+
+
+def _post_endpoint(
+    entry: CatalogEntry,
+    acceptor: CommandAcceptor,
+    writer: Callable[..., Awaitable[Principal]],
+) -> Callable[..., Awaitable[Accepted]]:
+    async def post_command(**params: Any) -> Accepted:  # noqa: ANN401
+        principal: Principal = params["principal"]
+        request = CommandRequest(
+            entry=entry,
+            data=params["body"],
+            actor=principal.actor,
+            caller=principal.caller,
+            idempotency_key=params["idempotency_key"],
+            correlation_id=params["correlation_id"],
+            traceparent=params["traceparent"],
+        )
+        return _answer(await acceptor.accept(request), params["response"])
+
+    # FastAPI reads the parameters from the signature: give it the command's own model.
+    post_command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            _P("principal", _P.KEYWORD_ONLY, annotation=Annotated[Principal, Depends(writer)]),
+            _P("json_body", _P.KEYWORD_ONLY, annotation=Annotated[None, Depends(require_json)]),
+            _P("body", _P.KEYWORD_ONLY, annotation=Annotated[entry.model, Body()]),
+            _P("response", _P.KEYWORD_ONLY, annotation=Response),
+            _P(
+                "idempotency_key",
+                _P.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[
+                    str | None,
+                    Header(
+                        alias="Idempotency-Key",
+                        min_length=1,
+                        max_length=255,
+                        description="Retries with the same key get the same command id",
+                    ),
+                ],
+            ),
+            _P(
+                "correlation_id",
+                _P.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[
+                    UUID | None,
+                    Header(
+                        alias="X-Correlation-Id",
+                        description="Follow one story across commands (default: the command id)",
+                    ),
+                ],
+            ),
+            _P(
+                "traceparent",
+                _P.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[str | None, Header(description="W3C trace context")],
+            ),
+        ]
+    )
+    return post_command
+
+
+def _status_endpoint(
+    statuses: StatusReader, reader: Callable[..., Awaitable[Principal]]
+) -> Callable[..., Awaitable[CommandStatusView]]:
+    async def command_status(**params: Any) -> CommandStatusView:  # noqa: ANN401
+        return await statuses.status(params["command_id"])
+
+    command_status.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            _P("principal", _P.KEYWORD_ONLY, annotation=Annotated[Principal, Depends(reader)]),
+            _P("command_id", _P.KEYWORD_ONLY, annotation=Annotated[UUID, Path()]),
+        ]
+    )
+    return command_status
+
+
+async def _unknown_command(command_type: str) -> None:
+    raise ProblemError(
+        404,
+        "unknown-command-type",
+        "Unknown command type",
+        f"{command_type!r} is not a command hisho knows; see /openapi.json",
+    )
+
+
+def commands_router(
+    *,
+    commands: Catalog,
+    acceptor: CommandAcceptor,
+    statuses: StatusReader,
+    writer: Callable[..., Awaitable[Principal]],
+    reader: Callable[..., Awaitable[Principal]],
+) -> APIRouter:
+    """One POST operation per catalog command, the catch-all 404, and the status URL."""
+    router = APIRouter(prefix="/v1/commands", tags=["commands"])
+    for entry in commands.entries():
+        if entry.kind != "command":
+            continue
+        router.add_api_route(
+            f"/{entry.type}",
+            _post_endpoint(entry, acceptor, writer),
+            methods=["POST"],
+            status_code=202,
+            response_model=Accepted,
+            operation_id=f"post_{entry.type}",
+            summary=entry.type,
+            description=(entry.model.__doc__ or "").strip(),
+            responses={
+                202: {"headers": {"Location": {"schema": {"type": "string"}}}},
+                **_COMMAND_ERRORS,
+            },
+        )
+    router.add_api_route(
+        "/{command_type}", _unknown_command, methods=["POST"], include_in_schema=False
+    )
+
+    router.add_api_route(
+        "/{command_id}",
+        _status_endpoint(statuses, reader),
+        methods=["GET"],
+        operation_id="get_command_status",
+        response_model=CommandStatusView,
+        summary="Command status",
+        description="What became of a command: accepted, processed (with its events) or rejected.",
+        responses=problem_responses(401, 403, 404, 422, 429, 503),
+    )
+    return router

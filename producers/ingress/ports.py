@@ -1,0 +1,68 @@
+"""What the ingress needs from its adapters (the real ones live in `infra/`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from infra.auth import ApiKey
+    from infra.redis_store import Claim
+    from producers.ingress.publisher import OutgoingCommand
+
+
+class CommandPublisher(Protocol):
+    """Publishes a command and returns only once the broker confirmed it."""
+
+    @property
+    def ready(self) -> bool:
+        """Whether a publish can be attempted now."""
+        ...
+
+    async def start(self, *, wait: float = 0.0) -> None:
+        """Begin connecting."""
+
+    async def publish(self, command: OutgoingCommand) -> None:
+        """Publish with a confirm, or raise `BrokerUnavailableError`."""
+
+    async def close(self) -> None:
+        """Disconnect."""
+
+
+class KeyStore(Protocol):
+    """Finds the API key a presented token belongs to."""
+
+    async def authenticate(self, token: str) -> ApiKey | None:
+        """Return the active key of `token`, else None."""
+        ...
+
+
+class IngressStore(Protocol):
+    """Short-lived ingress state; every method may raise `RedisUnavailableError`."""
+
+    async def ping(self) -> None:
+        """Raise unless the store answers."""
+
+    async def claim(self, command_id: UUID, body_hash: str, *, ttl: int) -> Claim:
+        """Claim an idempotency record or report what it holds."""
+        ...
+
+    async def release(self, command_id: UUID) -> None:
+        """Forget an idempotency record whose publish failed."""
+
+    async def record_accepted(
+        self, command_id: UUID, command_type: str, *, ttl: int, idempotent: bool
+    ) -> None:
+        """Mark a confirmed command accepted."""
+
+    async def accepted_type(self, command_id: UUID) -> str | None:
+        """Return the type of an accepted command, or None."""
+        ...
+
+    async def hit(self, bucket: str, *, limit: int, window: int, now: float) -> float | None:
+        """Count a request; return seconds to wait when over the limit."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""

@@ -1,0 +1,148 @@
+"""Publish commands to `hisho.commands` with publisher confirms; fail fast without them.
+
+A `202` means the broker confirmed the message (persistent, routed to at least one queue:
+`mandatory` with returns raised). Anything else — not connected, channel closed, nack,
+unroutable, no confirm within `confirm_timeout` — raises `BrokerUnavailableError` and the
+ingress answers `503`. The robust connection reconnects in the background; while it is
+down `publish` fails at once instead of waiting for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import aio_pika
+import structlog
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError
+
+from infra.topology import COMMANDS_EXCHANGE
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+
+log = structlog.get_logger("hisho.ingress.publisher")
+
+_FAILURES = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError)
+
+
+class BrokerUnavailableError(Exception):
+    """The broker did not confirm a message; it must be treated as not accepted."""
+
+
+@dataclass(frozen=True)
+class OutgoingCommand:
+    """One command message as it goes on the wire."""
+
+    routing_key: str
+    body: bytes
+    message_id: str
+    type: str
+    correlation_id: str
+    timestamp: datetime
+    headers: dict[str, Any] = field(default_factory=dict)
+
+
+class AmqpCommandPublisher:
+    """Publishes to `hisho.commands` on one confirm-mode channel of a robust connection."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        confirm_timeout: float,
+        exchange: str = COMMANDS_EXCHANGE,
+        reconnect_interval: float = 1.0,
+    ) -> None:
+        self._url = url
+        self._confirm_timeout = confirm_timeout
+        self._exchange_name = exchange
+        self._reconnect_interval = reconnect_interval
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._connector: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether a publish can be attempted now (connected, channel open)."""
+        return (
+            self._exchange is not None
+            and self._connection is not None
+            and not self._connection.is_closed
+            and self._channel is not None
+            and not self._channel.is_closed
+        )
+
+    async def start(self, *, wait: float = 0.0) -> None:
+        """Connect in the background; wait up to `wait` seconds for the first connection."""
+        if self._connector is None:
+            self._connector = asyncio.create_task(self._connect_until_done())
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._connector), wait)
+
+    async def _connect_until_done(self) -> None:
+        while True:
+            try:
+                await self._connect()
+            except _FAILURES as exc:
+                log.warning("broker not reachable yet", error=str(exc) or type(exc).__name__)
+                await self._drop_connection()
+                await asyncio.sleep(self._reconnect_interval)
+            else:
+                return
+
+    async def _connect(self) -> None:
+        async with asyncio.timeout(max(self._confirm_timeout, 5.0)):
+            connection = await aio_pika.connect_robust(
+                self._url, reconnect_interval=self._reconnect_interval, timeout=5
+            )
+            self._connection = connection
+            async with connection.channel(publisher_confirms=False) as probe:
+                await probe.get_exchange(self._exchange_name, ensure=True)  # exists?
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            self._channel = channel
+            self._exchange = await channel.get_exchange(self._exchange_name, ensure=False)
+
+    async def _drop_connection(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        self._exchange = None
+        if connection is not None:
+            with contextlib.suppress(*_FAILURES):
+                await connection.close()
+
+    async def publish(self, command: OutgoingCommand) -> None:
+        """Publish and wait for the broker's confirm, or raise `BrokerUnavailableError`."""
+        exchange = self._exchange
+        if exchange is None or not self.ready:
+            raise BrokerUnavailableError("not connected to the broker")
+        message = aio_pika.Message(
+            body=command.body,
+            message_id=command.message_id,
+            type=command.type,
+            correlation_id=command.correlation_id,
+            timestamp=command.timestamp,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers=command.headers,
+            app_id="hisho-ingress",
+        )
+        try:
+            async with asyncio.timeout(self._confirm_timeout):
+                await exchange.publish(message, command.routing_key, mandatory=True)
+        except _FAILURES as exc:
+            raise BrokerUnavailableError(str(exc) or type(exc).__name__) from exc
+
+    async def close(self) -> None:
+        """Stop connecting and close the connection."""
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError, *_FAILURES):
+                await self._connector
+            self._connector = None
+        await self._drop_connection()

@@ -1,0 +1,52 @@
+"""Serve the ingress with uvicorn until the stop event is set (SIGTERM/SIGINT in `hisho run`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from infra.readiness import notify_ready
+from producers.ingress.app import create_app
+
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Iterator
+
+    from fastapi import FastAPI
+
+    from infra.settings import Settings
+
+
+class _Server(uvicorn.Server):
+    """uvicorn that leaves signals to its caller and tells the supervisor when it listens."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # `hisho run` owns SIGTERM/SIGINT and sets the stop event
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            notify_ready("ingress")
+
+
+async def run(settings: Settings, stop: asyncio.Event, app: FastAPI | None = None) -> None:
+    """Serve on settings.ingress_host:ingress_port until `stop` is set, then shut down."""
+    config = uvicorn.Config(
+        app or create_app(settings=settings),
+        host=settings.ingress_host,
+        port=settings.ingress_port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+    server = _Server(config)
+    serving = asyncio.ensure_future(server.serve())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    server.should_exit = True
+    await serving
