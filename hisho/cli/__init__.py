@@ -8,6 +8,7 @@ import typer
 
 from hisho.cli import catalog as catalog_cli
 from hisho.cli import database as database_cli
+from hisho.cli import keys as keys_cli
 from hisho.cli import run as run_cli
 from hisho.cli import stack as stack_cli
 from hisho.cli import up as up_cli
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(stack_cli.app, name="stack")
 app.add_typer(run_cli.app, name="run")
+app.add_typer(keys_cli.app, name="keys")
 catalog_cli.register(app)
 database_cli.register(app)
 up_cli.register(app)

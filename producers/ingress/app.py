@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from events import catalog as default_catalog
 from infra.auth import JwtVerifier, Scope, SqlApiKeyStore
+from infra.db.engine import create_engine
 from infra.redis_store import RedisIngressStore
 from infra.settings import Settings, load_settings
 from infra.telemetry import tracer_provider
@@ -57,9 +57,7 @@ def create_app(
     settings = settings or load_settings()
     owned: list[Callable[[], Awaitable[Any]]] = []
     if engine is None:
-        engine = create_async_engine(
-            settings.database, pool_size=10, pool_pre_ping=True, connect_args={"timeout": 2}
-        )
+        engine = create_engine(settings, pool_size=10, connect_args={"timeout": 2})
         owned.append(engine.dispose)
     if redis is None:
         redis = RedisIngressStore.from_url(settings.redis, timeout=settings.ingress_redis_timeout)
