@@ -54,9 +54,10 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from infra.eventlog.notify import NOTIFY_CHANNEL, set_notify_trigger
+from infra.eventlog.verify import use_json_codecs
 from producers.relay_leader import acquire_leadership
 from producers.relay_publisher import ConfirmingPublisher
-from producers.relay_store import ChainedEvent, RelayStore, use_json_codecs
+from producers.relay_store import ChainedEvent, RelayStore
 
 if TYPE_CHECKING:
     import asyncpg

@@ -8,7 +8,6 @@ share it.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -63,14 +62,6 @@ _ASSIGN = """UPDATE outbox AS o SET position = u.position, prev_hash = u.prev_ha
     WHERE o.id = u.id AND o.position IS NULL"""
 _MARK = """UPDATE outbox SET published_at = now()
     WHERE position BETWEEN $1 AND $2 AND published_at IS NULL"""
-
-
-async def use_json_codecs(connection: asyncpg.Connection) -> None:
-    """Make `connection` decode json/jsonb into Python values (the chain hashes those)."""
-    for name in ("json", "jsonb"):
-        await connection.set_type_codec(
-            name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
-        )
 
 
 def _chained(row: asyncpg.Record, position: int, prev_hash: bytes, body: bytes) -> ChainedEvent:

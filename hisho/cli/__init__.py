@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from hisho.cli import audit as audit_cli
 from hisho.cli import catalog as catalog_cli
 from hisho.cli import database as database_cli
 from hisho.cli import keys as keys_cli
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 app.add_typer(stack_cli.app, name="stack")
 app.add_typer(run_cli.app, name="run")
+app.add_typer(audit_cli.app, name="audit")
 app.add_typer(keys_cli.app, name="keys")
 catalog_cli.register(app)
 database_cli.register(app)

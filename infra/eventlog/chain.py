@@ -74,7 +74,8 @@ def utc_timestamp(moment: datetime) -> str:
     """A timestamp in the canonical form: ISO-8601 UTC, microseconds, `Z`."""
     if moment.tzinfo is None:
         raise ValueError("canonical timestamps need an aware datetime")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    text = moment.astimezone(UTC).isoformat(timespec="microseconds")
+    return text.removesuffix("+00:00") + "Z"  # four-digit year even before 1000
 
 
 def canonical_document(fields: EnvelopeFields, position: int) -> dict[str, Any]:
