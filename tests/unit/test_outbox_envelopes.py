@@ -1,0 +1,142 @@
+"""Envelopes as the outbox builds them, and the in-memory unit of work, with no services."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import TYPE_CHECKING
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from events import Actor, ActorKind
+from events.project import ApprovalPolicy, CreateProject, ProjectCreated
+from infra.db.command_status import CommandState
+from infra.db.outbox import command_envelope, envelope_from_row, event_envelope, outbox_values
+from infra.message_context import MessageContext
+from infra.topology import COMMANDS_EXCHANGE, EVENTS_EXCHANGE
+from tests.fakes import FakeClock, FakeUnitOfWork
+
+if TYPE_CHECKING:
+    from infra.db.uow import UnitOfWork
+
+POLICY = ApprovalPolicy(approvers=("ana",), required_approvals=1)
+ANA = Actor(kind=ActorKind.USER, id="ana")
+
+
+def _created() -> ProjectCreated:
+    return ProjectCreated(project_id=uuid.uuid4(), name="Launch", policy=POLICY)
+
+
+def _create() -> CreateProject:
+    return CreateProject(project_id=uuid.uuid4(), name="Launch", policy=POLICY)
+
+
+def test_event_envelope_takes_type_version_and_aggregate_from_the_catalog() -> None:
+    clock, context, aggregate_id = FakeClock(), MessageContext.start(ANA), uuid.uuid4()
+    envelope = event_envelope(
+        _created(), aggregate_id=aggregate_id, aggregate_version=2, context=context, clock=clock.now
+    )
+    assert (envelope.type, envelope.version, envelope.occurred_at) == (
+        "ProjectCreated",
+        1,
+        clock.now(),
+    )
+    assert (envelope.aggregate_type, envelope.aggregate_id, envelope.aggregate_version) == (
+        "project",
+        aggregate_id,
+        2,
+    )
+    assert envelope.correlation_id == context.correlation_id
+    assert envelope.position is None
+    values = outbox_values(envelope)
+    assert (values["exchange"], values["routing_key"]) == (EVENTS_EXCHANGE, "project.created")
+
+
+def test_every_envelope_gets_a_new_id() -> None:
+    context = MessageContext.start(ANA)
+    ids = {command_envelope(_create(), context=context).id for _ in range(50)}
+    assert len(ids) == 50
+
+
+def test_command_envelope_is_addressed_to_the_commands_exchange_without_aggregate() -> None:
+    envelope = command_envelope(_create(), context=MessageContext.start(ANA))
+    assert (envelope.aggregate_type, envelope.aggregate_id, envelope.aggregate_version) == (
+        None,
+        None,
+        None,
+    )
+    values = outbox_values(envelope)
+    assert (values["exchange"], values["routing_key"]) == (COMMANDS_EXCHANGE, "CreateProject")
+
+
+def test_events_and_commands_cannot_be_swapped() -> None:
+    context = MessageContext.start(ANA)
+    with pytest.raises(TypeError, match="use add_command"):
+        event_envelope(_create(), aggregate_id=uuid.uuid4(), aggregate_version=1, context=context)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="use add_event"):
+        command_envelope(_created(), context=context)  # type: ignore[arg-type]
+
+
+def test_traceparent_defaults_to_the_current_span() -> None:
+    tracer = TracerProvider().get_tracer("test")
+    context = MessageContext.start(ANA)
+    assert command_envelope(_create(), context=context).traceparent is None
+    with tracer.start_as_current_span("handle") as span:
+        envelope = command_envelope(_create(), context=context)
+        ids = span.get_span_context()
+    assert (
+        envelope.traceparent == f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{ids.trace_flags:02x}"
+    )
+
+
+def test_caused_by_continues_the_correlation_and_names_the_cause() -> None:
+    cause = command_envelope(
+        _create(),
+        context=MessageContext(
+            correlation_id=uuid.uuid4(),
+            actor=ANA,
+            traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ),
+    )
+    context = MessageContext.caused_by(cause)
+    assert (context.correlation_id, context.causation_id, context.actor) == (
+        cause.correlation_id,
+        cause.id,
+        ANA,
+    )
+    assert context.traceparent == cause.traceparent
+
+
+def test_a_raw_asyncpg_row_with_json_text_becomes_the_same_envelope() -> None:
+    envelope = event_envelope(
+        _created(),
+        aggregate_id=uuid.uuid4(),
+        aggregate_version=1,
+        context=MessageContext.start(ANA),
+    )
+    row = outbox_values(envelope) | {"position": 7}
+    row["actor"], row["data"] = json.dumps(row["actor"]), json.dumps(row["data"])
+    assert envelope_from_row(row) == envelope.model_copy(update={"position": 7})
+
+
+async def test_fake_unit_of_work_keeps_only_committed_blocks() -> None:
+    uow: UnitOfWork = FakeUnitOfWork()
+    message_id, context = uuid.uuid4(), MessageContext.start(ANA)
+    async with uow:
+        assert await uow.inbox.claim("approval", message_id)
+        await uow.outbox.add_command(_create(), context=context)
+    async with uow:
+        assert await uow.inbox.claim("approval", message_id)
+        command_id = await uow.outbox.add_command(_create(), context=context)
+        await uow.command_status.record(
+            message_id, type="CreateProject", status=CommandState.PROCESSED
+        )
+        await uow.commit()
+    async with uow:
+        assert not await uow.inbox.claim("approval", message_id)
+    assert isinstance(uow, FakeUnitOfWork)
+    assert [e.id for e in uow.envelopes] == [command_id]
+    assert uow.claimed == {("approval", message_id)}
+    assert uow.statuses[message_id].status is CommandState.PROCESSED
+    assert uow.commits == 1
