@@ -36,13 +36,14 @@ class Resource:
     filters: tuple[str, ...]
 
 
-# `aggregate_type` is the aggregate part of the catalog's routing keys ("plan.submitted").
+# `aggregate_type` is the domain's `Aggregate.aggregate_type` (also the first part of its
+# events' routing keys); filters compare a top-level field of the state JSON as text.
 RESOURCES = (
     Resource("personas", "persona", ("status",)),
     Resource("projects", "project", ()),
     Resource("plans", "plan", ("project_id", "status")),
-    Resource("workflows", "workflow", ("project_id", "plan_id", "status")),
-    Resource("tasks", "task", ("workflow_id", "plan_id", "status")),
+    Resource("workflows", "workflow", ("project_id", "plan_id", "phase")),
+    Resource("tasks", "task", ("workflow_id", "project_id", "status")),
 )
 
 

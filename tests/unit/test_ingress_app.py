@@ -1,0 +1,317 @@
+"""The whole ingress app with fakes: status codes, problem bodies, nothing published on error."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from uuid import uuid4
+
+import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from events import catalog
+from infra.auth import Scope
+from infra.settings import Settings
+from producers.ingress import create_app
+from tests.ingress_support import (
+    FakeIngressStore,
+    FakeKeyStore,
+    FakePublisher,
+    fake_key,
+    ingress_client,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    import httpx
+
+WRITER, WRITER_KEY = fake_key("00000000000000a1", Scope.COMMANDS_WRITE)
+READER, READER_KEY = fake_key("00000000000000a2", Scope.STATE_READ)
+ADMIN, ADMIN_KEY = fake_key("00000000000000a3", Scope.ADMIN)
+PROBLEM = "application/problem+json"
+INVALID = 'Bearer realm="hisho", error="invalid_token"'
+
+
+class Ingress:
+    """An app on fakes, and the fakes to look at."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.publisher = FakePublisher()
+        self.store = FakeIngressStore()
+        self.keys = FakeKeyStore({WRITER: WRITER_KEY, READER: READER_KEY, ADMIN: ADMIN_KEY})
+        self.app = create_app(
+            settings=Settings(ingress_max_body_bytes=4096, **settings),
+            publisher=self.publisher,
+            key_store=self.keys,
+            redis=self.store,
+            # Never connected to: these tests do not read state.
+            engine=create_async_engine("postgresql+asyncpg://nobody@127.0.0.1:9/none"),
+        )
+
+
+@pytest.fixture
+async def ingress() -> Ingress:
+    return Ingress()
+
+
+@pytest.fixture
+async def client(ingress: Ingress) -> AsyncIterator[httpx.AsyncClient]:
+    async with ingress_client(ingress.app) as http:
+        yield http
+
+
+def _auth(token: str = WRITER) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body: dict[str, Any] = response.json()
+    assert body["type"] == f"https://hisho.dev/problems/{slug}"
+    assert body["status"] == status
+    assert body["title"]
+    return body
+
+
+async def test_a_valid_command_is_accepted_with_location(
+    client: httpx.AsyncClient, ingress: Ingress
+) -> None:
+    response = await client.post(
+        "/v1/commands/SubmitPlan", json={"plan_id": str(uuid4())}, headers=_auth()
+    )
+    assert response.status_code == 202
+    body = response.json()
+    assert response.headers["location"] == body["status_url"]
+    assert body["status_url"] == f"/v1/commands/{body['command_id']}"
+    assert [m.message_id for m in ingress.publisher.published] == [body["command_id"]]
+
+
+async def test_admin_scope_may_post_commands(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/commands/SubmitPlan", json={"plan_id": str(uuid4())}, headers=_auth(ADMIN)
+    )
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("headers", "challenge"),
+    [
+        ({}, 'Bearer realm="hisho"'),
+        ({"Authorization": "Basic dXNlcjpwdw=="}, 'Bearer realm="hisho"'),
+        (
+            _auth("hisho_00000000000000ff_" + "x" * 43),
+            'Bearer realm="hisho", error="invalid_token"',
+        ),
+        (_auth("not-a-key"), 'Bearer realm="hisho", error="invalid_token"'),
+    ],
+)
+async def test_missing_or_bad_credentials_are_401_with_a_challenge(
+    client: httpx.AsyncClient, ingress: Ingress, headers: dict[str, str], challenge: str
+) -> None:
+    response = await client.post(
+        "/v1/commands/SubmitPlan", json={"plan_id": str(uuid4())}, headers=headers
+    )
+    _assert_problem(response, 401, "unauthorized")
+    assert response.headers["www-authenticate"] == challenge
+    assert ingress.publisher.published == []
+
+
+async def test_a_key_without_the_scope_is_403(client: httpx.AsyncClient, ingress: Ingress) -> None:
+    response = await client.post(
+        "/v1/commands/SubmitPlan", json={"plan_id": str(uuid4())}, headers=_auth(READER)
+    )
+    body = _assert_problem(response, 403, "forbidden")
+    assert "commands:write" in body["detail"]
+    assert ingress.publisher.published == []
+
+
+async def test_an_unknown_command_type_is_404(client: httpx.AsyncClient, ingress: Ingress) -> None:
+    response = await client.post("/v1/commands/LaunchRocket", json={}, headers=_auth())
+    body = _assert_problem(response, 404, "unknown-command-type")
+    assert "LaunchRocket" in body["detail"]
+    assert ingress.publisher.published == []
+
+
+async def test_invalid_fields_are_422_naming_each_field(
+    client: httpx.AsyncClient, ingress: Ingress
+) -> None:
+    response = await client.post(
+        "/v1/commands/CreateProject",
+        json={"project_id": "nope", "name": "", "policy": {"approvers": []}, "extra": 1},
+        headers=_auth(),
+    )
+    body = _assert_problem(response, 422, "validation")
+    fields = {error["field"] for error in body["errors"]}
+    assert {"body.project_id", "body.name", "body.extra"} <= fields
+    assert any(f.startswith("body.policy.") for f in fields)
+    pointers = {error["pointer"] for error in body["errors"]}
+    assert {"/project_id", "/name", "/extra"} <= pointers
+    assert all(error["message"] for error in body["errors"])
+    assert ingress.publisher.published == []
+
+
+async def test_malformed_json_is_422(client: httpx.AsyncClient, ingress: Ingress) -> None:
+    response = await client.post(
+        "/v1/commands/SubmitPlan",
+        content=b'{"plan_id": ',
+        headers={**_auth(), "Content-Type": "application/json"},
+    )
+    _assert_problem(response, 422, "validation")
+    assert ingress.publisher.published == []
+
+
+async def test_an_invalid_correlation_id_header_is_422(
+    client: httpx.AsyncClient, ingress: Ingress
+) -> None:
+    response = await client.post(
+        "/v1/commands/SubmitPlan",
+        json={"plan_id": str(uuid4())},
+        headers={**_auth(), "X-Correlation-Id": "not-a-uuid"},
+    )
+    body = _assert_problem(response, 422, "validation")
+    assert [error["field"] for error in body["errors"]] == ["header.X-Correlation-Id"]
+    assert ingress.publisher.published == []
+
+
+async def test_a_body_that_is_not_json_is_415(client: httpx.AsyncClient, ingress: Ingress) -> None:
+    response = await client.post(
+        "/v1/commands/SubmitPlan",
+        content=f'{{"plan_id": "{uuid4()}"}}',
+        headers={**_auth(), "Content-Type": "text/plain"},
+    )
+    _assert_problem(response, 415, "unsupported-media-type")
+    assert ingress.publisher.published == []
+
+
+async def test_a_declared_length_over_the_limit_is_413(
+    client: httpx.AsyncClient, ingress: Ingress
+) -> None:
+    response = await client.post(
+        "/v1/commands/SubmitPlan",
+        content=b"{" + b" " * 5000 + b"}",
+        headers={**_auth(), "Content-Type": "application/json"},
+    )
+    body = _assert_problem(response, 413, "payload-too-large")
+    assert "4096" in body["detail"]
+    assert ingress.publisher.published == []
+
+
+async def test_a_streamed_body_over_the_limit_is_413(
+    client: httpx.AsyncClient, ingress: Ingress
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"plan_id": "'
+        for _ in range(10):
+            yield b" " * 1000
+
+    response = await client.post(
+        "/v1/commands/SubmitPlan",
+        content=chunks(),
+        headers={**_auth(), "Content-Type": "application/json"},
+    )
+    body = _assert_problem(response, 413, "payload-too-large")
+    assert "streamed" in body["detail"]
+    assert ingress.publisher.published == []
+
+
+async def test_an_idempotency_conflict_is_409(client: httpx.AsyncClient, ingress: Ingress) -> None:
+    headers = {**_auth(), "Idempotency-Key": f"key-{uuid4()}"}
+    first = await client.post(
+        "/v1/commands/SubmitPlan", json={"plan_id": str(uuid4())}, headers=headers
+    )
+    assert first.status_code == 202
+    again = await client.post(
+        "/v1/commands/SubmitPlan", json={"plan_id": str(uuid4())}, headers=headers
+    )
+    _assert_problem(again, 409, "idempotency-conflict")
+    assert len(ingress.publisher.published) == 1
+
+
+async def test_a_replayed_idempotency_key_says_so() -> None:
+    ingress = Ingress()
+    headers = {**_auth(), "Idempotency-Key": "same"}
+    body = {"plan_id": str(uuid4())}
+    async with ingress_client(ingress.app) as client:
+        first = await client.post("/v1/commands/SubmitPlan", json=body, headers=headers)
+        second = await client.post("/v1/commands/SubmitPlan", json=body, headers=headers)
+    assert first.json() == second.json()
+    assert second.headers["idempotent-replayed"] == "true"
+    assert len(ingress.publisher.published) == 1
+
+
+async def test_over_the_rate_limit_is_429_with_retry_after() -> None:
+    ingress = Ingress(ingress_rate_limit=2)
+    async with ingress_client(ingress.app) as client:
+        answers = [
+            await client.post(
+                "/v1/commands/SubmitPlan", json={"plan_id": str(uuid4())}, headers=_auth()
+            )
+            for _ in range(3)
+        ]
+    assert [a.status_code for a in answers[:2]] == [202, 202]
+    _assert_problem(answers[2], 429, "rate-limited")
+    assert int(answers[2].headers["retry-after"]) >= 1
+    assert len(ingress.publisher.published) == 2
+
+
+async def test_the_rate_limit_fails_open_without_redis() -> None:
+    ingress = Ingress(ingress_rate_limit=1)
+    ingress.store.down = True
+    async with ingress_client(ingress.app) as client:
+        for _ in range(3):
+            response = await client.post(
+                "/v1/commands/SubmitPlan", json={"plan_id": str(uuid4())}, headers=_auth()
+            )
+            assert response.status_code == 202
+    assert len(ingress.publisher.published) == 3
+
+
+async def test_an_unconfirmed_publish_is_503_with_retry_after(
+    client: httpx.AsyncClient, ingress: Ingress
+) -> None:
+    ingress.publisher.failing = True
+    response = await client.post(
+        "/v1/commands/SubmitPlan", json={"plan_id": str(uuid4())}, headers=_auth()
+    )
+    _assert_problem(response, 503, "broker-unavailable")
+    assert response.headers["retry-after"] == "1"
+    assert ingress.publisher.published == []
+
+
+async def test_an_unreachable_key_store_is_503_not_500(
+    client: httpx.AsyncClient, ingress: Ingress
+) -> None:
+    ingress.keys.failing = True
+    response = await client.post(
+        "/v1/commands/SubmitPlan", json={"plan_id": str(uuid4())}, headers=_auth()
+    )
+    _assert_problem(response, 503, "auth-unavailable")
+
+
+async def test_unknown_paths_and_methods_are_problems(client: httpx.AsyncClient) -> None:
+    _assert_problem(await client.get("/v2/nothing"), 404, "not-found")
+    response = await client.delete("/v1/commands/SubmitPlan")
+    _assert_problem(response, 405, "method-not-allowed")
+
+
+async def test_healthz_answers_without_credentials(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+async def test_openapi_has_one_operation_per_command_and_problem_responses(
+    client: httpx.AsyncClient,
+) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    commands = [entry for entry in catalog.entries() if entry.kind == "command"]
+    for entry in commands:
+        operation = schema["paths"][f"/v1/commands/{entry.type}"]["post"]
+        body = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert body == {"$ref": f"#/components/schemas/{entry.model.__name__}"}
+        for status in ("401", "403", "409", "413", "415", "422", "429", "503"):
+            content = operation["responses"][status]["content"]
+            assert list(content) == ["application/problem+json"]
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    assert (await client.get("/docs")).status_code == 200
