@@ -1,0 +1,256 @@
+"""Plan: draft -> submitted -> approved | rejected | expired, or withdrawn while open.
+
+Approval is counted against the policy snapshot taken at submit (a later policy change does
+not touch it): one vote per approver, only the snapshot's approvers vote, any rejection
+rejects, quorum approves, and a plan small enough for the policy is approved at submit.
+Votes are refused from the deadline on; `expire` is allowed from the deadline on.
+
+Error codes: plan-not-draft, plan-not-submitted, plan-not-open, plan-nothing-to-edit,
+plan-has-no-steps, plan-duplicate-step, plan-not-an-approver, plan-duplicate-vote,
+plan-deadline-passed, plan-has-no-deadline, plan-deadline-not-reached.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Self
+from uuid import UUID
+
+from pydantic import TypeAdapter
+
+from domain.aggregate import Aggregate, dump_time, load_time, utc
+from domain.errors import DomainError
+from domain.policies import (
+    ApprovalOutcome,
+    approval_policy,
+    auto_approve_policy,
+    deadline_policy,
+    expiry_policy,
+)
+from events.plan import (
+    PlanApprovalRecorded,
+    PlanApproved,
+    PlanDrafted,
+    PlanEdited,
+    PlanExpired,
+    PlanRejected,
+    PlanStep,
+    PlanSubmitted,
+    PlanWithdrawn,
+)
+from events.project import ApprovalPolicy
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from datetime import datetime
+
+_STEPS: TypeAdapter[tuple[PlanStep, ...]] = TypeAdapter(tuple[PlanStep, ...])
+
+
+class PlanError(DomainError):
+    """A plan command broke a plan rule."""
+
+
+class PlanStatus(StrEnum):
+    """Where a plan stands; all but `draft` and `submitted` are final."""
+
+    DRAFT = "draft"
+    SUBMITTED = "submitted"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    WITHDRAWN = "withdrawn"
+
+
+class Plan(Aggregate):
+    """A plan of steps for a project, and the state of its approval."""
+
+    aggregate_type = "plan"
+
+    def __init__(
+        self,
+        plan_id: UUID,
+        *,
+        project_id: UUID,
+        title: str,
+        steps: tuple[PlanStep, ...],
+        version: int = 0,
+    ) -> None:
+        super().__init__(plan_id, version=version)
+        self.project_id = project_id
+        self.title = title
+        self.steps = steps
+        self.status = PlanStatus.DRAFT
+        self.policy: ApprovalPolicy | None = None
+        self.submitted_at: datetime | None = None
+        self.deadline: datetime | None = None
+        self.approvals: tuple[str, ...] = ()
+        self.auto_approved = False
+        self.rejected_by: str | None = None
+        self.reason: str | None = None
+
+    @classmethod
+    def draft(
+        cls,
+        *,
+        plan_id: UUID,
+        project_id: UUID,
+        title: str,
+        steps: tuple[PlanStep, ...],
+        at: datetime,
+    ) -> Plan:
+        """Start a plan in draft."""
+        _check_steps(steps)
+        plan = cls(plan_id, project_id=project_id, title=title, steps=steps)
+        event = PlanDrafted(plan_id=plan_id, project_id=project_id, title=title, steps=steps)
+        plan._record(event, at=at)
+        return plan
+
+    def edit(
+        self, *, title: str | None = None, steps: tuple[PlanStep, ...] | None = None, at: datetime
+    ) -> None:
+        """Change the title and/or steps of a draft (`None` leaves one as it is)."""
+        self._require(PlanStatus.DRAFT, "plan-not-draft")
+        if title is None and steps is None:
+            raise PlanError("plan-nothing-to-edit", "give a title, steps or both")
+        if steps is not None:
+            _check_steps(steps)
+            self.steps = steps
+        self.title = self.title if title is None else title
+        self._record(PlanEdited(plan_id=self.id, title=self.title, steps=self.steps), at=at)
+
+    def submit(self, *, policy: ApprovalPolicy, at: datetime) -> None:
+        """Hand the draft in under `policy` (snapshot); small plans pass at once by policy."""
+        self._require(PlanStatus.DRAFT, "plan-not-draft")
+        if not self.steps:
+            raise PlanError("plan-has-no-steps", "a plan needs at least one step to be submitted")
+        self.status = PlanStatus.SUBMITTED
+        self.policy = policy
+        self.submitted_at = utc(at)
+        self.deadline = deadline_policy(policy, self.submitted_at)
+        submitted = PlanSubmitted(
+            plan_id=self.id,
+            project_id=self.project_id,
+            step_count=len(self.steps),
+            policy=policy,
+            deadline=self.deadline,
+        )
+        self._record(submitted, at=at)
+        if auto_approve_policy(policy, len(self.steps)):
+            self.auto_approved = True
+            self._approve(at=at)
+
+    def approve(self, *, approver: str, comment: str | None, at: datetime) -> None:
+        """Record one approver's approval; reaching the snapshot's quorum approves the plan."""
+        policy = self._vote_policy(approver, at=at)
+        self.approvals = (*self.approvals, approver)
+        recorded = PlanApprovalRecorded(
+            plan_id=self.id,
+            approver=approver,
+            comment=comment,
+            approvals=len(self.approvals),
+            required_approvals=policy.required_approvals,
+        )
+        self._record(recorded, at=at)
+        if approval_policy(policy, self.approvals, rejected=False) is ApprovalOutcome.APPROVED:
+            self._approve(at=at)
+
+    def reject(self, *, approver: str, reason: str, at: datetime) -> None:
+        """Reject the plan: one rejection by an approver rejects it, whatever the approvals."""
+        self._vote_policy(approver, at=at)
+        self.status = PlanStatus.REJECTED
+        self.rejected_by = approver
+        self.reason = reason
+        event = PlanRejected(
+            plan_id=self.id, project_id=self.project_id, approver=approver, reason=reason
+        )
+        self._record(event, at=at)
+
+    def expire(self, *, at: datetime) -> None:
+        """Expire a submitted plan whose deadline has come."""
+        self._require(PlanStatus.SUBMITTED, "plan-not-submitted")
+        if self.deadline is None:
+            raise PlanError("plan-has-no-deadline", f"plan {self.id} has no approval deadline")
+        if not expiry_policy(self.deadline, utc(at)):
+            raise PlanError("plan-deadline-not-reached", f"plan {self.id} is due {self.deadline}")
+        self.status = PlanStatus.EXPIRED
+        event = PlanExpired(plan_id=self.id, project_id=self.project_id, deadline=self.deadline)
+        self._record(event, at=at)
+
+    def withdraw(self, *, reason: str | None, at: datetime) -> None:
+        """Withdraw a draft or submitted plan."""
+        if self.status not in {PlanStatus.DRAFT, PlanStatus.SUBMITTED}:
+            raise PlanError("plan-not-open", f"plan {self.id} is {self.status}")
+        self.status = PlanStatus.WITHDRAWN
+        self.reason = reason
+        event = PlanWithdrawn(plan_id=self.id, project_id=self.project_id, reason=reason)
+        self._record(event, at=at)
+
+    def _approve(self, *, at: datetime) -> None:
+        self.status = PlanStatus.APPROVED
+        approved = PlanApproved(
+            plan_id=self.id,
+            project_id=self.project_id,
+            approvers=self.approvals,
+            auto=self.auto_approved,
+        )
+        self._record(approved, at=at)
+
+    def _vote_policy(self, approver: str, *, at: datetime) -> ApprovalPolicy:
+        self._require(PlanStatus.SUBMITTED, "plan-not-submitted")
+        if self.policy is None:  # submit always sets it; this is a corrupt row
+            raise AssertionError("a submitted plan has a policy snapshot")
+        if approver not in self.policy.approvers:
+            raise PlanError("plan-not-an-approver", f"{approver!r} may not vote on this plan")
+        if approver in self.approvals:
+            raise PlanError("plan-duplicate-vote", f"{approver!r} has already voted")
+        if expiry_policy(self.deadline, utc(at)):
+            raise PlanError("plan-deadline-passed", f"the deadline {self.deadline} has passed")
+        return self.policy
+
+    def _require(self, status: PlanStatus, code: str) -> None:
+        if self.status is not status:
+            raise PlanError(code, f"plan {self.id} is {self.status}, not {status}")
+
+    def to_state(self) -> dict[str, Any]:
+        """The current state as a JSON-ready dict."""
+        return {
+            "id": str(self.id),
+            "project_id": str(self.project_id),
+            "title": self.title,
+            "steps": _STEPS.dump_python(self.steps, mode="json"),
+            "status": self.status.value,
+            "policy": None if self.policy is None else self.policy.model_dump(mode="json"),
+            "submitted_at": dump_time(self.submitted_at),
+            "deadline": dump_time(self.deadline),
+            "approvals": list(self.approvals),
+            "auto_approved": self.auto_approved,
+            "rejected_by": self.rejected_by,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], *, version: int) -> Self:
+        """Rebuild a plan from its stored state."""
+        plan = cls(
+            UUID(state["id"]),
+            project_id=UUID(state["project_id"]),
+            title=state["title"],
+            steps=_STEPS.validate_python(state["steps"]),
+            version=version,
+        )
+        plan.status = PlanStatus(state["status"])
+        policy = state["policy"]
+        plan.policy = None if policy is None else ApprovalPolicy.model_validate(policy)
+        plan.submitted_at = load_time(state["submitted_at"])
+        plan.deadline = load_time(state["deadline"])
+        plan.approvals = tuple(state["approvals"])
+        plan.auto_approved = state["auto_approved"]
+        plan.rejected_by = state["rejected_by"]
+        plan.reason = state["reason"]
+        return plan
+
+
+def _check_steps(steps: tuple[PlanStep, ...]) -> None:
+    if len({step.step_id for step in steps}) != len(steps):
+        raise PlanError("plan-duplicate-step", "step ids must be distinct")

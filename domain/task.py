@@ -1,0 +1,247 @@
+"""Task: pending -> queued -> running -> completed | failed, with counted attempts.
+
+`attempts` counts the runs started (`start`). A failed task may be retried (back to queued,
+announced by `TaskRetried` then `TaskQueued`) while `attempts < max_attempts`, so attempts
+never exceed the maximum. Any task not completed may be cancelled. Review may reopen a
+completed task (back to pending, attempts from zero, revision counted). AI tasks are run by
+the ai_execution consumer on `task.queued`; people complete human tasks by command.
+
+Error codes: task-not-pending, task-not-queued, task-not-running, task-not-failed,
+task-not-completed, task-attempts-exhausted, task-finished.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Self
+from uuid import UUID
+
+from pydantic import TypeAdapter
+
+from domain.aggregate import Aggregate
+from domain.errors import DomainError
+from domain.policies import retry_policy
+from events.plan import PlanStep
+from events.task import (
+    TaskCancelled,
+    TaskCompleted,
+    TaskCreated,
+    TaskFailed,
+    TaskQueued,
+    TaskReopened,
+    TaskRetried,
+    TaskStarted,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from datetime import datetime
+
+DEFAULT_MAX_ATTEMPTS = 3
+_STEP: TypeAdapter[PlanStep] = TypeAdapter(PlanStep)
+
+
+class TaskError(DomainError):
+    """A task command broke a task rule."""
+
+
+class TaskStatus(StrEnum):
+    """Where a task stands."""
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Task(Aggregate):
+    """One plan step being carried out by a persona or a person."""
+
+    aggregate_type = "task"
+
+    def __init__(
+        self,
+        task_id: UUID,
+        *,
+        workflow_id: UUID,
+        project_id: UUID,
+        step: PlanStep,
+        max_attempts: int,
+        version: int = 0,
+    ) -> None:
+        super().__init__(task_id, version=version)
+        self.workflow_id = workflow_id
+        self.project_id = project_id
+        self.step = step
+        self.max_attempts = max_attempts
+        self.status = TaskStatus.PENDING
+        self.attempts = 0
+        self.revision = 0
+        self.feedback: str | None = None
+        self.worker: str | None = None
+        self.output: str | None = None
+        self.error: str | None = None
+        self.reason: str | None = None
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        task_id: UUID,
+        workflow_id: UUID,
+        project_id: UUID,
+        step: PlanStep,
+        at: datetime,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> Task:
+        """Create a pending task from a plan step."""
+        task = cls(
+            task_id,
+            workflow_id=workflow_id,
+            project_id=project_id,
+            step=step,
+            max_attempts=max_attempts,
+        )
+        created = TaskCreated(
+            task_id=task_id,
+            workflow_id=workflow_id,
+            project_id=project_id,
+            step=step,
+            max_attempts=max_attempts,
+        )
+        task._record(created, at=at)
+        return task
+
+    def queue(self, *, at: datetime) -> None:
+        """Queue a pending task for its next attempt."""
+        self._require(TaskStatus.PENDING, "task-not-pending")
+        self._queue(at=at)
+
+    def start(self, *, worker: str | None, at: datetime) -> None:
+        """Begin an attempt at a queued task."""
+        self._require(TaskStatus.QUEUED, "task-not-queued")
+        self.status = TaskStatus.RUNNING
+        self.attempts += 1
+        self.worker = worker
+        started = TaskStarted(
+            task_id=self.id, workflow_id=self.workflow_id, attempt=self.attempts, worker=worker
+        )
+        self._record(started, at=at)
+
+    def complete(self, *, output: str, at: datetime) -> None:
+        """Finish a running task with its output."""
+        self._require(TaskStatus.RUNNING, "task-not-running")
+        self.status = TaskStatus.COMPLETED
+        self.output = output
+        completed = TaskCompleted(
+            task_id=self.id, workflow_id=self.workflow_id, attempt=self.attempts, output=output
+        )
+        self._record(completed, at=at)
+
+    def fail(self, *, error: str, at: datetime) -> None:
+        """Record that the running attempt failed."""
+        self._require(TaskStatus.RUNNING, "task-not-running")
+        self.status = TaskStatus.FAILED
+        self.error = error
+        failed = TaskFailed(
+            task_id=self.id,
+            workflow_id=self.workflow_id,
+            attempt=self.attempts,
+            error=error,
+            retryable=retry_policy(self.attempts, self.max_attempts),
+        )
+        self._record(failed, at=at)
+
+    def retry(self, *, at: datetime) -> None:
+        """Queue a failed task again if it has attempts left."""
+        self._require(TaskStatus.FAILED, "task-not-failed")
+        if not retry_policy(self.attempts, self.max_attempts):
+            raise TaskError(
+                "task-attempts-exhausted",
+                f"task {self.id} has used all {self.max_attempts} attempts",
+            )
+        retried = TaskRetried(
+            task_id=self.id, workflow_id=self.workflow_id, attempt=self.attempts + 1
+        )
+        self._record(retried, at=at)
+        self._queue(at=at)
+
+    def cancel(self, *, reason: str | None, at: datetime) -> None:
+        """Cancel a task that has not completed."""
+        if self.status in {TaskStatus.COMPLETED, TaskStatus.CANCELLED}:
+            raise TaskError("task-finished", f"task {self.id} is already {self.status}")
+        self.status = TaskStatus.CANCELLED
+        self.reason = reason
+        cancelled = TaskCancelled(task_id=self.id, workflow_id=self.workflow_id, reason=reason)
+        self._record(cancelled, at=at)
+
+    def reopen(self, *, feedback: str, at: datetime) -> None:
+        """Send a completed task back to pending for revision; attempts start again."""
+        self._require(TaskStatus.COMPLETED, "task-not-completed")
+        self.status = TaskStatus.PENDING
+        self.revision += 1
+        self.attempts = 0
+        self.feedback = feedback
+        self.output = None
+        self.error = None
+        reopened = TaskReopened(
+            task_id=self.id, workflow_id=self.workflow_id, revision=self.revision, feedback=feedback
+        )
+        self._record(reopened, at=at)
+
+    def _queue(self, *, at: datetime) -> None:
+        self.status = TaskStatus.QUEUED
+        queued = TaskQueued(
+            task_id=self.id,
+            workflow_id=self.workflow_id,
+            step=self.step,
+            attempt=self.attempts + 1,
+            feedback=self.feedback,
+        )
+        self._record(queued, at=at)
+
+    def _require(self, status: TaskStatus, code: str) -> None:
+        if self.status is not status:
+            raise TaskError(code, f"task {self.id} is {self.status}, not {status}")
+
+    def to_state(self) -> dict[str, Any]:
+        """The current state as a JSON-ready dict."""
+        return {
+            "id": str(self.id),
+            "workflow_id": str(self.workflow_id),
+            "project_id": str(self.project_id),
+            "step": _STEP.dump_python(self.step, mode="json"),
+            "kind": self.step.kind,
+            "status": self.status.value,
+            "max_attempts": self.max_attempts,
+            "attempts": self.attempts,
+            "revision": self.revision,
+            "feedback": self.feedback,
+            "worker": self.worker,
+            "output": self.output,
+            "error": self.error,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], *, version: int) -> Self:
+        """Rebuild a task from its stored state."""
+        task = cls(
+            UUID(state["id"]),
+            workflow_id=UUID(state["workflow_id"]),
+            project_id=UUID(state["project_id"]),
+            step=_STEP.validate_python(state["step"]),
+            max_attempts=state["max_attempts"],
+            version=version,
+        )
+        task.status = TaskStatus(state["status"])
+        task.attempts = state["attempts"]
+        task.revision = state["revision"]
+        task.feedback = state["feedback"]
+        task.worker = state["worker"]
+        task.output = state["output"]
+        task.error = state["error"]
+        task.reason = state["reason"]
+        return task
