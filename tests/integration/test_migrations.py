@@ -10,11 +10,15 @@ import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData, make_url, pool
 from sqlalchemy.ext.asyncio import create_async_engine
+from typer.testing import CliRunner
 
+from hisho.cli import app
 from infra.db import tables
 from infra.db.migrate import (
+    alembic_config,
     current_revision,
     downgrade,
     downgrade_to_base,
@@ -133,3 +137,14 @@ def _diff_against_tables_module(connection: Connection) -> list[Any]:
         opts={"compare_type": True, "compare_server_default": True},
     )
     return list(compare_metadata(context, foundation))
+
+
+def test_cli_migrate_upgrades_and_downgrades(fresh: Settings) -> None:
+    env = {"HISHO_DATABASE_URL": fresh.database_dsn}
+    up = CliRunner().invoke(app, ["migrate"], env=env)
+    assert up.exit_code == 0, up.output
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert f"database at revision {head}" in up.output
+    down = CliRunner().invoke(app, ["migrate", "--downgrade", "base"], env=env)
+    assert down.exit_code == 0, down.output
+    assert "database at revision base" in down.output

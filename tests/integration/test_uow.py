@@ -220,3 +220,24 @@ async def test_the_unit_of_work_refuses_use_outside_its_block(uow: SqlUnitOfWork
     async with uow:
         with pytest.raises(RuntimeError, match="already in use"):
             await uow.__aenter__()
+
+
+class _WithRepository(SqlUnitOfWork):
+    """How the command processor attaches repositories: bound to the block's session."""
+
+    def attach_repositories(self, session: AsyncSession) -> None:
+        self.repository_session = session
+
+
+async def test_repositories_attached_by_a_subclass_share_the_transaction(
+    sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine
+) -> None:
+    message_id = uuid.uuid4()
+    uow = _WithRepository(sessions)
+    async with uow:
+        assert uow.repository_session is uow.session
+        await uow.repository_session.execute(
+            inbox.insert().values(consumer="uow_repo_test", message_id=message_id)
+        )
+        assert not await uow.inbox.claim("uow_repo_test", message_id)
+    assert await _count(engine, "inbox", "message_id", message_id) == 0
