@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import socket
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+from uuid import uuid4
 
 import httpx
 
-from infra.auth import ApiKey, Scope
+from infra.auth import ApiKey, Scope, SqlApiKeyStore
 from infra.redis_store import Claim, RedisUnavailableError
+from infra.topology import COMMANDS_EXCHANGE
 from producers.ingress.publisher import BrokerUnavailableError, OutgoingCommand
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from uuid import UUID
 
+    from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
     from fastapi import FastAPI
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 class TcpProxy:
@@ -28,13 +36,29 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._open = True
+        self._url = ""
         self.port = 0
+
+    @classmethod
+    def to_url(cls, url: str) -> TcpProxy:
+        """A proxy to the server a URL names."""
+        parts = urlsplit(url)
+        proxy = cls(parts.hostname or "127.0.0.1", parts.port or 0)
+        proxy._url = url
+        return proxy
 
     async def start(self) -> int:
         """Listen on a free loopback port; return it."""
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
+
+    async def start_url(self) -> str:
+        """Start, and return the `to_url` URL rewritten to go through the proxy."""
+        port = await self.start()
+        parts = urlsplit(self._url)
+        credentials = f"{parts.username}:{parts.password}@" if parts.username else ""
+        return parts._replace(netloc=f"{credentials}127.0.0.1:{port}").geturl()
 
     def cut(self) -> None:
         """Abort every proxied connection and refuse new ones."""
@@ -203,3 +227,90 @@ async def ingress_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(transport=transport, base_url="http://ingress") as client,
     ):
         yield client
+
+
+# --- real-broker helpers for the integration and e2e tiers ---
+
+
+class Tap:
+    """A private queue bound to `hisho.commands` for one routing key."""
+
+    def __init__(self, queue: AbstractQueue) -> None:
+        self.queue = queue
+
+    async def take(self, count: int, *, timeout: float = 5.0) -> list[AbstractIncomingMessage]:
+        """Wait (bounded) for `count` messages; return what arrived."""
+        got: list[AbstractIncomingMessage] = []
+        async with asyncio.timeout(timeout):
+            while len(got) < count:
+                message = await self.queue.get(no_ack=True, fail=False)
+                if message is None:
+                    await asyncio.sleep(0.02)
+                    continue
+                got.append(message)
+        return got
+
+    async def drain(self) -> list[AbstractIncomingMessage]:
+        """Everything in the queue now.
+
+        A publish the ingress answered for was confirmed before the answer, and a confirmed
+        message is already in every queue it routes to: no waiting is needed to see it.
+        """
+        got = []
+        while (message := await self.queue.get(no_ack=True, fail=False)) is not None:
+            got.append(message)
+        return got
+
+    async def from_actors(self, *actor_ids: str) -> list[dict[str, Any]]:
+        """Envelopes now in the queue whose actor is one of `actor_ids`."""
+        envelopes = [json.loads(message.body) for message in await self.drain()]
+        return [env for env in envelopes if env["actor"]["id"] in actor_ids]
+
+
+@contextlib.asynccontextmanager
+async def tap(connection: AbstractConnection, routing_key: str) -> AsyncIterator[Tap]:
+    """A tap queue on `hisho.commands` for `routing_key`, deleted afterwards."""
+    channel = await connection.channel()
+    try:
+        queue = await channel.declare_queue(f"test.tap.{uuid4()}", exclusive=True)
+        await queue.bind(COMMANDS_EXCHANGE, routing_key)
+        yield Tap(queue)
+    finally:
+        await channel.close()
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound once, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@dataclass(frozen=True)
+class IngressKeys:
+    """Real API keys made for one test module: tokens and their key ids."""
+
+    writer: str
+    reader: str
+    bystander: str  # events:read only
+    ids: tuple[str, ...]
+
+    @staticmethod
+    def bearer(token: str) -> dict[str, str]:
+        """The Authorization header for a token."""
+        return {"Authorization": f"Bearer {token}"}
+
+
+async def make_test_keys(engine: AsyncEngine) -> IngressKeys:
+    """Create a writer, a reader and a key with neither scope."""
+    store = SqlApiKeyStore(engine)
+    writer = await store.create(scopes=[Scope.COMMANDS_WRITE], name="test writer")
+    reader = await store.create(scopes=[Scope.STATE_READ], name="test reader")
+    bystander = await store.create(scopes=[Scope.EVENTS_READ], name="test bystander")
+    return IngressKeys(
+        writer=writer.token,
+        reader=reader.token,
+        bystander=bystander.token,
+        ids=(writer.key.id, reader.key.id, bystander.key.id),
+    )
