@@ -164,7 +164,9 @@ class Relay:
         wait_stop = asyncio.ensure_future(self._stop.wait())
         wait_wake = asyncio.ensure_future(self._wake.wait())
         try:
-            await asyncio.wait({wait_stop, wait_wake}, timeout=timeout)
+            await asyncio.wait(
+                {wait_stop, wait_wake}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             wait_stop.cancel()
             wait_wake.cancel()

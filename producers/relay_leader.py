@@ -53,3 +53,18 @@ async def acquire_leadership(
     with suppress(asyncio.CancelledError, asyncpg.PostgresError, asyncpg.InterfaceError):
         await acquire
     return None
+
+
+_LEADER = """SELECT a.application_name FROM pg_locks AS l
+    JOIN pg_stat_activity AS a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND l.classid::bigint = $1 AND l.objid::bigint = $2"""
+
+
+async def current_leader(
+    connection: asyncpg.Connection, *, key: int = RELAY_LOCK_KEY
+) -> str | None:
+    """The application name of the session holding the relay lock (`hisho-relay:<pid>`)."""
+    name = await connection.fetchval(_LEADER, key >> 32, key & 0xFFFFFFFF)
+    return None if name is None else str(name)

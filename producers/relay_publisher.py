@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Self
 import aio_pika
 from aio_pika import DeliveryMode
 
+from infra.partitions import PARTITION_HEADER
+
 if TYPE_CHECKING:
     from types import TracebackType
 
@@ -30,7 +32,7 @@ def amqp_message(event: ChainedEvent) -> aio_pika.Message:
     headers: dict[str, Any] = {
         "position": event.position,
         # The consistent-hash partitions (infra.partitions) shard on this header.
-        "partition_key": str(event.aggregate_id or event.id),
+        PARTITION_HEADER: str(event.aggregate_id or event.id),
     }
     if event.aggregate_id is not None:
         headers["aggregate_id"] = str(event.aggregate_id)
