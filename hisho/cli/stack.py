@@ -27,9 +27,10 @@ app = typer.Typer(
 ServicesArg = typer.Argument(None, help=f"Some of: {', '.join(SERVICES)} (default: all).")
 
 
-def _stack() -> Stack:
+def _stack(*, logging: bool = True) -> Stack:
     settings = load_settings()
-    configure_logging(settings)
+    if logging:  # commands that only read (status, logs) log nothing
+        configure_logging(settings)
     return Stack(settings)
 
 
@@ -48,7 +49,8 @@ def _print_status(stack: Stack, rows: list[ServiceStatus]) -> None:
     typer.echo(f"{'service':<10}{'port':>6}  {'pid':>8}  {'health':<10} details")
     for row in rows:
         pid = str(row.pid) if row.pid is not None else "-"
-        typer.echo(f"{row.name:<10}{row.port:>6}  {pid:>8}  {row.health:<10} {extra[row.name]}")
+        line = f"{row.name:<10}{row.port:>6}  {pid:>8}  {row.health:<10} {extra[row.name]}"
+        typer.echo(line.rstrip())
     typer.echo(f"stack dir: {stack.layout.root}")
 
 
@@ -80,7 +82,7 @@ def down(services: list[str] | None = ServicesArg) -> None:
 @app.command()
 def status() -> None:
     """Print each service's port, pid and health; exit 1 unless all are running."""
-    stack = _stack()
+    stack = _stack(logging=False)
     rows = stack.status()
     _print_status(stack, rows)
     if any(row.health != "running" for row in rows):
@@ -93,7 +95,7 @@ def logs(
     lines: int = typer.Option(50, "-n", "--lines", min=0, help="Lines from the end."),
 ) -> None:
     """Print the last lines of the services' logs."""
-    stack = _stack()
+    stack = _stack(logging=False)
     names = [service] if service else list(SERVICES)
     if service and service not in (*SERVICES, "epmd", "initdb"):
         typer.echo(f"hisho stack: unknown service {service}", err=True)
