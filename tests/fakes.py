@@ -6,12 +6,14 @@ count only once `commit()` ran; leaving the block (or `rollback()`) discards the
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Self
 from uuid import UUID
 
 from infra.db.command_status import CommandState, CommandStatus
 from infra.db.outbox import command_envelope, event_envelope
+from infra.db.repositories import Aggregates, ConcurrencyError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -207,3 +209,82 @@ class FakeUnitOfWork:
         if self._block is None:
             raise RuntimeError("use the unit of work inside `async with uow:`")
         return self._block
+
+
+class FakeStateRows:
+    """`aggregate_state` rows in memory, JSON round-tripped like JSONB; writes count on commit."""
+
+    def __init__(self, committed: dict[tuple[str, UUID], tuple[int, dict[str, Any]]]) -> None:
+        self._committed = committed
+        self.written: dict[tuple[str, UUID], tuple[int, dict[str, Any]]] = {}
+
+    async def load(
+        self, aggregate_type: str, aggregate_id: UUID
+    ) -> tuple[int, dict[str, Any]] | None:
+        """The stored `(version, state)`, or None."""
+        key = (aggregate_type, aggregate_id)
+        row = self.written.get(key) or self._committed.get(key)
+        return None if row is None else (row[0], json.loads(json.dumps(row[1])))
+
+    async def insert(
+        self, aggregate_type: str, aggregate_id: UUID, version: int, state: dict[str, Any]
+    ) -> None:
+        """Create a row; `ConcurrencyError` if the id is taken."""
+        if await self.load(aggregate_type, aggregate_id) is not None:
+            raise ConcurrencyError(aggregate_type, aggregate_id, 0)
+        self.written[(aggregate_type, aggregate_id)] = (version, json.loads(json.dumps(state)))
+
+    async def update(
+        self,
+        aggregate_type: str,
+        aggregate_id: UUID,
+        read_version: int,
+        version: int,
+        state: dict[str, Any],
+    ) -> None:
+        """Replace a row still at `read_version`; `ConcurrencyError` otherwise."""
+        current = await self.load(aggregate_type, aggregate_id)
+        if current is None or current[0] != read_version:
+            raise ConcurrencyError(aggregate_type, aggregate_id, read_version)
+        self.written[(aggregate_type, aggregate_id)] = (version, json.loads(json.dumps(state)))
+
+
+class FakeAggregateUnitOfWork(FakeUnitOfWork):
+    """`FakeUnitOfWork` with repositories over `rows` (shareable, to play competing processors)."""
+
+    def __init__(
+        self,
+        *,
+        clock: FakeClock | None = None,
+        rows: dict[tuple[str, UUID], tuple[int, dict[str, Any]]] | None = None,
+    ) -> None:
+        super().__init__(clock=clock)
+        self.rows = {} if rows is None else rows
+        self._state = FakeStateRows(self.rows)
+        self._aggregates = Aggregates(self._state)
+
+    @property
+    def aggregates(self) -> Aggregates:
+        """The repositories, in this block."""
+        self._current()
+        return self._aggregates
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        self._fresh()
+        return self
+
+    async def commit(self) -> None:
+        """Keep every write of this block, state rows included, at once."""
+        await super().commit()
+        self.rows.update(self._state.written)
+        self._fresh()
+
+    async def rollback(self) -> None:
+        """Discard every write of this block."""
+        await super().rollback()
+        self._fresh()
+
+    def _fresh(self) -> None:
+        self._state = FakeStateRows(self.rows)
+        self._aggregates = Aggregates(self._state)

@@ -1,0 +1,215 @@
+"""The command processor: commands in; state, inbox, outbox and status out, in one transaction.
+
+Each command becomes, in ONE PostgreSQL transaction, the aggregates' new state, an inbox
+row (consumer `command_processor`, message id = command id), the events in the outbox (caused
+by the command, in its correlation, by its actor, in its trace) and the command's status
+(`processed` with the event ids, or `rejected` with a problem).
+
+- A redelivered command finds its inbox row: acknowledged, nothing changes.
+- Two processors racing on one aggregate: the loser's save hits the version check
+  (`ConcurrencyError`), its transaction rolls back, and the runtime retries the command.
+- A `DomainError` is an answer, not a failure: `rejected` + RFC 9457 problem, committed with
+  the inbox row (a redelivery does not decide again), and the message is acknowledged.
+- An undecodable or invalid message is parked with the reason (infra.consumer_runtime).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+from faststream import AckPolicy
+from faststream.rabbit import Channel, RabbitBroker, RabbitQueue, RabbitRouter
+from opentelemetry import trace
+
+from consumers import command_handlers, workflow_handlers
+from domain.errors import DomainError
+from events import Command, Envelope, InvalidMessageError, Message
+from infra.clock import Clock, utc_now
+from infra.consumer_runtime import (
+    RuntimePolicy,
+    decode_envelope,
+    is_transient,
+    runtime_middleware,
+)
+from infra.db.command_status import CommandState
+from infra.db.engine import create_engine, create_session_factory
+from infra.db.repositories import ConcurrencyError, SqlAggregateUnitOfWork
+from infra.db.uow import UnitOfWork
+from infra.message_context import MessageContext
+from infra.readiness import notify_ready
+from infra.telemetry import context_from_traceparent, tracer_provider
+from infra.topology import (
+    COMMAND_PROCESSOR,
+    COMMAND_QUEUE,
+    command_processor_queues,
+    declare_topology,
+)
+
+if TYPE_CHECKING:
+    import asyncio
+    import uuid
+    from collections.abc import Callable, Sequence
+    from datetime import datetime
+
+    from infra.db.repositories import Aggregates
+    from infra.settings import Settings
+
+# 1. Queue and bindings: `hisho.command_processor`, bound to every command type of the catalog
+#    on `hisho.commands` (declared by infra.topology; parking via `hisho.dead`).
+QUEUES = command_processor_queues()
+BINDINGS = QUEUES.bindings
+PREFETCH = 50
+SHUTDOWN_GRACE = 8.0  # seconds in-flight commands get after SIGTERM (`hisho run` allows 10)
+PROBLEM_BASE = "https://hisho.dev/problems/"
+
+# Codes naming input the command cannot mean (422); every other rule broken is a state
+# conflict (409): wrong status, already exists, duplicate vote, ...
+_UNPROCESSABLE_CODES = frozenset(
+    {
+        "plan-nothing-to-edit",
+        "plan-has-no-steps",
+        "plan-duplicate-step",
+        "plan-not-an-approver",
+        "workflow-unknown-task",
+        "workflow-tasks-unknown",
+    }
+)
+
+HANDLERS = {**command_handlers.HANDLERS, **workflow_handlers.HANDLERS}
+
+log = structlog.get_logger("hisho.command_processor")
+_tracer = trace.get_tracer("hisho.command_processor")
+
+
+class CommandUnitOfWork(UnitOfWork, Protocol):
+    """A unit of work with repositories (`SqlAggregateUnitOfWork`, or the unit tests' fake)."""
+
+    @property
+    def aggregates(self) -> Aggregates:
+        """The repositories, in this unit's transaction."""
+        ...
+
+
+class Outcome(StrEnum):
+    """What handling one command delivery did."""
+
+    PROCESSED = "processed"
+    REJECTED = "rejected"
+    DUPLICATE = "duplicate"
+
+
+# 2. Application logic, testable without a broker.
+async def handle_command(
+    envelope: Envelope[Message], uow: CommandUnitOfWork, *, clock: Clock = utc_now
+) -> Outcome:
+    """Decide one command and commit everything it changes at once."""
+    parent = context_from_traceparent(envelope.traceparent)
+    with _tracer.start_as_current_span(
+        f"process {envelope.type}", context=parent, kind=trace.SpanKind.CONSUMER
+    ):
+        async with uow:
+            if not await uow.inbox.claim(COMMAND_PROCESSOR, envelope.id):
+                return Outcome.DUPLICATE  # a redelivery we already answered
+            context = MessageContext.caused_by(envelope)
+            try:
+                await decide(envelope.data, uow.aggregates, clock())
+            except DomainError as error:
+                await _record(uow, envelope, CommandState.REJECTED, problem=problem_for(error))
+                await uow.commit()  # the answer + the inbox row: decided once
+                log.info("command rejected", command_id=str(envelope.id), code=error.code)
+                return Outcome.REJECTED
+            event_ids = await uow.aggregates.save(uow.outbox, context)
+            await _record(uow, envelope, CommandState.PROCESSED, event_ids=event_ids)
+            await uow.commit()  # state + inbox + outbox + status: one transaction
+            return Outcome.PROCESSED
+
+
+async def decide(command: Message, aggregates: Aggregates, at: datetime) -> None:
+    """Apply `command` through its handler; raises `DomainError` to reject it."""
+    handler = HANDLERS.get(type(command)) if isinstance(command, Command) else None
+    if handler is None:
+        raise InvalidMessageError(type(command).__name__, "type", "not a command hisho handles")
+    await handler(command, aggregates, at)
+
+
+def problem_for(error: DomainError) -> dict[str, Any]:
+    """The RFC 9457 problem body of a rejected command."""
+    status = 422 if error.code in _UNPROCESSABLE_CODES or error.code.endswith("-not-found") else 409
+    return {
+        "type": PROBLEM_BASE + error.code,
+        "title": error.code.replace("-", " ").capitalize(),
+        "status": status,
+        "detail": error.reason,
+        "code": error.code,
+    }
+
+
+async def _record(
+    uow: CommandUnitOfWork,
+    envelope: Envelope[Message],
+    state: CommandState,
+    *,
+    event_ids: Sequence[uuid.UUID] = (),
+    problem: dict[str, Any] | None = None,
+) -> None:
+    await uow.command_status.record(
+        envelope.id,
+        type=envelope.type,
+        status=state,
+        result_event_ids=event_ids,
+        problem=problem,
+        correlation_id=envelope.correlation_id,
+        actor=envelope.actor,
+    )
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Version conflicts and transient infrastructure errors are worth another attempt."""
+    return isinstance(error, ConcurrencyError) or is_transient(error)
+
+
+RUNTIME = RuntimePolicy(queues=QUEUES, transient=is_retryable)
+
+
+# 3. The router: the subscriber only adapts a delivery to `handle_command`.
+def command_router(
+    uow_factory: Callable[[], CommandUnitOfWork],
+    *,
+    clock: Clock = utc_now,
+    policy: RuntimePolicy = RUNTIME,
+    prefetch: int = PREFETCH,
+) -> RabbitRouter:
+    """A router consuming the command queue; a fresh unit of work per attempt."""
+    router = RabbitRouter(middlewares=[runtime_middleware(policy)])
+
+    @router.subscriber(
+        RabbitQueue(COMMAND_QUEUE, declare=False),
+        channel=Channel(prefetch_count=prefetch),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=decode_envelope,
+    )
+    async def on_command(envelope: Envelope[Message]) -> None:
+        """Adapt a delivery: decoded by the runtime, decided by `handle_command`."""
+        await handle_command(envelope, uow_factory(), clock=clock)
+
+    return router
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    """Run one command processor until `stop` is set; competing processors may run too."""
+    tracer_provider("hisho-processor")
+    engine = create_engine(settings, pool_size=10, max_overflow=10)
+    sessions = create_session_factory(engine)
+    broker = RabbitBroker(settings.amqp, logger=None, graceful_timeout=SHUTDOWN_GRACE)
+    broker.include_router(command_router(lambda: SqlAggregateUnitOfWork(sessions)))
+    try:
+        await declare_topology(await broker.connect())
+        await broker.start()
+        notify_ready("processor")
+        log.info("processor consuming", queue=COMMAND_QUEUE, prefetch=PREFETCH)
+        await stop.wait()
+    finally:
+        await broker.stop()  # stops consuming, waits for in-flight commands (graceful)
+        await engine.dispose()

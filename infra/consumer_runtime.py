@@ -1,0 +1,201 @@
+"""The consumer runtime: how every hisho consumer decodes, retries and parks its messages.
+
+A consumer's FastStream router installs `runtime_middleware(policy)` and subscribes with
+`ack_policy=AckPolicy.NACK_ON_ERROR`. Around each handler call the middleware
+
+1. runs the handler, retrying in-process (tenacity, short jittered backoff) while the error
+   is transient (`policy.transient`: lost database connections, serialization failures,
+   optimistic-concurrency conflicts, ...);
+2. when the in-process attempts are spent on a transient error, republishes the message to
+   the consumer's next delay queue on `hisho.retry` (`x-hisho-retries` counts the rounds),
+   and acknowledges the original: the delay queue dead-letters it back after its TTL;
+3. when the error is not transient (a `ContractError` from decoding: bad JSON, unknown type,
+   wrong fields; or a bug), or the delayed rounds are spent too, publishes a copy to
+   `hisho.dead` with the consumer's parking key and the reason in `x-hisho-parked-*`
+   headers, and acknowledges the original, so one bad message never blocks the queue.
+
+The copy is published with a publisher confirm on the channel the message came from,
+before the acknowledgement: a crash in between redelivers the original, so a message is
+parked or retried at least once and never lost. If the copy cannot be published (broker
+gone), the error escapes and the ack policy returns the message to the queue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import structlog
+from aiormq import spec
+from faststream import BaseMiddleware
+from faststream.exceptions import IgnoredException
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from events import ContractError, Envelope, Message, catalog
+from infra.db.transient import is_transient_database_error
+from infra.topology import DEAD_EXCHANGE, RETRY_EXCHANGE, ConsumerQueues
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from aio_pika.abc import AbstractIncomingMessage
+    from faststream._internal.basic_types import AsyncFuncAny
+    from faststream._internal.context.repository import ContextRepo
+    from faststream.message import StreamMessage
+
+log = structlog.get_logger("hisho.consumer")
+
+T = TypeVar("T")
+
+PARKED_REASON_HEADER = "x-hisho-parked-reason"
+PARKED_ERROR_HEADER = "x-hisho-parked-error"
+PARKED_CONSUMER_HEADER = "x-hisho-parked-consumer"
+PARKED_AT_HEADER = "x-hisho-parked-at"
+ORIGINAL_EXCHANGE_HEADER = "x-hisho-original-exchange"
+ORIGINAL_ROUTING_KEY_HEADER = "x-hisho-original-routing-key"
+RETRIES_HEADER = "x-hisho-retries"
+_MAX_REASON = 1_000
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether trying again later may succeed: connection, timeout and database hiccups."""
+    return isinstance(error, ConnectionError | TimeoutError) or is_transient_database_error(error)
+
+
+@dataclass(frozen=True)
+class RuntimePolicy:
+    """How one consumer retries and parks: its queues, attempts and what counts as transient."""
+
+    queues: ConsumerQueues
+    attempts: int = 5
+    first_wait: float = 0.002
+    max_wait: float = 0.1
+    transient: Callable[[BaseException], bool] = is_transient
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """Where a message goes when its handler gave up: a delay queue or the parking queue."""
+
+    action: Literal["retry", "park"]
+    exchange: str
+    routing_key: str
+    reason: str
+    error: str
+
+
+def settlement_for(error: BaseException, policy: RuntimePolicy, retries_done: int) -> Settlement:
+    """Decide where a failed message goes; transient errors climb the delay ladder first."""
+    if isinstance(error, ContractError):
+        reason = f"invalid message: {error}"
+    elif policy.transient(error):
+        key = policy.queues.next_retry(retries_done)
+        reason = f"{type(error).__name__}: {error}"
+        if key is not None:
+            return Settlement("retry", RETRY_EXCHANGE, key, reason, type(error).__name__)
+        reason = f"gave up after {retries_done} delayed retries: {reason}"
+    else:
+        reason = f"unexpected error: {type(error).__name__}: {error}"
+    key = policy.queues.parking_routing_key
+    return Settlement("park", DEAD_EXCHANGE, key, reason[:_MAX_REASON], type(error).__name__)
+
+
+def retrying(policy: RuntimePolicy) -> AsyncRetrying:
+    """A tenacity controller: `policy.attempts` tries while the error is transient."""
+    return AsyncRetrying(
+        stop=stop_after_attempt(policy.attempts),
+        wait=wait_random_exponential(multiplier=policy.first_wait, max=policy.max_wait),
+        retry=retry_if_exception(policy.transient),
+        reraise=True,
+    )
+
+
+async def call_with_retries(call: Callable[[], Awaitable[T]], policy: RuntimePolicy) -> T:
+    """Await `call()` again (a fresh call each time) while it fails transiently."""
+    async for attempt in retrying(policy):
+        with attempt:
+            return await call()
+    raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+
+
+async def decode_envelope(message: StreamMessage[Any]) -> Envelope[Message]:
+    """FastStream decoder: the body through the catalog; a `ContractError` gets it parked."""
+    return catalog.decode(message.body)
+
+
+def retries_done(raw: AbstractIncomingMessage) -> int:
+    """How many delayed retry rounds a message has been through."""
+    value = (raw.headers or {}).get(RETRIES_HEADER, 0)
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def settled_copy(raw: AbstractIncomingMessage, settlement: Settlement) -> spec.Basic.Properties:
+    """The properties of the copy sent to a delay or parking queue (original ones kept)."""
+    headers: dict[str, Any] = dict(raw.headers or {})
+    headers[ORIGINAL_EXCHANGE_HEADER] = headers.get(ORIGINAL_EXCHANGE_HEADER, raw.exchange or "")
+    headers[ORIGINAL_ROUTING_KEY_HEADER] = headers.get(
+        ORIGINAL_ROUTING_KEY_HEADER, raw.routing_key or ""
+    )
+    if settlement.action == "retry":
+        headers[RETRIES_HEADER] = retries_done(raw) + 1
+    headers[PARKED_REASON_HEADER if settlement.action == "park" else "x-hisho-retry-reason"] = (
+        settlement.reason
+    )
+    headers[PARKED_ERROR_HEADER] = settlement.error
+    headers[PARKED_AT_HEADER] = datetime.now(UTC).isoformat()
+    properties = raw.properties
+    properties.headers = headers
+    properties.delivery_mode = 2
+    return properties
+
+
+class RuntimeMiddleware(BaseMiddleware):
+    """Retries transient failures in-process, then sends the message to a delay or parking queue."""
+
+    def __init__(self, msg: Any, /, *, context: ContextRepo, policy: RuntimePolicy) -> None:  # noqa: ANN401
+        super().__init__(msg, context=context)
+        self.policy = policy
+
+    async def consume_scope(self, call_next: AsyncFuncAny, msg: StreamMessage[Any]) -> Any:  # noqa: ANN401
+        """Run the handler; settle whatever it could not finish."""
+        try:
+            return await call_with_retries(lambda: call_next(msg), self.policy)
+        except IgnoredException:
+            raise  # FastStream's own Ack/Nack/Reject/Skip signals
+        except Exception as exc:  # noqa: BLE001  (settling every failure is this class's job)
+            raw: AbstractIncomingMessage = msg.raw_message
+            settlement = settlement_for(exc, self.policy, retries_done(raw))
+        await settle(raw, settlement)
+        return None
+
+
+async def settle(raw: AbstractIncomingMessage, settlement: Settlement) -> None:
+    """Publish the settled copy with a confirm on the message's own channel."""
+    confirmation = await raw.channel.basic_publish(
+        raw.body,
+        exchange=settlement.exchange,
+        routing_key=settlement.routing_key,
+        properties=settled_copy(raw, settlement),
+        mandatory=True,
+    )
+    if not isinstance(confirmation, spec.Basic.Ack):
+        raise ConnectionError(f"broker did not confirm the {settlement.action} copy")
+    log.warning(
+        "message parked" if settlement.action == "park" else "message sent to retry",
+        message_id=raw.message_id,
+        routing_key=raw.routing_key,
+        to=settlement.routing_key,
+        reason=settlement.reason,
+    )
+
+
+def runtime_middleware(policy: RuntimePolicy) -> Callable[..., RuntimeMiddleware]:
+    """The middleware factory a router takes: `RabbitRouter(middlewares=[...])`."""
+    return partial(RuntimeMiddleware, policy=policy)

@@ -1,0 +1,310 @@
+"""The command processor's application logic (`handle_command`) with an in-memory unit of work."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from consumers.command_processor import HANDLERS, RUNTIME, Outcome, handle_command, problem_for
+from domain.errors import DomainError
+from domain.workflow import task_id_for
+from events import Envelope, InvalidMessageError, Message, catalog
+from events.notification import NotificationChannel, SendNotification
+from events.plan import AiStep, ApprovePlan, DraftPlan, HumanStep, SubmitPlan
+from events.project import ApprovalPolicy, CreateProject, ProjectCreated
+from events.workflow import BeginExecution, CancelWorkflow, StartWorkflow
+from infra.consumer_runtime import call_with_retries
+from infra.db.command_status import CommandState
+from infra.db.repositories import Aggregates, ConcurrencyError
+from infra.message_context import MessageContext
+from tests.command_scenarios import ACTOR, SCENARIOS, command_envelope
+from tests.fakes import FakeAggregateUnitOfWork
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from events import Command
+    from infra.db.command_status import CommandStatus
+    from tests.command_scenarios import CommandDriver
+
+Rows = dict[tuple[str, uuid.UUID], tuple[int, dict[str, Any]]]
+
+
+class FakeDriver:
+    """Runs `handle_command` directly on one in-memory unit of work."""
+
+    def __init__(self) -> None:
+        self.uow = FakeAggregateUnitOfWork()
+        self.outcomes: list[Outcome] = []
+
+    async def send(self, envelope: Envelope[Message]) -> None:
+        self.outcomes.append(await handle_command(envelope, self.uow, clock=self.uow.clock))
+
+    async def outcome(self, command_id: uuid.UUID) -> CommandStatus:
+        return self.uow.statuses[command_id]
+
+    async def settle(self) -> None:
+        return None
+
+    async def events_caused_by(self, command_id: uuid.UUID) -> list[Envelope[Message]]:
+        return [e for e in self.uow.envelopes if e.causation_id == command_id]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
+async def test_scenario_with_fakes(scenario: Callable[[CommandDriver], Awaitable[None]]) -> None:
+    await scenario(FakeDriver())
+
+
+async def send(driver: FakeDriver, data: Command) -> Envelope[Message]:
+    envelope = command_envelope(data)
+    await driver.send(envelope)
+    return envelope
+
+
+def policy(*approvers: str, required: int = 1) -> ApprovalPolicy:
+    return ApprovalPolicy(approvers=approvers, required_approvals=required)
+
+
+async def test_redelivery_is_acknowledged_as_duplicate_and_commits_nothing() -> None:
+    driver = FakeDriver()
+    envelope = await send(
+        driver, CreateProject(project_id=uuid.uuid4(), name="P", policy=policy("a"))
+    )
+    commits = driver.uow.commits
+    await driver.send(envelope)
+    assert driver.outcomes == [Outcome.PROCESSED, Outcome.DUPLICATE]
+    assert driver.uow.commits == commits
+    assert len(driver.uow.envelopes) == 1
+
+
+async def test_domain_error_is_recorded_as_rejected_with_the_inbox_row() -> None:
+    driver = FakeDriver()
+    project_id = uuid.uuid4()
+    await send(driver, CreateProject(project_id=project_id, name="P", policy=policy("a")))
+    again = await send(driver, CreateProject(project_id=project_id, name="P", policy=policy("a")))
+    status = driver.uow.statuses[again.id]
+    assert driver.outcomes[-1] is Outcome.REJECTED
+    assert status.status is CommandState.REJECTED
+    assert status.problem == {
+        "type": "https://hisho.dev/problems/project-exists",
+        "title": "Project exists",
+        "status": 409,
+        "detail": f"project {project_id} exists",
+        "code": "project-exists",
+    }
+    assert status.correlation_id == again.correlation_id
+    assert status.actor == again.actor
+    assert ("command_processor", again.id) in driver.uow.claimed
+    assert [e.type for e in driver.uow.envelopes] == ["ProjectCreated"]
+
+
+async def test_rejected_command_leaves_no_partial_state() -> None:
+    driver = FakeDriver()
+    project_id, plan_id = uuid.uuid4(), uuid.uuid4()
+    ghost = AiStep(step_id=uuid.uuid4(), title="t", persona_id=uuid.uuid4(), input="x")
+    await send(driver, CreateProject(project_id=project_id, name="P", policy=policy("a")))
+    draft = DraftPlan(plan_id=plan_id, project_id=project_id, title="T", steps=(ghost,))
+    envelope = await send(driver, draft)
+    assert driver.uow.statuses[envelope.id].problem == {
+        "type": "https://hisho.dev/problems/persona-not-found",
+        "title": "Persona not found",
+        "status": 422,
+        "detail": f"no persona {ghost.persona_id}",
+        "code": "persona-not-found",
+    }
+    assert ("plan", plan_id) not in driver.uow.rows
+
+
+async def test_events_continue_the_command_correlation_and_the_client_correlation_id() -> None:
+    driver = FakeDriver()
+    story = uuid.uuid4()
+    data = CreateProject(project_id=uuid.uuid4(), name="P", policy=policy("a"))
+    envelope = command_envelope(data, correlation_id=story)
+    await driver.send(envelope)
+    (event,) = driver.uow.envelopes
+    assert event.correlation_id == story
+    assert event.causation_id == envelope.id
+    assert event.aggregate_type == "project"
+    assert event.aggregate_version == 1
+    assert isinstance(event.data, ProjectCreated)
+
+
+async def test_state_rows_hold_status_and_parent_ids_as_strings() -> None:
+    driver = FakeDriver()
+    project_id, plan_id = uuid.uuid4(), uuid.uuid4()
+    step = HumanStep(step_id=uuid.uuid4(), title="t", assignee="a", instructions="do")
+    await send(driver, CreateProject(project_id=project_id, name="P", policy=policy("a")))
+    await send(driver, DraftPlan(plan_id=plan_id, project_id=project_id, title="T", steps=(step,)))
+    version, state = driver.uow.rows[("plan", plan_id)]
+    assert version == 1
+    assert state["status"] == "draft"
+    assert state["project_id"] == str(project_id)
+    assert state["id"] == str(plan_id)
+
+
+async def submitted_plan(
+    driver: FakeDriver, *, approvers: tuple[str, ...] = ("a",), required: int = 1, steps: int = 1
+) -> uuid.UUID:
+    project_id, plan_id = uuid.uuid4(), uuid.uuid4()
+    human = tuple(
+        HumanStep(step_id=uuid.uuid4(), title=f"s{i}", assignee="a", instructions="do")
+        for i in range(steps)
+    )
+    rule = policy(*approvers, required=required)
+    await send(driver, CreateProject(project_id=project_id, name="P", policy=rule))
+    await send(driver, DraftPlan(plan_id=plan_id, project_id=project_id, title="T", steps=human))
+    await send(driver, SubmitPlan(plan_id=plan_id))
+    return plan_id
+
+
+async def approved_plan(driver: FakeDriver, steps: int) -> uuid.UUID:
+    plan_id = await submitted_plan(driver, steps=steps)
+    await send(driver, ApprovePlan(plan_id=plan_id, approver="a"))
+    return plan_id
+
+
+async def test_start_workflow_saves_workflow_then_one_task_per_step() -> None:
+    driver = FakeDriver()
+    plan_id, workflow_id = await approved_plan(driver, 2), uuid.uuid4()
+    envelope = await send(driver, StartWorkflow(workflow_id=workflow_id, plan_id=plan_id))
+    events = [e for e in driver.uow.envelopes if e.causation_id == envelope.id]
+    assert [e.type for e in events] == ["WorkflowStarted", "TaskCreated", "TaskCreated"]
+    plan_state = driver.uow.rows[("plan", plan_id)][1]
+    task_ids = [task_id_for(workflow_id, uuid.UUID(s["step_id"])) for s in plan_state["steps"]]
+    assert [e.aggregate_id for e in events[1:]] == task_ids
+    assert all(driver.uow.rows[("task", t)][1]["status"] == "pending" for t in task_ids)
+
+
+async def test_begin_execution_queues_tasks_and_cancel_cancels_unfinished_ones() -> None:
+    driver = FakeDriver()
+    plan_id, workflow_id = await approved_plan(driver, 2), uuid.uuid4()
+    await send(driver, StartWorkflow(workflow_id=workflow_id, plan_id=plan_id))
+    begun = await send(driver, BeginExecution(workflow_id=workflow_id))
+    cancelled = await send(driver, CancelWorkflow(workflow_id=workflow_id, reason="stop"))
+    types = [e.type for e in driver.uow.envelopes if e.causation_id == begun.id]
+    assert types == ["WorkflowPhaseChanged", "TaskQueued", "TaskQueued"]
+    types = [e.type for e in driver.uow.envelopes if e.causation_id == cancelled.id]
+    assert types == ["WorkflowCancelled", "TaskCancelled", "TaskCancelled"]
+
+
+async def test_repeated_dedup_key_is_processed_without_a_second_notification() -> None:
+    driver = FakeDriver()
+
+    def notify() -> SendNotification:
+        return SendNotification(
+            notification_id=uuid.uuid4(),
+            channel=NotificationChannel.IN_APP,
+            recipient="alice",
+            subject="Hi",
+            body="Hello",
+            dedup_key=f"k-{key}",
+        )
+
+    key = uuid.uuid4()
+    first, second = await send(driver, notify()), await send(driver, notify())
+    assert driver.outcomes == [Outcome.PROCESSED, Outcome.PROCESSED]
+    assert [e.type for e in driver.uow.envelopes] == ["NotificationRequested"]
+    assert driver.uow.statuses[first.id].result_event_ids
+    assert driver.uow.statuses[second.id].result_event_ids == ()
+
+
+async def test_an_event_sent_as_a_command_is_a_contract_error() -> None:
+    driver = FakeDriver()
+    event = ProjectCreated(project_id=uuid.uuid4(), name="P", policy=policy("a"))
+    envelope = Envelope[Message](
+        id=uuid.uuid4(),
+        type="ProjectCreated",
+        version=1,
+        occurred_at=driver.uow.clock(),
+        correlation_id=uuid.uuid4(),
+        actor=ACTOR,
+        data=event,
+    )
+    with pytest.raises(InvalidMessageError, match="not a command"):
+        await handle_command(envelope, driver.uow)
+    assert driver.uow.commits == 0
+
+
+async def test_saving_a_stale_aggregate_raises_concurrency_error() -> None:
+    rows: Rows = {}
+    driver = FakeDriver()
+    driver.uow = FakeAggregateUnitOfWork(rows=rows)
+    project_id = uuid.uuid4()
+    envelope = await send(
+        driver, CreateProject(project_id=project_id, name="P", policy=policy("a"))
+    )
+    first, second = FakeAggregateUnitOfWork(rows=rows), FakeAggregateUnitOfWork(rows=rows)
+    context = MessageContext.caused_by(envelope)
+    async with first, second:
+        mine = await first.aggregates.projects.require(project_id)
+        theirs = await second.aggregates.projects.require(project_id)
+        mine.change_policy(policy("b"), at=first.clock())
+        theirs.change_policy(policy("c"), at=second.clock())
+        await first.aggregates.save(first.outbox, context)
+        await first.commit()
+        with pytest.raises(ConcurrencyError, match="version 1 is stale"):
+            await second.aggregates.save(second.outbox, context)
+    assert rows[("project", project_id)][1]["policy"]["approvers"] == ["b"]
+
+
+class RacedUnitOfWork(FakeAggregateUnitOfWork):
+    """Lets a competing command commit between this unit's reads and its save (once)."""
+
+    def __init__(self, rows: Rows, competitor: Callable[[], Awaitable[object]]) -> None:
+        super().__init__(rows=rows)
+        self._competitor = competitor
+
+    @property
+    def aggregates(self) -> Aggregates:
+        aggregates = super().aggregates
+        save, competitor = aggregates.save, self._competitor
+
+        async def raced_save(outbox: Any, context: MessageContext) -> list[uuid.UUID]:
+            await competitor()
+            return await save(outbox, context)
+
+        aggregates.save = raced_save  # type: ignore[method-assign]
+        return aggregates
+
+
+async def test_a_version_conflict_is_retried_with_a_fresh_unit_of_work() -> None:
+    rows: Rows = {}
+    driver = FakeDriver()
+    driver.uow = FakeAggregateUnitOfWork(rows=rows)
+    plan_id = await submitted_plan(driver, approvers=("a", "b", "c"), required=3)
+    rival = command_envelope(ApprovePlan(plan_id=plan_id, approver="b"))
+    mine = command_envelope(ApprovePlan(plan_id=plan_id, approver="a"))
+    raced = RacedUnitOfWork(rows, lambda: handle_command(rival, FakeAggregateUnitOfWork(rows=rows)))
+    units = iter([raced, FakeAggregateUnitOfWork(rows=rows)])
+    outcome = await call_with_retries(lambda: handle_command(mine, next(units)), RUNTIME)
+    assert outcome is Outcome.PROCESSED
+    version, state = rows[("plan", plan_id)]
+    assert state["approvals"] == ["b", "a"]
+    assert version == 4  # drafted, submitted, two approvals: no lost update
+
+
+def test_every_catalog_command_has_exactly_one_handler() -> None:
+    commands = {e.model for e in catalog.entries() if e.kind == "command"}
+    assert set(HANDLERS) == commands
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("plan-not-draft", 409),
+        ("plan-duplicate-vote", 409),
+        ("project-exists", 409),
+        ("plan-not-found", 422),
+        ("plan-not-an-approver", 422),
+        ("workflow-unknown-task", 422),
+    ],
+)
+def test_problem_status_is_422_for_bad_input_and_409_for_state_conflicts(
+    code: str, status: int
+) -> None:
+    problem = problem_for(DomainError(code, "because"))
+    assert problem["status"] == status
+    assert problem["type"].endswith("/" + code)
+    assert problem["detail"] == "because"
