@@ -103,17 +103,7 @@ class Workflow(Aggregate):
             raise WorkflowError(
                 "workflow-plan-not-approved", f"plan {plan.id} is {plan.status}, not approved"
             )
-        tasks = [
-            Task.create(
-                task_id=task_id_for(workflow_id, step.step_id),
-                workflow_id=workflow_id,
-                project_id=plan.project_id,
-                step=step,
-                max_attempts=max_attempts,
-                at=at,
-            )
-            for step in plan.steps
-        ]
+        tasks = _tasks_for(plan, workflow_id=workflow_id, max_attempts=max_attempts, at=at)
         task_ids = tuple(task.id for task in tasks)
         workflow = cls(
             workflow_id,
@@ -221,3 +211,17 @@ class Workflow(Aggregate):
         workflow.revisions = state["revisions"]
         workflow.reason = state["reason"]
         return workflow
+
+
+def _tasks_for(plan: Plan, *, workflow_id: UUID, max_attempts: int, at: datetime) -> list[Task]:
+    return [
+        Task.create(
+            task_id=task_id_for(workflow_id, step.step_id),
+            workflow_id=workflow_id,
+            project_id=plan.project_id,
+            step=step,
+            max_attempts=max_attempts,
+            at=at,
+        )
+        for step in plan.steps
+    ]
