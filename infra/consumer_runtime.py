@@ -61,6 +61,7 @@ PARKED_AT_HEADER = "x-hisho-parked-at"
 ORIGINAL_EXCHANGE_HEADER = "x-hisho-original-exchange"
 ORIGINAL_ROUTING_KEY_HEADER = "x-hisho-original-routing-key"
 RETRIES_HEADER = "x-hisho-retries"
+RETRY_REASON_HEADER = "x-hisho-retry-reason"
 _MAX_REASON = 1_000
 
 
@@ -89,22 +90,24 @@ class Settlement:
     routing_key: str
     reason: str
     error: str
+    consumer: str
 
 
 def settlement_for(error: BaseException, policy: RuntimePolicy, retries_done: int) -> Settlement:
     """Decide where a failed message goes; transient errors climb the delay ladder first."""
+    queues, name = policy.queues, type(error).__name__
     if isinstance(error, ContractError):
         reason = f"invalid message: {error}"
     elif policy.transient(error):
-        key = policy.queues.next_retry(retries_done)
-        reason = f"{type(error).__name__}: {error}"
+        key = queues.next_retry(retries_done)
+        reason = f"{name}: {error}"
         if key is not None:
-            return Settlement("retry", RETRY_EXCHANGE, key, reason, type(error).__name__)
+            return Settlement("retry", RETRY_EXCHANGE, key, reason, name, queues.consumer)
         reason = f"gave up after {retries_done} delayed retries: {reason}"
     else:
-        reason = f"unexpected error: {type(error).__name__}: {error}"
-    key = policy.queues.parking_routing_key
-    return Settlement("park", DEAD_EXCHANGE, key, reason[:_MAX_REASON], type(error).__name__)
+        reason = f"unexpected error: {name}: {error}"
+    key, reason = queues.parking_routing_key, reason[:_MAX_REASON]
+    return Settlement("park", DEAD_EXCHANGE, key, reason, name, queues.consumer)
 
 
 def retrying(policy: RuntimePolicy) -> AsyncRetrying:
@@ -145,11 +148,12 @@ def settled_copy(raw: AbstractIncomingMessage, settlement: Settlement) -> spec.B
     )
     if settlement.action == "retry":
         headers[RETRIES_HEADER] = retries_done(raw) + 1
-    headers[PARKED_REASON_HEADER if settlement.action == "park" else "x-hisho-retry-reason"] = (
-        settlement.reason
-    )
-    headers[PARKED_ERROR_HEADER] = settlement.error
-    headers[PARKED_AT_HEADER] = datetime.now(UTC).isoformat()
+        headers[RETRY_REASON_HEADER] = settlement.reason
+    else:
+        headers[PARKED_REASON_HEADER] = settlement.reason
+        headers[PARKED_ERROR_HEADER] = settlement.error
+        headers[PARKED_CONSUMER_HEADER] = settlement.consumer
+        headers[PARKED_AT_HEADER] = datetime.now(UTC).isoformat()
     properties = raw.properties
     properties.headers = headers
     properties.delivery_mode = 2
