@@ -122,7 +122,7 @@ def _family(proc: psutil.Process) -> list[psutil.Process]:
 
 def _sigkill(procs: Sequence[psutil.Process], group: int) -> None:
     with contextlib.suppress(OSError):
-        os.killpg(group, signal.SIGKILL)  # the session we created with start_new_session
+        os.killpg(group, signal.SIGKILL)  # the session spawn() created (setsid)
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             proc.kill()  # psutil checks the pid was not reused since we looked it up

@@ -246,6 +246,17 @@ def test_exec_runs_the_command_and_stops_what_it_started(tmp_path: Path) -> None
     assert not redis_ping(int(env["HISHO_STACK_REDIS_PORT"]))
 
 
+def _runs(pid: int, marker: str) -> bool:
+    """True once a child of `pid` has `marker` in its command line."""
+    for child in psutil.Process(pid).children():
+        try:
+            if marker in " ".join(child.cmdline()):
+                return True
+        except psutil.Error:
+            continue
+    return False
+
+
 def test_exec_stops_what_it_started_on_sigterm(tmp_path: Path) -> None:
     env = _exec_env(tmp_path)
     sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
@@ -257,7 +268,7 @@ def test_exec_stops_what_it_started_on_sigterm(tmp_path: Path) -> None:
     )
     try:
         deadline = time.monotonic() + 60
-        while not psutil.Process(runner.pid).children():
+        while not _runs(runner.pid, "time.sleep(120)"):
             assert time.monotonic() < deadline, "the command never started"
             assert runner.poll() is None, "exec ended early"
             time.sleep(0.1)
