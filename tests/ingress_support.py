@@ -1,31 +1,36 @@
-"""Support for the ingress tests: fakes, an in-process client, a TCP proxy to cut."""
+"""Support for the ingress tests on real services: in-process client, tap queues, a TCP proxy
+to cut, keys, and `hisho run ingress` as a process."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from uuid import uuid4
 
 import httpx
 
-from infra.auth import ApiKey, Scope, SqlApiKeyStore
-from infra.redis_store import Claim, RedisUnavailableError
+from infra.auth import Scope, SqlApiKeyStore
 from infra.topology import COMMANDS_EXCHANGE
-from producers.ingress.publisher import BrokerUnavailableError, OutgoingCommand
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-    from uuid import UUID
+    from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
 
     from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
     from fastapi import FastAPI
     from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from infra.settings import Settings
 
 
 class TcpProxy:
@@ -103,119 +108,6 @@ class TcpProxy:
             self._writers.discard(writer)
             with contextlib.suppress(Exception):
                 writer.transport.abort()
-
-
-# --- fakes for the unit tier (they implement the Protocols in producers/ingress/ports.py) ---
-
-
-class FakePublisher:
-    """Records what it was asked to publish; `failing` makes every publish raise."""
-
-    def __init__(self) -> None:
-        self.published: list[OutgoingCommand] = []
-        self.failing = False
-        self.started = False
-
-    @property
-    def ready(self) -> bool:
-        return self.started and not self.failing
-
-    async def start(self, *, wait: float = 0.0) -> None:  # noqa: ARG002
-        self.started = True
-
-    async def publish(self, command: OutgoingCommand) -> None:
-        if self.failing:
-            raise BrokerUnavailableError("fake broker down")
-        self.published.append(command)
-
-    async def close(self) -> None:
-        self.started = False
-
-
-class FakeIngressStore:
-    """Dict-backed idempotency records, counters and markers; `down` makes it unreachable."""
-
-    def __init__(self) -> None:
-        self.records: dict[UUID, str] = {}
-        self.markers: dict[UUID, str] = {}
-        self.counters: dict[str, int] = {}
-        self.down = False
-
-    def _check(self) -> None:
-        if self.down:
-            raise RedisUnavailableError("fake redis down")
-
-    async def ping(self) -> None:
-        self._check()
-
-    async def claim(self, command_id: UUID, body_hash: str, *, ttl: int) -> Claim:  # noqa: ARG002
-        self._check()
-        held = self.records.get(command_id)
-        if held is None:
-            self.records[command_id] = f"{body_hash}:pending"
-            return Claim.NEW
-        stored, _, state = held.rpartition(":")
-        if stored != body_hash:
-            return Claim.CONFLICT
-        return Claim.PUBLISHED if state == "published" else Claim.IN_FLIGHT
-
-    async def release(self, command_id: UUID) -> None:
-        self._check()
-        self.records.pop(command_id, None)
-
-    async def record_accepted(
-        self,
-        command_id: UUID,
-        command_type: str,
-        *,
-        ttl: int,  # noqa: ARG002
-        idempotent: bool,
-    ) -> None:
-        self._check()
-        self.markers[command_id] = command_type
-        if idempotent and command_id in self.records:
-            self.records[command_id] = self.records[command_id].replace(":pending", ":published")
-
-    async def accepted_type(self, command_id: UUID) -> str | None:
-        self._check()
-        return self.markers.get(command_id)
-
-    async def hit(self, bucket: str, *, limit: int, window: int, now: float) -> float | None:
-        self._check()
-        key = f"{bucket}:{int(now // window)}"
-        self.counters[key] = self.counters.get(key, 0) + 1
-        return None if self.counters[key] <= limit else window - now % window
-
-    async def aclose(self) -> None:
-        return None
-
-
-class FakeKeyStore:
-    """Keys by token; counts lookups."""
-
-    def __init__(self, keys: dict[str, ApiKey] | None = None) -> None:
-        self.keys = keys or {}
-        self.lookups = 0
-        self.failing = False
-
-    async def authenticate(self, token: str) -> ApiKey | None:
-        self.lookups += 1
-        if self.failing:
-            raise ConnectionRefusedError("fake database down")
-        return self.keys.get(token)
-
-
-def fake_key(key_id: str, *scopes: Scope) -> tuple[str, ApiKey]:
-    """A token and the key it stands for (never stored anywhere real)."""
-    token = f"hisho_{key_id}_{'s' * 43}"
-    key = ApiKey(
-        id=key_id,
-        name="fake",
-        scopes=frozenset(scopes),
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
-        revoked_at=None,
-    )
-    return token, key
 
 
 @contextlib.asynccontextmanager
@@ -314,3 +206,86 @@ async def make_test_keys(engine: AsyncEngine) -> IngressKeys:
         bystander=bystander.token,
         ids=(writer.key.id, reader.key.id, bystander.key.id),
     )
+
+
+# --- `hisho run ingress` and `hisho keys` as real processes (e2e tier) ---
+
+
+def service_env(settings: Settings, **overrides: str) -> dict[str, str]:
+    """The environment of a hisho process using the same services as the tests."""
+    return {
+        **os.environ,
+        "HISHO_AMQP_URL": settings.amqp,
+        "HISHO_DATABASE_URL": settings.database_dsn,
+        "HISHO_REDIS_URL": settings.redis,
+        "HISHO_LOG_FORMAT": "json",
+        **overrides,
+    }
+
+
+def hisho_cli(env: dict[str, str], *args: str) -> str:
+    """Run `hisho <args>` and return its stdout (raises on a non-zero exit)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "hisho", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout
+
+
+def cli_key(env: dict[str, str], *scopes: str) -> tuple[str, str]:
+    """Create a key with `hisho keys create`; return (key id, token)."""
+    args = [part for scope in scopes for part in ("--scope", scope)]
+    lines = hisho_cli(env, "keys", "create", *args, "--name", "e2e").splitlines()
+    return lines[0].removeprefix("key id: "), lines[-1]
+
+
+@dataclass
+class IngressProcess:
+    """A running `hisho run ingress`."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, then wait for the exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+
+@contextlib.contextmanager
+def ingress_process(env: dict[str, str], log_dir: Path) -> Iterator[IngressProcess]:
+    """Start `hisho run ingress` on a free port; wait (bounded) until /readyz answers 200."""
+    port = closed_port()
+    log = log_dir / "ingress.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hisho", "run", "ingress"],
+            env={**env, "HISHO_INGRESS_PORT": str(port)},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    running = IngressProcess(process, f"http://127.0.0.1:{port}", log)
+    try:
+        _wait_ready(running)
+        yield running
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _wait_ready(running: IngressProcess, deadline: float = 60.0) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if running.process.poll() is not None:
+            raise AssertionError(f"ingress exited: {running.log.read_text()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{running.url}/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"ingress not ready in {deadline}s: {running.log.read_text()}")

@@ -77,6 +77,7 @@ def _post_endpoint(
         return _answer(await acceptor.accept(request), params["response"])
 
     # FastAPI reads the parameters from the signature: give it the command's own model.
+    # Optional headers default to None but are typed without it: a header is never null.
     post_command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [
             _P("principal", _P.KEYWORD_ONLY, annotation=Annotated[Principal, Depends(writer)]),
@@ -88,7 +89,7 @@ def _post_endpoint(
                 _P.KEYWORD_ONLY,
                 default=None,
                 annotation=Annotated[
-                    str | None,
+                    str,
                     Header(
                         alias="Idempotency-Key",
                         min_length=1,
@@ -102,7 +103,7 @@ def _post_endpoint(
                 _P.KEYWORD_ONLY,
                 default=None,
                 annotation=Annotated[
-                    UUID | None,
+                    UUID,
                     Header(
                         alias="X-Correlation-Id",
                         description="Follow one story across commands (default: the command id)",
@@ -113,7 +114,7 @@ def _post_endpoint(
                 "traceparent",
                 _P.KEYWORD_ONLY,
                 default=None,
-                annotation=Annotated[str | None, Header(description="W3C trace context")],
+                annotation=Annotated[str, Header(description="W3C trace context")],
             ),
         ]
     )

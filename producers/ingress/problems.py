@@ -147,11 +147,25 @@ async def _on_validation(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(problem)
 
 
+def _invalid_body() -> JSONResponse:
+    error = FieldError(pointer="", field="body", message="the body is not UTF-8 encoded JSON")
+    problem = Problem(
+        type=PROBLEM_BASE + "validation",
+        title="Validation failed",
+        status=422,
+        detail="invalid input: body",
+        errors=[error],
+    )
+    return problem_response(problem)
+
+
 _HTTP_SLUGS = {404: ("not-found", "Not found"), 405: ("method-not-allowed", "Method not allowed")}
 
 
 async def _on_http(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:  # noqa: PLR2004  (FastAPI: a body it cannot even decode)
+        return _invalid_body()
     slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
     problem = Problem(
         type=PROBLEM_BASE + slug, title=title, status=exc.status_code, detail=str(exc.detail)

@@ -19,7 +19,7 @@ from producers.ingress.accept import (
     command_id_for,
 )
 from producers.ingress.problems import ProblemError
-from tests.ingress_support import FakeIngressStore, FakePublisher
+from tests.ingress_fakes import FakeIngressStore, FakePublisher
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 ACTOR = Actor(kind=ActorKind.API_KEY, id="0123456789abcdef")

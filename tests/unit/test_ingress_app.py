@@ -12,13 +12,8 @@ from events import catalog
 from infra.auth import Scope
 from infra.settings import Settings
 from producers.ingress import create_app
-from tests.ingress_support import (
-    FakeIngressStore,
-    FakeKeyStore,
-    FakePublisher,
-    fake_key,
-    ingress_client,
-)
+from tests.ingress_fakes import FakeIngressStore, FakeKeyStore, FakePublisher, fake_key
+from tests.ingress_support import ingress_client
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -158,6 +153,19 @@ async def test_malformed_json_is_422(client: httpx.AsyncClient, ingress: Ingress
         headers={**_auth(), "Content-Type": "application/json"},
     )
     _assert_problem(response, 422, "validation")
+    assert ingress.publisher.published == []
+
+
+async def test_a_body_that_is_not_utf8_is_422_not_400(
+    client: httpx.AsyncClient, ingress: Ingress
+) -> None:
+    response = await client.post(
+        "/v1/commands/SubmitPlan",
+        content=b"\xff\xfe{",
+        headers={**_auth(), "Content-Type": "application/json"},
+    )
+    body = _assert_problem(response, 422, "validation")
+    assert [error["field"] for error in body["errors"]] == ["body"]
     assert ingress.publisher.published == []
 
 

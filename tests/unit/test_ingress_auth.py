@@ -12,7 +12,7 @@ from infra.auth import JwtVerifier, Principal, Scope, parse_token
 from infra.auth.scopes import parse_scopes
 from producers.ingress.auth import Authenticator
 from producers.ingress.problems import ProblemError
-from tests.ingress_support import FakeKeyStore, fake_key
+from tests.ingress_fakes import FakeKeyStore, fake_key
 
 TOKEN, KEY = fake_key("00000000000000b1", Scope.COMMANDS_WRITE)
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
