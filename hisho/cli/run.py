@@ -58,3 +58,13 @@ def ingress_command() -> None:
     settings = load_settings()
     configure_logging(settings)
     asyncio.run(run_until_signalled(ingress.run, settings))
+
+
+@app.command("processor")
+def processor_command() -> None:
+    """Process commands from hisho.command_processor until SIGTERM/SIGINT (competing consumer)."""
+    from consumers import command_processor  # noqa: PLC0415  (each component imports its own)
+
+    settings = load_settings()
+    configure_logging(settings)
+    asyncio.run(run_until_signalled(command_processor.run, settings))
