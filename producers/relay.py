@@ -106,32 +106,34 @@ class Relay:
                 await self._term()
 
     async def _term(self) -> None:
+        """Connect to the broker, wait for the lock (hot standby), then lead until stopped."""
         if self._stop.is_set():
             return
-        connection = await acquire_leadership(self._settings.database_dsn, self._stop)
-        if connection is None:
-            return
-        try:
-            log.info("relay.leader")
-            await self._lead(connection)
-        finally:
-            connection.terminate()  # releases the lock at once
+        window = self._settings.relay_confirm_window
+        async with ConfirmingPublisher(self._settings.amqp, window=window) as publisher:
+            log.info("relay.standby")
+            connection = await acquire_leadership(self._settings.database_dsn, self._stop)
+            if connection is None:
+                return
+            try:
+                await self._lead(connection, publisher)
+            finally:
+                connection.terminate()  # releases the lock at once
+                log.info("relay.term_ended")
 
-    async def _lead(self, connection: asyncpg.Connection) -> None:
+    async def _lead(self, connection: asyncpg.Connection, publisher: ConfirmingPublisher) -> None:
         await use_json_codecs(connection)
         await set_notify_trigger(connection, enabled=self._settings.relay_notify)
         if self._settings.relay_notify:
             await connection.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
         store = RelayStore(connection)
-        window = self._settings.relay_confirm_window
-        async with ConfirmingPublisher(self._settings.amqp, window=window) as publisher:
-            batches: asyncio.Queue[_Batch] = asyncio.Queue()
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._mark_confirmed(store, batches))
-                try:
-                    await self._feed(store, publisher, batches)
-                finally:
-                    batches.put_nowait(_END)
+        batches: asyncio.Queue[_Batch] = asyncio.Queue()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._mark_confirmed(store, batches))
+            try:
+                await self._feed(store, publisher, batches)
+            finally:
+                batches.put_nowait(_END)
 
     async def _feed(
         self,
@@ -142,6 +144,7 @@ class Relay:
         """Republish what an earlier term left unmarked, then claim and publish until stopped."""
         size = self._settings.relay_batch_size
         unmarked = await store.unmarked()
+        log.info("relay.leader", republishing=len(unmarked))
         for start in range(0, len(unmarked), size):
             await self._dispatch(unmarked[start : start + size], publisher, batches)
         await store.load_tail()

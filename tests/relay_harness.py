@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
@@ -94,13 +94,18 @@ async def private_database(settings: Settings) -> AsyncIterator[Settings]:
     connection = await asyncpg.connect(admin)
     try:
         await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    try:
         private = with_database_url(settings, _with_database(settings.database_dsn, name))
         await upgrade_to_head(private)
         yield private
     finally:
-        with suppress(asyncpg.PostgresError, OSError):
+        connection = await asyncpg.connect(admin)  # a new one: the server may have restarted
+        try:
             await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await connection.close()
+        finally:
+            await connection.close()
 
 
 async def log_state(connection: asyncpg.Connection) -> tuple[int, int, int, int]:

@@ -1,0 +1,82 @@
+"""RabbitMQ stopped and PostgreSQL killed under load, on a private second stack."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from infra.settings import Settings
+from infra.stack import Stack
+from infra.stack.ports import ephemeral_port
+from tests.relay_load import Chaos, run_under_load
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+PORT_SETTINGS = (
+    "stack_amqp_port",
+    "stack_amqp_dist_port",
+    "stack_amqp_management_port",
+    "stack_epmd_port",
+    "stack_postgres_port",
+    "stack_redis_port",
+)
+
+
+@pytest.fixture(scope="module")
+def private_stack() -> Iterator[tuple[Stack, Settings]]:
+    """RabbitMQ and PostgreSQL of our own (tmp dir, free ports): the suite's stay untouched."""
+    root = Path(tempfile.mkdtemp(prefix="hisho-relay-chaos-"))
+    root.chmod(0o755)  # PostgreSQL runs as another user and must reach its data dir
+    ports: list[int] = []
+    for _ in PORT_SETTINGS:
+        ports.append(ephemeral_port([*ports, *(p + 4 for p in ports)]))
+    settings = Settings(
+        amqp_url=None,
+        database_url=None,
+        redis_url=None,
+        stack_dir=root / "stack",
+        **dict(zip(PORT_SETTINGS, ports, strict=True)),  # type: ignore[arg-type]
+    )
+    stack = Stack(settings)
+    try:
+        stack.up(["rabbitmq", "postgres"])
+        yield stack, settings
+    finally:
+        stack.down()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_rabbitmq_stopped_and_restarted_under_load_loses_nothing(
+    private_stack: tuple[Stack, Settings], tmp_path: Path
+) -> None:
+    stack, settings = private_stack
+
+    async def restart_rabbitmq(chaos: Chaos) -> None:
+        await asyncio.to_thread(stack.stop_service, "rabbitmq")
+        await chaos.written(500)  # commits pile up in the outbox while the broker is away
+        await asyncio.to_thread(stack.start_service, "rabbitmq")
+
+    await run_under_load(settings, tmp_path, restart_rabbitmq)
+
+
+async def test_postgresql_killed_and_restarted_under_load_loses_nothing(
+    private_stack: tuple[Stack, Settings], tmp_path: Path
+) -> None:
+    stack, settings = private_stack
+
+    async def crash_postgres(chaos: Chaos) -> None:
+        failures = chaos.writer.failures
+        await asyncio.to_thread(stack.kill_service, "postgres")
+        await asyncio.sleep(1)  # the outage: writers and relays all lose their sessions
+        await asyncio.to_thread(stack.start_service, "postgres")
+        assert chaos.writer.failures > failures
+
+    await run_under_load(settings, tmp_path, crash_postgres)
