@@ -6,26 +6,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import pwd
 import shutil
 import signal
 import stat
 import subprocess
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psutil
+import structlog
 
 from infra.stack.probes import postgres_accepts
 from infra.stack.process import StackError, ensure_running, tail
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from pathlib import Path
 
     from infra.stack.install import Binaries
     from infra.stack.layout import StackLayout
 
+logger = structlog.get_logger()
+
+FALLBACK_ROOT = Path("/var/tmp")  # noqa: S108  (root-owned subdir, checked before use)
 ROLE = "hisho"
 DATABASE = "hisho"
 OS_USER = "postgres"
@@ -51,7 +57,22 @@ class Postgres:
 
     def __init__(self, layout: StackLayout) -> None:
         self.layout = layout
-        self.data = layout.data(self.name) / "data"
+
+    @property
+    def data(self) -> Path:
+        """The cluster: under the stack dir, or /var/tmp if `postgres` cannot reach that.
+
+        (As root, a checkout below a 0700 home is out of the postgres user's reach.)
+        """
+        home = self.layout.data(self.name)
+        if os.geteuid() != 0:
+            return home / "data"
+        home.mkdir(parents=True, exist_ok=True)
+        owner = _postgres_user()
+        if _reachable(home, owner.pw_uid, owner.pw_gid):
+            return home / "data"
+        digest = hashlib.sha256(str(self.layout.root.resolve()).encode()).hexdigest()[:10]
+        return FALLBACK_ROOT / f"hisho-postgres-{digest}" / "data"
 
     def _run_as(self) -> list[str]:
         if os.geteuid() != 0:
@@ -93,12 +114,15 @@ class Postgres:
         self._clear_stale_lock()
 
     def _initdb(self, bin_dir: Path) -> None:
-        self.data.mkdir(parents=True, exist_ok=True)
+        data = self.data
+        if not data.is_relative_to(self.layout.root):
+            _make_root_dir(data.parent)
+            logger.warning("stack.postgres_data_elsewhere", data=str(data), why="unreachable")
+        data.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
-            owner = pwd.getpwnam(OS_USER)
-            _check_reachable(self.data, owner.pw_uid, owner.pw_gid)
-            os.chown(self.data, owner.pw_uid, owner.pw_gid)
-        self.data.chmod(0o700)
+            owner = _postgres_user()
+            os.chown(data, owner.pw_uid, owner.pw_gid)
+        data.chmod(0o700)
         log = self.layout.log("initdb")
         log.parent.mkdir(parents=True, exist_ok=True)
         argv = [*self._run_as(), str(bin_dir / "initdb"), "-D", str(self.data)]
@@ -140,15 +164,32 @@ class Postgres:
         return result.stdout
 
 
-def _check_reachable(path: Path, uid: int, gid: int) -> None:
-    """Fail clearly when the postgres user could not reach `path` (e.g. under a 0700 dir)."""
-    for parent in path.resolve().parents:
-        info = parent.stat()
+def _postgres_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(OS_USER)
+    except KeyError:
+        raise StackError(
+            f"user {OS_USER} is missing (it comes with the postgresql package)"
+        ) from None
+
+
+def _reachable(path: Path, uid: int, gid: int) -> bool:
+    """True when user `uid` (group `gid`) may enter `path` and every directory above it."""
+    for directory in [path.resolve(), *path.resolve().parents]:
+        info = directory.stat()
         if info.st_uid == uid:
             continue
         bit = stat.S_IXGRP if info.st_gid == gid else stat.S_IXOTH
         if not info.st_mode & bit:
-            raise StackError(
-                f"user {OS_USER} cannot enter {parent} (mode {stat.filemode(info.st_mode)}); "
-                "make it traversable (chmod o+x) or choose another HISHO_STACK_DIR",
-            )
+            return False
+    return True
+
+
+def _make_root_dir(path: Path) -> None:
+    """Create a 0755 root-owned directory in a world-writable place, refusing impostors."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o755)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0:
+        raise StackError(f"{path} exists but is not a directory owned by root")
+    path.chmod(0o755)
