@@ -121,3 +121,15 @@ def test_compose_file_is_consistent_and_accepted_by_docker_compose(
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_every_hisho_component_runs_as_a_service_after_prepare(compose: dict[str, Any]) -> None:
+    from hisho.cli.up import components  # noqa: PLC0415  (the CLI is heavier than the YAML)
+
+    services = compose["services"]
+    for name in components():
+        service = services[name]
+        assert service["command"] == ["hisho", "run", name]
+        assert service["depends_on"] == {"prepare": {"condition": "service_completed_successfully"}}
+        assert service["environment"]["HISHO_AMQP_URL"].startswith("amqp://hisho:hisho@rabbitmq")
+    assert "hisho migrate" in services["prepare"]["command"][-1]
