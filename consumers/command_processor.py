@@ -200,7 +200,9 @@ def command_router(
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Run one command processor until `stop` is set; competing processors may run too."""
     tracer_provider("hisho-processor")
-    engine = create_engine(settings, pool_size=10, max_overflow=10)
+    # No pre-ping: it costs a round trip per command; a connection that died is invalidated
+    # by its first error, which the runtime retries on a fresh one.
+    engine = create_engine(settings, pool_size=10, max_overflow=10, pool_pre_ping=False)
     sessions = create_session_factory(engine)
     broker = RabbitBroker(settings.amqp, logger=None, graceful_timeout=SHUTDOWN_GRACE)
     broker.include_router(command_router(lambda: SqlAggregateUnitOfWork(sessions)))

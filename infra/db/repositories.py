@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from domain.aggregate import Aggregate
@@ -96,6 +96,32 @@ class StateRows(Protocol):
         ...
 
 
+# Built once: the statements compile once and are reused with new parameters (per-call
+# `.values(...)` would rebuild and re-key them for every command).
+_KEY = and_(
+    aggregate_state.c.aggregate_type == bindparam("key_type"),
+    aggregate_state.c.aggregate_id == bindparam("key_id"),
+)
+_LOAD = select(aggregate_state.c.version, aggregate_state.c.state).where(_KEY)
+_INSERT = (
+    insert(aggregate_state)
+    .values(
+        aggregate_type=bindparam("key_type"),
+        aggregate_id=bindparam("key_id"),
+        version=bindparam("new_version"),
+        state=bindparam("new_state"),
+    )
+    .on_conflict_do_nothing(index_elements=["aggregate_type", "aggregate_id"])
+    .returning(aggregate_state.c.version)
+)
+_UPDATE = (
+    update(aggregate_state)
+    .where(_KEY, aggregate_state.c.version == bindparam("read_version"))
+    .values(version=bindparam("new_version"), state=bindparam("new_state"), updated_at=func.now())
+    .returning(aggregate_state.c.version)
+)
+
+
 class SqlStateRows:
     """`aggregate_state` rows in the unit of work's transaction."""
 
@@ -106,28 +132,21 @@ class SqlStateRows:
         self, aggregate_type: str, aggregate_id: uuid.UUID
     ) -> tuple[int, dict[str, Any]] | None:
         """The stored `(version, state)`, or None."""
-        query = select(aggregate_state.c.version, aggregate_state.c.state).where(
-            _key(aggregate_type, aggregate_id)
-        )
-        row = (await self._session.execute(query)).one_or_none()
+        key = {"key_type": aggregate_type, "key_id": aggregate_id}
+        row = (await self._session.execute(_LOAD, key)).one_or_none()
         return None if row is None else (int(row.version), dict(row.state))
 
     async def insert(
         self, aggregate_type: str, aggregate_id: uuid.UUID, version: int, state: dict[str, Any]
     ) -> None:
         """INSERT ... ON CONFLICT DO NOTHING; no row inserted means someone else created it."""
-        statement = (
-            insert(aggregate_state)
-            .values(
-                aggregate_type=aggregate_type,
-                aggregate_id=aggregate_id,
-                version=version,
-                state=state,
-            )
-            .on_conflict_do_nothing(index_elements=["aggregate_type", "aggregate_id"])
-            .returning(aggregate_state.c.version)
-        )
-        if (await self._session.execute(statement)).one_or_none() is None:
+        params = {
+            "key_type": aggregate_type,
+            "key_id": aggregate_id,
+            "new_version": version,
+            "new_state": state,
+        }
+        if (await self._session.execute(_INSERT, params)).one_or_none() is None:
             raise ConcurrencyError(aggregate_type, aggregate_id, 0)
 
     async def update(
@@ -139,21 +158,15 @@ class SqlStateRows:
         state: dict[str, Any],
     ) -> None:
         """UPDATE ... WHERE version = read_version; 0 rows means it moved on."""
-        statement = (
-            update(aggregate_state)
-            .where(_key(aggregate_type, aggregate_id), aggregate_state.c.version == read_version)
-            .values(version=version, state=state, updated_at=func.now())
-            .returning(aggregate_state.c.version)
-        )
-        if (await self._session.execute(statement)).one_or_none() is None:
+        params = {
+            "key_type": aggregate_type,
+            "key_id": aggregate_id,
+            "read_version": read_version,
+            "new_version": version,
+            "new_state": state,
+        }
+        if (await self._session.execute(_UPDATE, params)).one_or_none() is None:
             raise ConcurrencyError(aggregate_type, aggregate_id, read_version)
-
-
-def _key(aggregate_type: str, aggregate_id: uuid.UUID) -> Any:  # noqa: ANN401  (a SQL clause)
-    return and_(
-        aggregate_state.c.aggregate_type == aggregate_type,
-        aggregate_state.c.aggregate_id == aggregate_id,
-    )
 
 
 class Repository(Generic[A]):

@@ -1,0 +1,219 @@
+"""HTTP-accepted -> processed latency of the command path, at a fixed rate (issue 5).
+
+An open-loop load generator posts `CreateProject` commands to a real `hisho run ingress` at
+`rate` per second for `duration` seconds; a private tap queue bound to `hisho.events` takes
+the events the processor's transactions produced (published by the relay). The latency of
+one command is the time from its `202` reaching the client to its first event reaching the
+tap, so it includes the relay hop: an upper bound of "processed" as any subscriber sees it.
+Target: p99 <= 50 ms at 300 commands/s for 30 s.
+
+Run it on its own (it starts relay, processor and ingress as `hisho up` does):
+
+    python -m bench.processor_latency [--rate 300] [--duration 30]
+
+`bench/ingress.py` calls `measure_latency` for its latency row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aio_pika
+import httpx
+
+from infra.settings import load_settings
+from infra.topology import EVENTS_EXCHANGE
+from tests.components_support import component_env, components, free_port
+from tests.ingress_support import cli_key, hisho_cli
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+WARMUP_COMMANDS = 200
+IN_FLIGHT = 128
+DRAIN_DEADLINE = 60.0
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    """What one latency run measured."""
+
+    rate: float
+    duration: float
+    sent: int
+    accepted: int
+    achieved_rate: float
+    latencies_ms: list[float]
+
+    def percentile(self, p: float) -> float:
+        """The p-th percentile latency in ms (nearest rank)."""
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+    def rows(self) -> list[tuple[str, str]]:
+        """The table rows this run contributes."""
+        return [
+            ("target rate (commands/s)", f"{self.rate:.0f}"),
+            ("achieved rate (202/s)", f"{self.achieved_rate:.0f}"),
+            ("accepted / sent", f"{self.accepted} / {self.sent}"),
+            ("accepted -> event p50 (ms)", f"{self.percentile(50):.1f}"),
+            ("accepted -> event p90 (ms)", f"{self.percentile(90):.1f}"),
+            ("accepted -> event p99 (ms)", f"{self.percentile(99):.1f}  (target <= 50)"),
+            ("accepted -> event max (ms)", f"{max(self.latencies_ms):.1f}"),
+            ("mean (ms)", f"{statistics.fmean(self.latencies_ms):.1f}"),
+        ]
+
+
+class _Tap:
+    """First-event arrival time per causation id, from a private queue on `hisho.events`."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+        self.missing: set[str] | None = None
+        self.complete = asyncio.Event()
+
+    def on_message(self, message: AbstractIncomingMessage) -> None:
+        cause = json.loads(message.body).get("causation_id")
+        if cause is not None:
+            self.arrived.setdefault(cause, time.perf_counter())
+            self._check(cause)
+
+    def expect(self, command_ids: set[str]) -> None:
+        """Set `complete` once every one of `command_ids` has an event."""
+        self.missing = command_ids - set(self.arrived)
+        self._check(None)
+
+    def _check(self, cause: str | None) -> None:
+        if self.missing is not None:
+            self.missing.discard(cause or "")
+            if not self.missing:
+                self.complete.set()
+
+
+async def _consume(rabbit: AbstractRobustConnection, tap: _Tap) -> aio_pika.abc.AbstractChannel:
+    channel = await rabbit.channel()
+    await channel.set_qos(prefetch_count=1_000)
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(EVENTS_EXCHANGE, "project.created")
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        tap.on_message(message)
+
+    await queue.consume(on_message, no_ack=True)
+    return channel
+
+
+async def _post(http: httpx.AsyncClient, n: int, accepted: dict[str, float]) -> None:
+    policy = {"approvers": ["alice"], "required_approvals": 1}
+    body = {"project_id": str(uuid.uuid4()), "name": f"bench {n}", "policy": policy}
+    answer = await http.post("/v1/commands/CreateProject", json=body)
+    if answer.status_code == 202:
+        accepted[answer.json()["command_id"]] = time.perf_counter()
+
+
+async def _open_loop(http: httpx.AsyncClient, rate: float, count: int) -> dict[str, float]:
+    accepted: dict[str, float] = {}
+    gate = asyncio.Semaphore(IN_FLIGHT)
+    start = time.perf_counter()
+
+    async def one(n: int) -> None:
+        async with gate:
+            await _post(http, n, accepted)
+
+    tasks = []
+    for n in range(count):
+        delay = start + n / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(n)))
+    await asyncio.gather(*tasks)
+    return accepted
+
+
+async def _drained(tap: _Tap, accepted: dict[str, float]) -> None:
+    tap.expect(set(accepted))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(tap.complete.wait(), DRAIN_DEADLINE)
+
+
+async def measure_latency(
+    url: str, token: str, amqp_url: str, *, rate: float = 300, duration: float = 30
+) -> LatencyReport:
+    """Post at `rate`/s for `duration` s to the ingress at `url`; time 202 -> event on a tap."""
+    rabbit = await aio_pika.connect_robust(amqp_url)
+    tap = _Tap()
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
+    try:
+        channel = await _consume(rabbit, tap)
+        async with httpx.AsyncClient(
+            base_url=url, headers=headers, limits=limits, timeout=10
+        ) as http:
+            await _open_loop(http, rate, WARMUP_COMMANDS)
+            began = time.perf_counter()
+            accepted = await _open_loop(http, rate, round(rate * duration))
+            elapsed = time.perf_counter() - began
+        await _drained(tap, accepted)
+        await channel.close()
+    finally:
+        await rabbit.close()
+    latencies = [(tap.arrived[c] - t) * 1000 for c, t in accepted.items() if c in tap.arrived]
+    return LatencyReport(
+        rate=rate,
+        duration=duration,
+        sent=round(rate * duration),
+        accepted=len(accepted),
+        achieved_rate=len(accepted) / elapsed,
+        latencies_ms=latencies or [float("nan")],
+    )
+
+
+def print_table(title: str, rows: list[tuple[str, str]]) -> None:
+    """Print a two-column table."""
+    width = max(len(name) for name, _ in rows)
+    print(f"\n{title}\n{'-' * len(title)}")
+    for name, value in rows:
+        print(f"{name.ljust(width)}  {value}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Start relay, processor and ingress; measure; print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rate", type=float, default=300)
+    parser.add_argument("--duration", type=float, default=30)
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    port = free_port()
+    env = component_env(
+        settings, HISHO_INGRESS_PORT=str(port), HISHO_INGRESS_RATE_LIMIT="100000000"
+    )
+    hisho_cli(env, "migrate")
+    _, token = cli_key(env, "commands:write")
+    with (
+        tempfile.TemporaryDirectory() as logs,
+        components(env, Path(logs), ("relay", "processor", "ingress")),
+    ):
+        report = asyncio.run(
+            measure_latency(
+                f"http://127.0.0.1:{port}",
+                token,
+                settings.amqp,
+                rate=args.rate,
+                duration=args.duration,
+            )
+        )
+    print_table("HTTP-accepted -> processed (event on a tap queue)", report.rows())
+
+
+if __name__ == "__main__":
+    main()
