@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rate", type=float, default=300)
     parser.add_argument("--duration", type=float, default=30)
+    parser.add_argument("--logs", type=Path, help="keep component logs here")
     args = parser.parse_args(argv)
     settings = load_settings()
     port = free_port()
@@ -200,8 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     hisho_cli(env, "migrate")
     _, token = cli_key(env, "commands:write")
     with (
-        tempfile.TemporaryDirectory() as logs,
-        components(env, Path(logs), ("relay", "processor", "ingress")),
+        tempfile.TemporaryDirectory() as scratch,
+        components(env, args.logs or Path(scratch), ("relay", "processor", "ingress")),
     ):
         report = asyncio.run(
             measure_latency(

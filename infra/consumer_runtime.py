@@ -176,7 +176,11 @@ class RuntimeMiddleware(BaseMiddleware):
         except Exception as exc:  # noqa: BLE001  (settling every failure is this class's job)
             raw: AbstractIncomingMessage = msg.raw_message
             settlement = settlement_for(exc, self.policy, retries_done(raw))
-        await settle(raw, settlement)
+        try:
+            await settle(raw, settlement)
+        except Exception:
+            log.exception("could not settle; the message goes back to the queue")
+            raise
         return None
 
 

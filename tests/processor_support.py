@@ -21,7 +21,7 @@ from infra.db.engine import create_session_factory
 from infra.db.outbox import envelope_from_row
 from infra.db.repositories import ConcurrencyError, SqlAggregateUnitOfWork
 from infra.db.tables import outbox
-from infra.topology import COMMANDS_EXCHANGE
+from infra.topology import COMMAND_QUEUE, COMMANDS_EXCHANGE
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 DEADLINE = 15.0
+BACKLOG_DEADLINE = 120.0
 
 
 async def eventually(check: Callable[[], Awaitable[T]], deadline: float = DEADLINE) -> T:
@@ -98,15 +99,35 @@ class CountingUnitOfWork(SqlAggregateUnitOfWork):
 async def running_processor(
     settings: Settings, engine: AsyncEngine, deliveries: Deliveries
 ) -> AsyncIterator[RabbitBroker]:
-    """A command processor in this process (the real router on its own connection)."""
+    """A command processor in this process (the real router on its own connection).
+
+    It first works off whatever other tests left in the command queue, so a test's own
+    commands are not stuck behind someone else's backlog.
+    """
     sessions = create_session_factory(engine)
     broker = RabbitBroker(settings.amqp, logger=None)
     broker.include_router(command_router(lambda: CountingUnitOfWork(sessions, deliveries)))
     await broker.start()
     try:
+        await backlog_worked_off(settings)
         yield broker
     finally:
         await broker.stop()
+
+
+async def backlog_worked_off(settings: Settings) -> None:
+    """Wait until no command is ready in the command queue (bounded)."""
+    connection = await aio_pika.connect(settings.amqp)
+    try:
+        channel = await connection.channel()
+
+        async def empty() -> None:
+            queue = await channel.declare_queue(COMMAND_QUEUE, passive=True)
+            assert queue.declaration_result.message_count == 0, "commands still queued"
+
+        await eventually(empty, BACKLOG_DEADLINE)
+    finally:
+        await connection.close()
 
 
 async def publish(

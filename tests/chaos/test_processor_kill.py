@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from infra.db.tables import command_status, outbox
 from tests.components_support import component_env, components, free_port
 from tests.ingress_support import cli_key, hisho_cli
-from tests.processor_support import eventually
+from tests.processor_support import backlog_worked_off, eventually
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -76,6 +76,7 @@ async def test_processor_killed_mid_flow_loses_nothing_and_applies_nothing_twice
     hisho_cli(env, "migrate")
     _, token = cli_key(env, "commands:write")
     with components(env, tmp_path, ("processor", "ingress")) as run:
+        await backlog_worked_off(settings)  # other tests' leftovers, before ours
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
             flow = Flow(http, {"Authorization": f"Bearer {token}"})
             gate = asyncio.Semaphore(CONCURRENCY)

@@ -18,7 +18,7 @@ import pytest
 from infra.topology import EVENTS_EXCHANGE
 from tests.components_support import component_env, components, free_port
 from tests.ingress_support import cli_key, hisho_cli
-from tests.processor_support import events_caused_by, eventually
+from tests.processor_support import backlog_worked_off, events_caused_by, eventually
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -38,6 +38,7 @@ def system(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
     hisho_cli(env, "migrate")
     key_id, token = cli_key(env, "commands:write", "state:read")
     with components(env, tmp_path_factory.mktemp("e2e"), ("relay", "processor", "ingress")) as run:
+        asyncio.run(backlog_worked_off(settings))  # other tests' leftovers, before ours
         yield System(run, f"http://127.0.0.1:{port}", key_id, token)
         codes = run.stop_all()
     assert set(codes.values()) <= {0}, codes

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
+from faststream.rabbit import RabbitBroker
 from sqlalchemy import select
 
+from consumers.command_processor import QUEUES, RUNTIME, command_router
 from events import catalog
 from events.plan import ApprovePlan, DraftPlan, HumanStep, SubmitPlan
 from events.project import ApprovalPolicy, CreateProject
@@ -22,16 +24,20 @@ from infra.consumer_runtime import (
     PARKED_CONSUMER_HEADER,
     PARKED_ERROR_HEADER,
     PARKED_REASON_HEADER,
+    RETRIES_HEADER,
+    RETRY_REASON_HEADER,
 )
 from infra.db.command_status import CommandState
-from infra.db.engine import create_engine
+from infra.db.engine import create_engine, create_session_factory
 from infra.db.state_tables import aggregate_state
 from infra.db.tables import outbox
-from infra.topology import COMMAND_PROCESSOR, COMMAND_QUEUE, DEAD_EXCHANGE
+from infra.topology import COMMAND_PROCESSOR, COMMAND_QUEUE, DEAD_EXCHANGE, RETRY_EXCHANGE
 from tests.command_scenarios import SCENARIOS, command_envelope
 from tests.processor_support import (
     BrokerDriver,
+    CountingUnitOfWork,
     Deliveries,
+    backlog_worked_off,
     eventually,
     headers_of,
     publish,
@@ -44,6 +50,7 @@ if TYPE_CHECKING:
     from aio_pika.abc import AbstractMessage, AbstractQueue, AbstractRobustConnection
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from infra.db.inbox import SqlInbox
     from infra.settings import Settings
     from tests.command_scenarios import CommandDriver
 
@@ -227,3 +234,63 @@ async def plan_state(engine: AsyncEngine, plan_id: uuid.UUID) -> dict[str, Any]:
     )
     async with engine.connect() as conn:
         return dict((await conn.execute(query)).scalar_one())
+
+
+class FlakyUnitOfWork(CountingUnitOfWork):
+    """The real unit of work whose inbox fails transiently for one message, `failures` times."""
+
+    def __init__(self, sessions: Any, deliveries: Deliveries, flaky: dict[uuid.UUID, int]) -> None:
+        super().__init__(sessions, deliveries)
+        self._flaky = flaky
+
+    @property
+    def inbox(self) -> SqlInbox:
+        inner = super().inbox
+        flaky = self._flaky
+
+        class Flaky:
+            async def claim(self, consumer: str, message_id: uuid.UUID) -> bool:
+                if flaky.get(message_id, 0) > 0:
+                    flaky[message_id] -= 1
+                    raise ConnectionResetError("database went away")
+                return await inner.claim(consumer, message_id)
+
+        return cast("SqlInbox", Flaky())
+
+
+async def test_a_transient_failure_outlasting_in_process_retries_takes_the_delay_queue(
+    settings: Settings,
+    amqp: AbstractRobustConnection,
+    engine: AsyncEngine,
+    processor_engine: AsyncEngine,
+) -> None:
+    policy = ApprovalPolicy(approvers=("alice",), required_approvals=1)
+    envelope = command_envelope(CreateProject(project_id=uuid.uuid4(), name="P", policy=policy))
+    flaky = {envelope.id: RUNTIME.attempts}  # every in-process attempt of the first delivery
+    channel = await amqp.channel()
+    retried = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await retried.bind(RETRY_EXCHANGE, QUEUES.retry_routing_key(QUEUES.retry_delays_ms[0]))
+    deliveries = Deliveries()
+    sessions = create_session_factory(processor_engine)
+    broker = RabbitBroker(settings.amqp, logger=None)
+    broker.include_router(command_router(lambda: FlakyUnitOfWork(sessions, deliveries, flaky)))
+    async with broker:
+        await broker.start()
+        await backlog_worked_off(settings)
+        driver = BrokerDriver(amqp, engine, deliveries)
+        await driver.send(envelope)
+        copy = await eventually(lambda: retry_copy(retried))
+        assert (await driver.outcome(envelope.id)).status is CommandState.PROCESSED
+    await channel.close()
+    headers = headers_of(copy)
+    assert copy.message_id == str(envelope.id)
+    assert headers[RETRIES_HEADER] == 1
+    assert headers[RETRY_REASON_HEADER] == "ConnectionResetError: database went away"
+    assert flaky[envelope.id] == 0
+    assert [e.type for e in await driver.events_caused_by(envelope.id)] == ["ProjectCreated"]
+
+
+async def retry_copy(queue: AbstractQueue) -> AbstractMessage:
+    message = await queue.get(fail=False, no_ack=True)
+    assert message is not None, "no retry copy yet"
+    return message
