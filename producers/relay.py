@@ -40,33 +40,39 @@ or `published_at IS NULL`.
 Throughput: the next batch is claimed while confirms of the previous ones are outstanding
 (a window of `relay_confirm_window` unconfirmed messages), and confirmed batches are marked
 with one range UPDATE. The relay wakes on NOTIFY when `relay_notify` is on; otherwise (the
-default, see docs/relay.md) it polls, backing off from 1 ms to `relay_poll_interval`.
+default, see docs/relay.md) it polls every millisecond while events keep coming, then
+spaces polls out to a tenth of the idle time, up to `relay_poll_interval`. Marks use a
+second connection and are coalesced, so they never hold up a claim.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from infra.eventlog.notify import NOTIFY_CHANNEL, set_notify_trigger
 from infra.eventlog.verify import use_json_codecs
+from infra.readiness import notify_ready
 from producers.relay_leader import acquire_leadership
 from producers.relay_publisher import ConfirmingPublisher
 from producers.relay_store import ChainedEvent, RelayStore
 
 if TYPE_CHECKING:
-    import asyncpg
-
     from infra.settings import Settings
 
 log = structlog.get_logger("hisho.relay")
 
-MIN_IDLE_WAIT = 0.001
+MIN_IDLE_WAIT = 0.001  # seconds between polls while events keep coming
+IDLE_BACKOFF = 0.1  # then polls space out to a tenth of the idle time so far
+MARK_COALESCE = 0.02  # seconds the marker waits so that one UPDATE marks many batches
+CONNECT_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +118,7 @@ class Relay:
         window = self._settings.relay_confirm_window
         async with ConfirmingPublisher(self._settings.amqp, window=window) as publisher:
             log.info("relay.standby")
+            notify_ready("relay")  # serving: as a hot standby now, as the leader soon
             connection = await acquire_leadership(self._settings.database_dsn, self._stop)
             if connection is None:
                 return
@@ -126,14 +133,18 @@ class Relay:
         await set_notify_trigger(connection, enabled=self._settings.relay_notify)
         if self._settings.relay_notify:
             await connection.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-        store = RelayStore(connection)
-        batches: asyncio.Queue[_Batch] = asyncio.Queue()
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._mark_confirmed(store, batches))
-            try:
-                await self._feed(store, publisher, batches)
-            finally:
-                batches.put_nowait(_END)
+        marks = await asyncpg.connect(self._settings.database_dsn, timeout=CONNECT_TIMEOUT)
+        try:
+            store = RelayStore(connection, marks)
+            batches: asyncio.Queue[_Batch] = asyncio.Queue()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._mark_confirmed(store, batches))
+                try:
+                    await self._feed(store, publisher, batches)
+                finally:
+                    batches.put_nowait(_END)
+        finally:
+            marks.terminate()
 
     async def _feed(
         self,
@@ -148,22 +159,24 @@ class Relay:
         for start in range(0, len(unmarked), size):
             await self._dispatch(unmarked[start : start + size], publisher, batches)
         await store.load_tail()
-        idle = 0
+        busy_at = time.monotonic()
         while not self._stop.is_set():
             self._wake.clear()
             events = await store.claim(size)
             if events:
                 await self._dispatch(events, publisher, batches)
-                idle = 0
+                busy_at = time.monotonic()
                 continue
-            await self._idle(idle)
-            idle += 1
+            await self._idle(time.monotonic() - busy_at)
 
-    async def _idle(self, idle_rounds: int) -> None:
+    async def _idle(self, idle_for: float) -> None:
+        """Wait for a notification, or poll again after a tenth of the time spent idle."""
         if self._settings.relay_notify:
             timeout = self._settings.relay_poll_interval
         else:
-            timeout = min(MIN_IDLE_WAIT * 2**idle_rounds, self._settings.relay_poll_interval)
+            timeout = min(
+                max(MIN_IDLE_WAIT, idle_for * IDLE_BACKOFF), self._settings.relay_poll_interval
+            )
         wait_stop = asyncio.ensure_future(self._stop.wait())
         wait_wake = asyncio.ensure_future(self._wake.wait())
         try:
@@ -189,6 +202,7 @@ class Relay:
         batch = await batches.get()
         while batch is not _END:
             await asyncio.gather(*batch.confirms)  # a nack or a lost channel raises here
+            await asyncio.sleep(MARK_COALESCE)
             last, following = batch.last, None
             while following is None and not batches.empty():
                 candidate = batches.get_nowait()

@@ -11,13 +11,13 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import asyncpg
+
 from infra.eventlog.chain import GENESIS, canonical_bytes, link_hash
 
 if TYPE_CHECKING:
     from datetime import datetime
     from uuid import UUID
-
-    import asyncpg
 
 
 class LostLeadershipError(RuntimeError):
@@ -56,12 +56,24 @@ _UNMARKED = """SELECT id, type, version, occurred_at, aggregate_type, aggregate_
     FROM outbox WHERE published_at IS NULL AND position IS NOT NULL ORDER BY position"""
 _TAIL = """SELECT position, hash FROM outbox
     WHERE position IS NOT NULL ORDER BY position DESC LIMIT 1"""
-_ASSIGN = """UPDATE outbox AS o SET position = u.position, prev_hash = u.prev_hash, hash = u.hash
-    FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::bytea[])
-        AS u(id, position, prev_hash, hash)
-    WHERE o.id = u.id AND o.position IS NULL"""
-_MARK = """UPDATE outbox SET published_at = now()
-    WHERE position BETWEEN $1 AND $2 AND published_at IS NULL"""
+# One statement, one round trip, one durable commit. All or nothing: unless every row was
+# still unpositioned, the division by zero aborts the statement and every assignment in it.
+_ASSIGN = """WITH assigned AS (
+        UPDATE outbox AS o
+        SET position = u.position, prev_hash = u.prev_hash, hash = u.hash
+        FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::bytea[])
+            AS u(id, position, prev_hash, hash)
+        WHERE o.id = u.id AND o.position IS NULL
+        RETURNING 1
+    )
+    SELECT 1 / (count(*) = $5)::int FROM assigned"""
+# Marks need no fsync of their own: a mark lost in a crash only means a republication (a
+# duplicate with the same id and position). Positions, by contrast, commit synchronously:
+# they must never be published before they are durable. One round trip, literals are ints.
+_MARK = """BEGIN; SET LOCAL synchronous_commit = off;
+    UPDATE outbox SET published_at = now()
+    WHERE position BETWEEN {first:d} AND {last:d} AND published_at IS NULL;
+    COMMIT"""
 
 
 def _chained(row: asyncpg.Record, position: int, prev_hash: bytes, body: bytes) -> ChainedEvent:
@@ -86,9 +98,15 @@ def _chained(row: asyncpg.Record, position: int, prev_hash: bytes, body: bytes) 
 class RelayStore:
     """The outbox as the leader relay sees it; holds the chain's tail in memory."""
 
-    def __init__(self, connection: asyncpg.Connection) -> None:
-        self._connection = connection
+    def __init__(
+        self, connection: asyncpg.Connection, marks: asyncpg.Connection | None = None
+    ) -> None:
+        self._connection = connection  # the one holding the lock: positions go through it
         self._lock = asyncio.Lock()
+        # Marks may use a connection of their own, so they never hold up a claim; marking
+        # needs no fence (a stale leader marking what the broker confirmed says the truth).
+        self._marks = marks or connection
+        self._marks_lock = asyncio.Lock() if marks is not None else self._lock
         self.last_position = 0
         self.last_hash = GENESIS
 
@@ -119,16 +137,17 @@ class RelayStore:
             if not rows:
                 return []
             events = self._chain(rows)
-            async with self._connection.transaction():
-                status = await self._connection.execute(
+            try:
+                await self._connection.execute(
                     _ASSIGN,
                     [e.id for e in events],
                     [e.position for e in events],
                     [e.prev_hash for e in events],
                     [e.hash for e in events],
+                    len(events),
                 )
-                if status != f"UPDATE {len(events)}":
-                    raise LostLeadershipError(f"expected UPDATE {len(events)}, got {status}")
+            except asyncpg.DivisionByZeroError as exc:
+                raise LostLeadershipError("rows to position were positioned meanwhile") from exc
         self.last_position, self.last_hash = events[-1].position, events[-1].hash
         return events
 
@@ -143,5 +162,5 @@ class RelayStore:
 
     async def mark(self, first: int, last: int) -> None:
         """Record that positions first..last were confirmed by the broker."""
-        async with self._lock:
-            await self._connection.execute(_MARK, first, last)
+        async with self._marks_lock:
+            await self._marks.execute(_MARK.format(first=int(first), last=int(last)))

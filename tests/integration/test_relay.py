@@ -13,7 +13,7 @@ import pytest
 from infra.eventlog.chain import GENESIS, link_hash
 from infra.eventlog.verify import use_json_codecs
 from producers import relay
-from producers.relay_store import RelayStore
+from producers.relay_store import LostLeadershipError, RelayStore
 from tests.relay_consumers import (
     Collector,
     assert_aggregate_order,
@@ -217,3 +217,34 @@ async def test_with_notify_on_the_relay_wakes_on_commit_rather_than_by_polling(
             return bool(await db.fetchval(trigger) == 0)
 
         await eventually(dropped, timeout=10, what="the trigger to be dropped")
+
+
+async def test_a_claim_that_races_another_position_writer_assigns_nothing(
+    log_settings: Settings, db: asyncpg.Connection
+) -> None:
+    rows = probes(3, 1)
+    await insert_probes(db, unique_routing_key(), rows)
+    stale = await asyncpg.connect(log_settings.database_dsn)
+    await use_json_codecs(stale)
+    try:
+        transaction = db.transaction()
+        await transaction.start()  # an intruder positions one row and holds its lock
+        await db.execute("UPDATE outbox SET position = 99 WHERE id = $1", rows[1].id)
+        claim = asyncio.create_task(RelayStore(stale).claim(10))
+
+        async def claim_blocked() -> bool:
+            return bool(
+                await db.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()"
+                )
+            )
+
+        await eventually(claim_blocked, timeout=10, what="the claim to wait for the row lock")
+        await transaction.commit()
+        with pytest.raises(LostLeadershipError):
+            await claim
+    finally:
+        await stale.close()
+    positions = {r["id"]: r["position"] for r in await db.fetch("SELECT id, position FROM outbox")}
+    assert positions == {rows[0].id: None, rows[1].id: 99, rows[2].id: None}
