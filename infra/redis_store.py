@@ -17,7 +17,6 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
     from uuid import UUID
 
 # GET the idempotency record; when absent, SET it to `<hash>:pending` with a TTL. One round
@@ -43,14 +42,77 @@ class Claim(StrEnum):
     CONFLICT = "conflict"  # a different body: 409
 
 
+_PUBLISHED = (
+    "local v = redis.call('GET', KEYS[1]) "
+    "if v then redis.call('SET', KEYS[1], string.gsub(v, ':pending$', ':published'), 'KEEPTTL') "
+    "end return 0"
+)
+
+Command = tuple[str | int | float | bytes, ...]
+
+
+class AutoPipeline:
+    """Send the commands issued during one event-loop turn as ONE pipeline.
+
+    Concurrent requests share one write and one read; each awaits only its own replies.
+    Under load this turns a round trip per request into a round trip per loop turn.
+    """
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+        self._queued: list[tuple[tuple[Command, ...], asyncio.Future[list[Any]]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def send(self, *commands: Command) -> asyncio.Future[list[Any]]:
+        """Queue `commands` for the next flush; the future gets their replies in order."""
+        loop = asyncio.get_running_loop()
+        replies: asyncio.Future[list[Any]] = loop.create_future()
+        self._queued.append((commands, replies))
+        if len(self._queued) == 1:
+            loop.call_soon(self._flush)
+        return replies
+
+    def _flush(self) -> None:
+        batch, self._queued = self._queued, []
+        task = asyncio.ensure_future(self._execute(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _execute(
+        self, batch: list[tuple[tuple[Command, ...], asyncio.Future[list[Any]]]]
+    ) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for commands, _ in batch:
+            for command in commands:
+                pipe.execute_command(*command)
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except Exception as exc:  # noqa: BLE001  (handed to every caller of this batch)
+            for _, waiter in batch:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        position = 0
+        for commands, waiter in batch:
+            mine = replies[position : position + len(commands)]
+            position += len(commands)
+            if waiter.done():
+                continue  # the caller timed out
+            failure = next((reply for reply in mine if isinstance(reply, Exception)), None)
+            if failure is not None:
+                waiter.set_exception(failure)
+            else:
+                waiter.set_result(mine)
+
+
 class RedisIngressStore:
     """Idempotency records, fixed-window rate-limit counters and accepted markers."""
 
     def __init__(self, client: Redis, *, timeout: float, prefix: str = "hisho:ingress:") -> None:
         self._client = client
+        self._pipeline = AutoPipeline(client)
         self._timeout = timeout
         self._prefix = prefix
-        self._claim = client.register_script(_CLAIM)
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float) -> RedisIngressStore:
@@ -67,21 +129,21 @@ class RedisIngressStore:
         """Close the client's connections."""
         await self._client.aclose()
 
-    async def _call(self, operation: Awaitable[Any]) -> Any:  # noqa: ANN401
+    async def _run(self, *commands: Command) -> list[Any]:
         try:
             async with asyncio.timeout(self._timeout * 2):
-                return await operation
+                return await self._pipeline.send(*commands)
         except (RedisError, OSError, TimeoutError) as exc:
             raise RedisUnavailableError(str(exc) or type(exc).__name__) from exc
 
     async def ping(self) -> None:
         """Raise `RedisUnavailableError` unless Redis answers."""
-        await self._call(self._client.ping())
+        await self._run(("PING",))
 
     async def claim(self, command_id: UUID, body_hash: str, *, ttl: int) -> Claim:
         """Claim the idempotency record of `command_id` for a body, or report what it holds."""
         key = f"{self._prefix}idem:{command_id}"
-        held = await self._call(self._claim(keys=[key], args=[body_hash, ttl]))
+        [held] = await self._run(("EVAL", _CLAIM, 1, key, body_hash, ttl))
         if held is None:
             return Claim.NEW
         stored_hash, _, state = bytes(held).decode().rpartition(":")
@@ -91,38 +153,28 @@ class RedisIngressStore:
 
     async def release(self, command_id: UUID) -> None:
         """Forget an idempotency record whose publish failed, so a retry publishes."""
-        await self._call(self._client.delete(f"{self._prefix}idem:{command_id}"))
+        await self._run(("DEL", f"{self._prefix}idem:{command_id}"))
 
     async def record_accepted(
         self, command_id: UUID, command_type: str, *, ttl: int, idempotent: bool
     ) -> None:
         """Mark a confirmed command `accepted` (and its idempotency record `published`)."""
-        pipe = self._client.pipeline(transaction=False)
-        pipe.set(f"{self._prefix}cmd:{command_id}", command_type, ex=ttl)
+        marker: Command = ("SET", f"{self._prefix}cmd:{command_id}", command_type, "EX", ttl)
         if idempotent:
-            key = f"{self._prefix}idem:{command_id}"
-            pipe.eval(
-                "local v = redis.call('GET', KEYS[1]) "
-                "if v then redis.call('SET', KEYS[1], string.gsub(v, ':pending$', ':published'),"
-                " 'KEEPTTL') end return 0",
-                1,
-                key,
-            )
-        await self._call(pipe.execute())
+            await self._run(marker, ("EVAL", _PUBLISHED, 1, f"{self._prefix}idem:{command_id}"))
+        else:
+            await self._run(marker)
 
     async def accepted_type(self, command_id: UUID) -> str | None:
         """Return the command type of an accepted marker, or None when there is none."""
-        value = await self._call(self._client.get(f"{self._prefix}cmd:{command_id}"))
+        [value] = await self._run(("GET", f"{self._prefix}cmd:{command_id}"))
         return bytes(value).decode() if value is not None else None
 
     async def hit(self, bucket: str, *, limit: int, window: int, now: float) -> float | None:
         """Count one request in `bucket`'s fixed window; seconds to wait when over `limit`."""
         index = int(now // window)
         key = f"{self._prefix}rl:{bucket}:{index}"
-        pipe = self._client.pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, window + 1, nx=True)
-        count, _ = await self._call(pipe.execute())
+        count, _ = await self._run(("INCR", key), ("EXPIRE", key, window + 1, "NX"))
         if int(count) <= limit:
             return None
         return (index + 1) * window - now

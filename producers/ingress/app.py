@@ -18,12 +18,12 @@ from infra.settings import Settings, load_settings
 from infra.telemetry import tracer_provider
 from producers.ingress.accept import CommandAcceptor
 from producers.ingress.auth import Authenticator, RateLimiter, guard
-from producers.ingress.commands import commands_router
-from producers.ingress.health import health_router
+from producers.ingress.commands import add_command_routes
+from producers.ingress.health import add_health_routes
 from producers.ingress.limits import BodyLimitMiddleware
-from producers.ingress.problems import install_problem_handlers, use_problem_media_type
+from producers.ingress.problems import finish_openapi, install_problem_handlers
 from producers.ingress.publisher import AmqpCommandPublisher
-from producers.ingress.state import StateReader, state_router
+from producers.ingress.state import StateReader, add_state_routes
 from producers.ingress.status import StatusReader
 
 if TYPE_CHECKING:
@@ -82,6 +82,9 @@ def create_app(
         version="1",
         description="Publish commands to hisho and read what became of them.",
         lifespan=_lifespan(publisher, owned),
+        # The ingress starts/continues the W3C trace itself (one span per command, see
+        # accept.py); FastAPI's own per-request, per-dependency spans and metrics are off.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.ingress_max_body_bytes)
@@ -120,22 +123,21 @@ def _include_routers(app: FastAPI, parts: _Parts, commands: Catalog) -> None:
         idempotency_ttl=settings.ingress_idempotency_ttl_seconds,
         accepted_ttl=settings.ingress_accepted_ttl_seconds,
     )
-    app.include_router(
-        health_router(publisher=parts.publisher, engine=parts.engine, store=parts.redis)
+    # Routes go straight onto the app's router, commands first: they are the hot path, and
+    # an included router would be matched twice per request.
+    add_command_routes(
+        app.router,
+        commands=commands,
+        acceptor=acceptor,
+        statuses=StatusReader(parts.engine, parts.redis),
+        writer=guard(authenticator, limiter, Scope.COMMANDS_WRITE, json_body=True),
+        reader=guard(authenticator, limiter, Scope.COMMANDS_WRITE, Scope.STATE_READ),
     )
-    app.include_router(
-        commands_router(
-            commands=commands,
-            acceptor=acceptor,
-            statuses=StatusReader(parts.engine, parts.redis),
-            writer=guard(authenticator, limiter, Scope.COMMANDS_WRITE),
-            reader=guard(authenticator, limiter, Scope.COMMANDS_WRITE, Scope.STATE_READ),
-        )
-    )
-    app.include_router(
-        state_router(
-            states=StateReader(parts.engine), reader=guard(authenticator, limiter, Scope.STATE_READ)
-        )
+    add_health_routes(app.router, publisher=parts.publisher, engine=parts.engine, store=parts.redis)
+    add_state_routes(
+        app.router,
+        states=StateReader(parts.engine),
+        reader=guard(authenticator, limiter, Scope.STATE_READ),
     )
 
 
@@ -157,7 +159,7 @@ def _lifespan(
 def _problem_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = use_problem_media_type(
+            app.openapi_schema = finish_openapi(
                 get_openapi(
                     title=app.title,
                     version=app.version,

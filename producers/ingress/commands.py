@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import inspect
-import re
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Path, Response
 from pydantic import BaseModel
 
 from infra.auth import Principal
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
     from producers.ingress.status import StatusReader
 
 _P = inspect.Parameter
-_JSON_SUFFIX = re.compile(r"^application/[a-z0-9.+-]+\+json$")
 _COMMAND_ERRORS = problem_responses(401, 403, 409, 413, 415, 422, 429, 503)
 
 
@@ -31,23 +29,6 @@ class Accepted(BaseModel):
 
     command_id: UUID
     status_url: str
-
-
-async def require_json(request: Request) -> None:
-    """Refuse a body that is not JSON (415); an empty body is left to validation (422)."""
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media.startswith("application/") and (
-        media == "application/json" or media.endswith("+json")
-    ):
-        return
-    if not media and not await request.body():
-        return
-    raise ProblemError(
-        415,
-        "unsupported-media-type",
-        "Unsupported media type",
-        f"send the command as application/json, not {media or 'an unlabelled body'!r}",
-    )
 
 
 def _answer(accepted: AcceptedCommand, response: Response) -> Accepted:
@@ -81,7 +62,6 @@ def _post_endpoint(
     post_command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [
             _P("principal", _P.KEYWORD_ONLY, annotation=Annotated[Principal, Depends(writer)]),
-            _P("json_body", _P.KEYWORD_ONLY, annotation=Annotated[None, Depends(require_json)]),
             _P("body", _P.KEYWORD_ONLY, annotation=Annotated[entry.model, Body()]),
             _P("response", _P.KEYWORD_ONLY, annotation=Response),
             _P(
@@ -145,26 +125,27 @@ async def _unknown_command(command_type: str) -> None:
     )
 
 
-def commands_router(
+def add_command_routes(
+    router: APIRouter,
     *,
     commands: Catalog,
     acceptor: CommandAcceptor,
     statuses: StatusReader,
     writer: Callable[..., Awaitable[Principal]],
     reader: Callable[..., Awaitable[Principal]],
-) -> APIRouter:
-    """One POST operation per catalog command, the catch-all 404, and the status URL."""
-    router = APIRouter(prefix="/v1/commands", tags=["commands"])
+) -> None:
+    """Add one POST operation per catalog command, the catch-all 404, and the status URL."""
     for entry in commands.entries():
         if entry.kind != "command":
             continue
         router.add_api_route(
-            f"/{entry.type}",
+            f"/v1/commands/{entry.type}",
             _post_endpoint(entry, acceptor, writer),
             methods=["POST"],
             status_code=202,
             response_model=Accepted,
             operation_id=f"post_{entry.type}",
+            tags=["commands"],
             summary=entry.type,
             description=(entry.model.__doc__ or "").strip(),
             responses={
@@ -173,17 +154,16 @@ def commands_router(
             },
         )
     router.add_api_route(
-        "/{command_type}", _unknown_command, methods=["POST"], include_in_schema=False
+        "/v1/commands/{command_type}", _unknown_command, methods=["POST"], include_in_schema=False
     )
-
     router.add_api_route(
-        "/{command_id}",
+        "/v1/commands/{command_id}",
         _status_endpoint(statuses, reader),
         methods=["GET"],
         operation_id="get_command_status",
+        tags=["commands"],
         response_model=CommandStatusView,
         summary="Command status",
         description="What became of a command: accepted, processed (with its events) or rejected.",
         responses=problem_responses(401, 403, 404, 422, 429, 503),
     )
-    return router

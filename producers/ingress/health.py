@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter
 from pydantic import BaseModel
 from sqlalchemy import text
 
@@ -13,6 +12,7 @@ from infra.redis_store import RedisUnavailableError
 from producers.ingress.problems import ProblemError, problem_responses, retry_after
 
 if TYPE_CHECKING:
+    from fastapi import APIRouter
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from producers.ingress.ports import CommandPublisher, IngressStore
@@ -44,13 +44,12 @@ async def _redis(store: IngressStore) -> str:
     return "ok"
 
 
-def health_router(
-    *, publisher: CommandPublisher, engine: AsyncEngine, store: IngressStore
-) -> APIRouter:
-    """Liveness and readiness; Redis is reported but not required (hisho degrades)."""
-    router = APIRouter(tags=["operations"])
+def add_health_routes(
+    router: APIRouter, *, publisher: CommandPublisher, engine: AsyncEngine, store: IngressStore
+) -> None:
+    """Add liveness and readiness; Redis is reported but not required (hisho degrades)."""
 
-    @router.get("/healthz", operation_id="healthz", response_model=Health)
+    @router.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"])
     async def healthz() -> Health:
         """The process is up and serving."""
         return Health(status="ok")
@@ -58,6 +57,7 @@ def health_router(
     @router.get(
         "/readyz",
         operation_id="readyz",
+        tags=["operations"],
         response_model=Health,
         responses=problem_responses(503),
     )
@@ -79,5 +79,3 @@ def health_router(
                 headers=retry_after(1),
             )
         return Health(status="ready", checks=checks)
-
-    return router

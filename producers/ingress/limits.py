@@ -1,15 +1,36 @@
-"""Request-body limit: `413` when Content-Length or the bytes actually streamed exceed it."""
+"""Request-shape checks: the body limit (413) and the media type of command bodies (415).
+
+The limit applies to Content-Length and to the bytes actually streamed.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
-from producers.ingress.problems import PROBLEM_BASE, Problem
+from producers.ingress.problems import PROBLEM_BASE, Problem, ProblemError
 
 if TYPE_CHECKING:
+    from fastapi import Request
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
+_JSON_SUFFIX = re.compile(r"^application/[a-z0-9.+-]+\+json$")
+
+
+async def require_json(request: Request) -> None:
+    """Refuse a body that is not JSON (415); an empty body is left to validation (422)."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media == "application/json" or _JSON_SUFFIX.match(media):
+        return
+    if not media and not await request.body():
+        return
+    raise ProblemError(
+        415,
+        "unsupported-media-type",
+        "Unsupported media type",
+        f"send the command as application/json, not {media or 'an unlabelled body'!r}",
+    )
 
 
 class BodyLimitMiddleware:

@@ -205,11 +205,21 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": Problem, "description": _DESCRIPTIONS[status]} for status in statuses}
 
 
-def use_problem_media_type(schema: dict[str, Any]) -> dict[str, Any]:
-    """Rewrite every 4xx/5xx response of an OpenAPI document to `application/problem+json`."""
+BEARER_SCHEME = "bearer"
+
+
+def finish_openapi(schema: dict[str, Any]) -> dict[str, Any]:
+    """Declare 4xx/5xx bodies as problem+json, and the bearer scheme where 401 can happen."""
+    components = schema.setdefault("components", {})
+    components.setdefault("securitySchemes", {})[BEARER_SCHEME] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key (`hisho_…`) or, when configured, a JWT",
+    }
     for path_item in schema.get("paths", {}).values():
         for operation in path_item.values():
-            for status, response in operation.get("responses", {}).items():
+            responses = operation.get("responses", {})
+            for status, response in responses.items():
                 content = response.get("content", {})
                 if status[0] in "45" and "application/json" in content:
                     content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
@@ -217,4 +227,6 @@ def use_problem_media_type(schema: dict[str, Any]) -> dict[str, Any]:
                     response["headers"] = {
                         "Retry-After": {"schema": {"type": "string"}, "required": True}
                     }
+            if "401" in responses:
+                operation["security"] = [{BEARER_SCHEME: []}]
     return schema

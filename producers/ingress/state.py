@@ -203,27 +203,29 @@ def _get_endpoint(
     return get_state
 
 
-def state_router(*, states: StateReader, reader: Callable[..., Awaitable[Principal]]) -> APIRouter:
-    """List and get endpoints for every aggregate collection."""
-    router = APIRouter(prefix="/v1", tags=["state"])
+def add_state_routes(
+    router: APIRouter, *, states: StateReader, reader: Callable[..., Awaitable[Principal]]
+) -> None:
+    """Add list and get endpoints for every aggregate collection."""
     for resource in RESOURCES:
         singular = resource.aggregate_type
         router.add_api_route(
-            f"/{resource.path}",
+            f"/v1/{resource.path}",
             _list_endpoint(resource, states, reader),
             methods=["GET"],
             response_model=StatePage,
             operation_id=f"list_{resource.path}",
+            tags=["state"],
             summary=f"List {resource.path}",
             responses=problem_responses(401, 403, 422, 429, 503),
         )
         router.add_api_route(
-            f"/{resource.path}/{{aggregate_id}}",
+            f"/v1/{resource.path}/{{aggregate_id}}",
             _get_endpoint(resource, states, reader),
             methods=["GET"],
             response_model=StateDocument,
             operation_id=f"get_{singular}",
+            tags=["state"],
             summary=f"Get one {singular}",
             responses=problem_responses(401, 403, 404, 422, 429, 503),
         )
-    return router

@@ -49,7 +49,7 @@ def test_every_operation_conforms_to_its_schema(
 ) -> None:
     url, token = live_ingress
     # Credentials through schemathesis's own auth config, so it knows which header is auth.
-    config = SchemathesisConfig.from_dict({"auth": {"openapi": {"HTTPBearer": {"bearer": token}}}})
+    config = SchemathesisConfig.from_dict({"auth": {"openapi": {"bearer": {"bearer": token}}}})
     schema = schemathesis.openapi.from_url(f"{url}/openapi.json", config=config)
     results = list(schema.get_all_operations())
     operations = [result.ok() for result in results if isinstance(result, Ok)]

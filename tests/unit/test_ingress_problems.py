@@ -8,7 +8,7 @@ from uuid import uuid4
 
 import pytest
 
-from producers.ingress.problems import ProblemError, field_errors, use_problem_media_type
+from producers.ingress.problems import ProblemError, field_errors, finish_openapi
 from producers.ingress.state import decode_cursor, encode_cursor
 
 
@@ -52,7 +52,7 @@ def test_error_responses_are_declared_as_problem_json_with_retry_after() -> None
             }
         }
     }
-    responses = use_problem_media_type(schema)["paths"]["/x"]["get"]["responses"]
+    responses = finish_openapi(schema)["paths"]["/x"]["get"]["responses"]
     assert list(responses["200"]["content"]) == ["application/json"]
     assert list(responses["503"]["content"]) == ["application/problem+json"]
     assert "Retry-After" in responses["503"]["headers"]
