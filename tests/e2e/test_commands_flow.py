@@ -125,6 +125,8 @@ async def test_approval_story_over_http_emits_the_events_with_their_envelopes(
     client: Client, events: AbstractQueue, system: System
 ) -> None:
     story = str(uuid.uuid4())
+    trace_id = uuid.uuid4().hex
+    trace = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
     persona_ids = [str(uuid.uuid4()) for _ in range(2)]
     project_id, plan_id = str(uuid.uuid4()), str(uuid.uuid4())
     for persona_id in persona_ids:
@@ -140,7 +142,7 @@ async def test_approval_story_over_http_emits_the_events_with_their_envelopes(
         "steps": steps(persona_ids[0]),
     }
     plan_commands = [
-        await client.processed(command, body, **{"X-Correlation-Id": story})
+        await client.processed(command, body, **{"X-Correlation-Id": story}, traceparent=trace)
         for command, body in (
             ("DraftPlan", draft),
             ("SubmitPlan", {"plan_id": plan_id}),
@@ -169,6 +171,7 @@ async def test_approval_story_over_http_emits_the_events_with_their_envelopes(
     assert len(set(positions)) == len(positions)
     assert [e["aggregate_version"] for e in got[1:]] == [1, 2, 3, 4, 5]
     assert {e["aggregate_id"] for e in got[1:]} == {plan_id}
+    assert {e["traceparent"].split("-")[1] for e in got[1:]} == {trace_id}  # one trace
     last = await client.http.get(f"/v1/commands/{plan_commands[3]}", headers=system.headers)
     assert last.json()["result_event_ids"] == [got[4]["id"], got[5]["id"]]
 
