@@ -197,6 +197,16 @@ def command_router(
     return router
 
 
+def command_broker(amqp_url: str, router: RabbitRouter) -> RabbitBroker:
+    """A broker for `router`: quiet, no argument casting, a bounded graceful stop.
+
+    structlog speaks for us; the runtime's decoder already built the envelope.
+    """
+    broker = RabbitBroker(amqp_url, logger=None, apply_types=False, graceful_timeout=SHUTDOWN_GRACE)
+    broker.include_router(router)
+    return broker
+
+
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Run one command processor until `stop` is set; competing processors may run too."""
     tracer_provider("hisho-processor")
@@ -204,8 +214,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     # by its first error, which the runtime retries on a fresh one.
     engine = create_engine(settings, pool_size=10, max_overflow=10, pool_pre_ping=False)
     sessions = create_session_factory(engine)
-    broker = RabbitBroker(settings.amqp, logger=None, graceful_timeout=SHUTDOWN_GRACE)
-    broker.include_router(command_router(lambda: SqlAggregateUnitOfWork(sessions)))
+    broker = command_broker(settings.amqp, command_router(lambda: SqlAggregateUnitOfWork(sessions)))
     try:
         await declare_topology(await broker.connect())
         await broker.start()

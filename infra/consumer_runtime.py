@@ -22,7 +22,7 @@ gone), the error escapes and the ack policy returns the message to the queue.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -122,7 +122,13 @@ def retrying(policy: RuntimePolicy) -> AsyncRetrying:
 
 async def call_with_retries(call: Callable[[], Awaitable[T]], policy: RuntimePolicy) -> T:
     """Await `call()` again (a fresh call each time) while it fails transiently."""
-    async for attempt in retrying(policy):
+    try:
+        return await call()  # the common case, without building a retry controller
+    except Exception as error:
+        if policy.attempts <= 1 or not policy.transient(error):
+            raise
+    again = replace(policy, attempts=policy.attempts - 1)
+    async for attempt in retrying(again):
         with attempt:
             return await call()
     raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover

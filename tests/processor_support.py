@@ -10,11 +10,10 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import aio_pika
-from faststream.rabbit import RabbitBroker
 from sqlalchemy import select
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from consumers.command_processor import command_router
+from consumers.command_processor import command_broker, command_router
 from events import Envelope, Message, catalog
 from infra.db.command_status import CommandState, CommandStatus, SqlCommandStatuses
 from infra.db.engine import create_session_factory
@@ -28,6 +27,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from aio_pika.abc import AbstractConnection
+    from faststream.rabbit import RabbitBroker
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
     from infra.db.inbox import SqlInbox
@@ -105,8 +105,8 @@ async def running_processor(
     commands are not stuck behind someone else's backlog.
     """
     sessions = create_session_factory(engine)
-    broker = RabbitBroker(settings.amqp, logger=None)
-    broker.include_router(command_router(lambda: CountingUnitOfWork(sessions, deliveries)))
+    router = command_router(lambda: CountingUnitOfWork(sessions, deliveries))
+    broker = command_broker(settings.amqp, router)
     await broker.start()
     try:
         await backlog_worked_off(settings)

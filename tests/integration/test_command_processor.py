@@ -12,10 +12,9 @@ import uuid
 from typing import TYPE_CHECKING, Any, cast
 
 import pytest
-from faststream.rabbit import RabbitBroker
 from sqlalchemy import select
 
-from consumers.command_processor import QUEUES, RUNTIME, command_router
+from consumers.command_processor import QUEUES, RUNTIME, command_broker, command_router
 from events import catalog
 from events.plan import ApprovePlan, DraftPlan, HumanStep, SubmitPlan
 from events.project import ApprovalPolicy, CreateProject
@@ -272,8 +271,8 @@ async def test_a_transient_failure_outlasting_in_process_retries_takes_the_delay
     await retried.bind(RETRY_EXCHANGE, QUEUES.retry_routing_key(QUEUES.retry_delays_ms[0]))
     deliveries = Deliveries()
     sessions = create_session_factory(processor_engine)
-    broker = RabbitBroker(settings.amqp, logger=None)
-    broker.include_router(command_router(lambda: FlakyUnitOfWork(sessions, deliveries, flaky)))
+    router = command_router(lambda: FlakyUnitOfWork(sessions, deliveries, flaky))
+    broker = command_broker(settings.amqp, router)
     async with broker:
         await broker.start()
         await backlog_worked_off(settings)
