@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,8 @@ import aio_pika
 import structlog
 
 from hisho.supervisor import Supervisor
+from infra.auth import SqlApiKeyStore, ensure_bootstrap_admin_key
+from infra.db.engine import create_engine
 from infra.db.migrate import upgrade_to_head
 from infra.stack.launcher import Stack
 from infra.topology import declare_topology
@@ -39,12 +42,25 @@ async def prepare(settings: Settings) -> Prepared:
         prepared.stack = Stack(settings)
         prepared.started_services = await asyncio.to_thread(prepared.stack.up)
     await upgrade_to_head(settings)
+    await _bootstrap_admin_key(settings)
     connection = await aio_pika.connect(settings.amqp)
     try:
         await declare_topology(connection)
     finally:
         await connection.close()
     return prepared
+
+
+async def _bootstrap_admin_key(settings: Settings) -> None:
+    """First start only: create a local admin API key and print it once (it is stored hashed)."""
+    engine = create_engine(settings, pool_size=1)
+    try:
+        token = await ensure_bootstrap_admin_key(SqlApiKeyStore(engine))
+    finally:
+        await engine.dispose()
+    if token is not None:
+        log.warning("local admin API key created; it is shown only now, on stderr")
+        print(f"\nhisho: local admin API key (shown once): {token}\n", file=sys.stderr)  # noqa: T201
 
 
 async def up(settings: Settings, components: list[str]) -> int:
