@@ -170,11 +170,8 @@ class RedisIngressStore:
         [value] = await self._run(("GET", f"{self._prefix}cmd:{command_id}"))
         return bytes(value).decode() if value is not None else None
 
-    async def hit(self, bucket: str, *, limit: int, window: int, now: float) -> float | None:
-        """Count one request in `bucket`'s fixed window; seconds to wait when over `limit`."""
-        index = int(now // window)
+    async def count_hits(self, bucket: str, hits: int, *, window: int, index: int) -> int:
+        """Add `hits` to fixed window `index` (of `window` s) of `bucket`; return its total."""
         key = f"{self._prefix}rl:{bucket}:{index}"
-        count, _ = await self._run(("INCR", key), ("EXPIRE", key, window + 1, "NX"))
-        if int(count) <= limit:
-            return None
-        return (index + 1) * window - now
+        total, _ = await self._run(("INCRBY", key, hits), ("EXPIRE", key, window + 1, "NX"))
+        return int(total)

@@ -87,11 +87,11 @@ class FakeIngressStore:
         self._check()
         return self.markers.get(command_id)
 
-    async def hit(self, bucket: str, *, limit: int, window: int, now: float) -> float | None:
+    async def count_hits(self, bucket: str, hits: int, *, window: int, index: int) -> int:
         self._check()
-        key = f"{bucket}:{int(now // window)}"
-        self.counters[key] = self.counters.get(key, 0) + 1
-        return None if self.counters[key] <= limit else window - now % window
+        key = f"{bucket}:{window}:{index}"
+        self.counters[key] = self.counters.get(key, 0) + hits
+        return self.counters[key]
 
     async def aclose(self) -> None:
         return None

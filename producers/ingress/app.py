@@ -17,12 +17,13 @@ from infra.redis_store import RedisIngressStore
 from infra.settings import Settings, load_settings
 from infra.telemetry import tracer_provider
 from producers.ingress.accept import CommandAcceptor
-from producers.ingress.auth import Authenticator, RateLimiter, guard
+from producers.ingress.auth import Authenticator, guard
 from producers.ingress.commands import add_command_routes
 from producers.ingress.health import add_health_routes
 from producers.ingress.limits import BodyLimitMiddleware
 from producers.ingress.problems import finish_openapi, install_problem_handlers
 from producers.ingress.publisher import AmqpCommandPublisher
+from producers.ingress.rate_limit import RateLimiter
 from producers.ingress.state import StateReader, add_state_routes
 from producers.ingress.status import StatusReader
 

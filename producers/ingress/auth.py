@@ -10,7 +10,6 @@ import structlog
 from fastapi import Request  # noqa: TC002  (FastAPI reads the dependency's annotation)
 
 from infra.auth.api_keys import TOKEN_PREFIX
-from infra.redis_store import RedisUnavailableError
 from producers.ingress.limits import require_json
 from producers.ingress.problems import ProblemError, forbidden, retry_after, unauthorized
 
@@ -18,7 +17,8 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from infra.auth import JwtVerifier, Principal, Scope
-    from producers.ingress.ports import IngressStore, KeyStore
+    from producers.ingress.ports import KeyStore
+    from producers.ingress.rate_limit import RateLimiter
 
 log = structlog.get_logger("hisho.ingress.auth")
 _CACHE_MAX = 10_000
@@ -84,40 +84,6 @@ class Authenticator:
         )
 
 
-class RateLimiter:
-    """Fixed-window request limit per caller, kept in Redis; fails open without Redis."""
-
-    def __init__(
-        self,
-        store: IngressStore,
-        *,
-        limit: int,
-        window: int,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._store = store
-        self._limit = limit
-        self._window = window
-        self._clock = clock
-
-    async def check(self, principal: Principal) -> None:
-        """Count one request; raise a 429 problem when the caller is over its limit."""
-        try:
-            wait = await self._store.hit(
-                principal.caller, limit=self._limit, window=self._window, now=self._clock()
-            )
-        except RedisUnavailableError:
-            return  # fail open: losing Redis must not stop commands (docs/http.md)
-        if wait is not None:
-            raise ProblemError(
-                429,
-                "rate-limited",
-                "Too many requests",
-                f"at most {self._limit} requests per {self._window} s per key",
-                headers=retry_after(wait),
-            )
-
-
 def _bearer_token(authorization: str | None) -> str:
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -142,7 +108,7 @@ def guard(
             raise unauthorized("the bearer credentials are not valid", invalid=True)
         if not any(principal.allows(scope) for scope in scopes):
             raise forbidden(" or ".join(scope.value for scope in scopes))
-        await limiter.check(principal)
+        await limiter.check(principal.caller)
         if json_body:
             await require_json(request)
         return principal

@@ -60,8 +60,8 @@ class IngressStore(Protocol):
         """Return the type of an accepted command, or None."""
         ...
 
-    async def hit(self, bucket: str, *, limit: int, window: int, now: float) -> float | None:
-        """Count a request; return seconds to wait when over the limit."""
+    async def count_hits(self, bucket: str, hits: int, *, window: int, index: int) -> int:
+        """Add `hits` to window `index` of `bucket`; return the window's total."""
         ...
 
     async def aclose(self) -> None:

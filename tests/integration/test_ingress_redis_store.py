@@ -4,12 +4,15 @@ the auto-pipeline, and a fast `RedisUnavailableError` when Redis is not there.""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 from uuid import uuid4
 
 import pytest
 
 from infra.redis_store import Claim, RedisIngressStore, RedisUnavailableError
+from producers.ingress.problems import ProblemError
+from producers.ingress.rate_limit import RateLimiter
 from tests.ingress_support import closed_port
 
 if TYPE_CHECKING:
@@ -47,13 +50,38 @@ async def test_a_published_claim_is_replayed_and_a_released_one_is_new_again(
     assert await store.accepted_type(uuid4()) is None
 
 
-async def test_concurrent_hits_are_each_counted_once(store: RedisIngressStore) -> None:
+async def test_concurrent_hit_reports_add_up(store: RedisIngressStore) -> None:
     bucket = f"test:{uuid4()}"
-    waits = await asyncio.gather(
-        *(store.hit(bucket, limit=25, window=3600, now=7200.0) for _ in range(30))
+    totals = await asyncio.gather(
+        *(store.count_hits(bucket, 2, window=3600, index=2) for _ in range(10))
     )
-    assert sum(wait is None for wait in waits) == 25
-    assert all(wait == 3600.0 for wait in waits if wait is not None)
+    assert sorted(totals) == list(range(2, 21, 2))
+    assert await store.count_hits(bucket, 0, window=3600, index=2) == 20
+    assert await store.count_hits(bucket, 0, window=3600, index=3) == 0
+
+
+async def test_two_processes_share_one_limit_through_redis(store: RedisIngressStore) -> None:
+    caller = f"api_key:{uuid4().hex[:16]}"
+    first = RateLimiter(store, limit=3, window=3600, sync_interval=0)
+    second = RateLimiter(store, limit=3, window=3600, sync_interval=0)
+    await first.check(caller)
+    await first.check(caller)
+    await first.flush()
+    await second.check(caller)  # Redis: 3
+    await second.flush()
+    with pytest.raises(ProblemError) as caught:
+        await second.check(caller)
+    assert caught.value.problem.status == 429
+    # `first` has not heard of `second`'s hit: it may admit once more (the documented
+    # overshoot), and refuses as soon as its own count reaches the limit and Redis agrees.
+    await first.check(caller)
+    with pytest.raises(ProblemError):
+        await first.check(caller)
+    assert await store.count_hits(caller, 0, window=3600, index=first_index()) == 4
+
+
+def first_index() -> int:
+    return int(time.time() // 3600)
 
 
 async def test_without_redis_every_call_fails_fast_with_one_error_type() -> None:
@@ -62,7 +90,7 @@ async def test_without_redis_every_call_fails_fast_with_one_error_type() -> None
         for call in (
             dead.ping(),
             dead.claim(uuid4(), "h", ttl=60),
-            dead.hit("b", limit=1, window=1, now=0.0),
+            dead.count_hits("b", 1, window=1, index=0),
             dead.accepted_type(uuid4()),
         ):
             with pytest.raises(RedisUnavailableError):
