@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 import structlog
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from events import Actor, Envelope, Message
@@ -120,17 +121,23 @@ class CommandAcceptor:
     async def _publish(
         self, request: CommandRequest, command_id: UUID, digest: str, *, release: bool
     ) -> None:
-        parent = context_from_traceparent(request.traceparent)
-        with self._tracer.start_as_current_span(
-            f"accept {request.entry.type}", context=parent, kind=SpanKind.PRODUCER
-        ):
-            outgoing = self._outgoing(request, command_id, digest, current_traceparent())
-            try:
-                await self._publisher.publish(outgoing)
-            except BrokerUnavailableError as exc:
-                if release:
-                    await self._quietly(self._store.release(command_id))
-                raise broker_unavailable(f"the broker did not confirm the command: {exc}") from exc
+        # One span per command, a child of the caller's trace when it sent one; its context
+        # travels in the envelope (not attached here: nothing else in this request traces).
+        span = self._tracer.start_span(
+            f"accept {request.entry.type}",
+            context=context_from_traceparent(request.traceparent),
+            kind=SpanKind.PRODUCER,
+        )
+        try:
+            traceparent = current_traceparent(trace.set_span_in_context(span))
+            await self._publisher.publish(self._outgoing(request, command_id, digest, traceparent))
+        except BrokerUnavailableError as exc:
+            span.record_exception(exc)
+            if release:
+                await self._quietly(self._store.release(command_id))
+            raise broker_unavailable(f"the broker did not confirm the command: {exc}") from exc
+        finally:
+            span.end()
 
     async def _claim(self, command_id: UUID, digest: str) -> Claim | None:
         try:
@@ -161,11 +168,7 @@ class CommandAcceptor:
             traceparent=traceparent,
             data=request.data,
         )
-        headers: dict[str, str | int] = {
-            "type": entry.type,
-            "version": entry.version,
-            BODY_HASH_HEADER: digest,
-        }
+        headers = {"type": entry.type, BODY_HASH_HEADER: digest}
         if traceparent:
             headers["traceparent"] = traceparent
         return OutgoingCommand(
@@ -175,5 +178,5 @@ class CommandAcceptor:
             type=entry.type,
             correlation_id=str(envelope.correlation_id),
             timestamp=envelope.occurred_at,
-            headers=dict(headers),
+            headers=headers,
         )

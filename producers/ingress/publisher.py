@@ -130,7 +130,6 @@ class AmqpCommandPublisher:
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             headers=command.headers,
-            app_id="hisho-ingress",
         )
         try:
             async with asyncio.timeout(self._confirm_timeout):
