@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from infra.auth import ApiKey, Scope
 from infra.redis_store import Claim, RedisUnavailableError
+from infra.settings import Settings
+from producers.ingress import create_app
 from producers.ingress.publisher import BrokerUnavailableError
 
 if TYPE_CHECKING:
@@ -123,3 +127,25 @@ def fake_key(key_id: str, *scopes: Scope) -> tuple[str, ApiKey]:
         revoked_at=None,
     )
     return token, key
+
+
+WRITER, WRITER_KEY = fake_key("00000000000000a1", Scope.COMMANDS_WRITE)
+READER, READER_KEY = fake_key("00000000000000a2", Scope.STATE_READ)
+ADMIN, ADMIN_KEY = fake_key("00000000000000a3", Scope.ADMIN)
+
+
+class FakedIngress:
+    """An app on fakes, and the fakes to look at."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.publisher = FakePublisher()
+        self.store = FakeIngressStore()
+        self.keys = FakeKeyStore({WRITER: WRITER_KEY, READER: READER_KEY, ADMIN: ADMIN_KEY})
+        self.app = create_app(
+            settings=Settings(ingress_max_body_bytes=4096, **settings),
+            publisher=self.publisher,
+            key_store=self.keys,
+            redis=self.store,
+            # Never connected to: these tests do not read state.
+            engine=create_async_engine("postgresql+asyncpg://nobody@127.0.0.1:9/none"),
+        )

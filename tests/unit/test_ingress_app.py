@@ -6,13 +6,8 @@ from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 import pytest
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from events import catalog
-from infra.auth import Scope
-from infra.settings import Settings
-from producers.ingress import create_app
-from tests.ingress_fakes import FakeIngressStore, FakeKeyStore, FakePublisher, fake_key
+from tests.ingress_fakes import ADMIN, READER, WRITER, FakedIngress
 from tests.ingress_support import ingress_client
 
 if TYPE_CHECKING:
@@ -20,37 +15,17 @@ if TYPE_CHECKING:
 
     import httpx
 
-WRITER, WRITER_KEY = fake_key("00000000000000a1", Scope.COMMANDS_WRITE)
-READER, READER_KEY = fake_key("00000000000000a2", Scope.STATE_READ)
-ADMIN, ADMIN_KEY = fake_key("00000000000000a3", Scope.ADMIN)
 PROBLEM = "application/problem+json"
 INVALID = 'Bearer realm="hisho", error="invalid_token"'
 
 
-class Ingress:
-    """An app on fakes, and the fakes to look at."""
-
-    def __init__(self, **settings: Any) -> None:
-        self.publisher = FakePublisher()
-        self.store = FakeIngressStore()
-        self.keys = FakeKeyStore({WRITER: WRITER_KEY, READER: READER_KEY, ADMIN: ADMIN_KEY})
-        self.app = create_app(
-            settings=Settings(ingress_max_body_bytes=4096, **settings),
-            publisher=self.publisher,
-            key_store=self.keys,
-            redis=self.store,
-            # Never connected to: these tests do not read state.
-            engine=create_async_engine("postgresql+asyncpg://nobody@127.0.0.1:9/none"),
-        )
+@pytest.fixture
+async def ingress() -> FakedIngress:
+    return FakedIngress()
 
 
 @pytest.fixture
-async def ingress() -> Ingress:
-    return Ingress()
-
-
-@pytest.fixture
-async def client(ingress: Ingress) -> AsyncIterator[httpx.AsyncClient]:
+async def client(ingress: FakedIngress) -> AsyncIterator[httpx.AsyncClient]:
     async with ingress_client(ingress.app) as http:
         yield http
 
@@ -70,7 +45,7 @@ def _assert_problem(response: httpx.Response, status: int, slug: str) -> dict[st
 
 
 async def test_a_valid_command_is_accepted_with_location(
-    client: httpx.AsyncClient, ingress: Ingress
+    client: httpx.AsyncClient, ingress: FakedIngress
 ) -> None:
     response = await client.post(
         "/v1/commands/SubmitPlan", json={"plan_id": str(uuid4())}, headers=_auth()
@@ -102,7 +77,7 @@ async def test_admin_scope_may_post_commands(client: httpx.AsyncClient) -> None:
     ],
 )
 async def test_missing_or_bad_credentials_are_401_with_a_challenge(
-    client: httpx.AsyncClient, ingress: Ingress, headers: dict[str, str], challenge: str
+    client: httpx.AsyncClient, ingress: FakedIngress, headers: dict[str, str], challenge: str
 ) -> None:
     response = await client.post(
         "/v1/commands/SubmitPlan", json={"plan_id": str(uuid4())}, headers=headers
@@ -112,7 +87,9 @@ async def test_missing_or_bad_credentials_are_401_with_a_challenge(
     assert ingress.publisher.published == []
 
 
-async def test_a_key_without_the_scope_is_403(client: httpx.AsyncClient, ingress: Ingress) -> None:
+async def test_a_key_without_the_scope_is_403(
+    client: httpx.AsyncClient, ingress: FakedIngress
+) -> None:
     response = await client.post(
         "/v1/commands/SubmitPlan", json={"plan_id": str(uuid4())}, headers=_auth(READER)
     )
@@ -121,7 +98,9 @@ async def test_a_key_without_the_scope_is_403(client: httpx.AsyncClient, ingress
     assert ingress.publisher.published == []
 
 
-async def test_an_unknown_command_type_is_404(client: httpx.AsyncClient, ingress: Ingress) -> None:
+async def test_an_unknown_command_type_is_404(
+    client: httpx.AsyncClient, ingress: FakedIngress
+) -> None:
     response = await client.post("/v1/commands/LaunchRocket", json={}, headers=_auth())
     body = _assert_problem(response, 404, "unknown-command-type")
     assert "LaunchRocket" in body["detail"]
@@ -129,7 +108,7 @@ async def test_an_unknown_command_type_is_404(client: httpx.AsyncClient, ingress
 
 
 async def test_invalid_fields_are_422_naming_each_field(
-    client: httpx.AsyncClient, ingress: Ingress
+    client: httpx.AsyncClient, ingress: FakedIngress
 ) -> None:
     response = await client.post(
         "/v1/commands/CreateProject",
@@ -146,7 +125,7 @@ async def test_invalid_fields_are_422_naming_each_field(
     assert ingress.publisher.published == []
 
 
-async def test_malformed_json_is_422(client: httpx.AsyncClient, ingress: Ingress) -> None:
+async def test_malformed_json_is_422(client: httpx.AsyncClient, ingress: FakedIngress) -> None:
     response = await client.post(
         "/v1/commands/SubmitPlan",
         content=b'{"plan_id": ',
@@ -157,7 +136,7 @@ async def test_malformed_json_is_422(client: httpx.AsyncClient, ingress: Ingress
 
 
 async def test_a_body_that_is_not_utf8_is_422_not_400(
-    client: httpx.AsyncClient, ingress: Ingress
+    client: httpx.AsyncClient, ingress: FakedIngress
 ) -> None:
     response = await client.post(
         "/v1/commands/SubmitPlan",
@@ -170,7 +149,7 @@ async def test_a_body_that_is_not_utf8_is_422_not_400(
 
 
 async def test_an_invalid_correlation_id_header_is_422(
-    client: httpx.AsyncClient, ingress: Ingress
+    client: httpx.AsyncClient, ingress: FakedIngress
 ) -> None:
     response = await client.post(
         "/v1/commands/SubmitPlan",
@@ -182,7 +161,9 @@ async def test_an_invalid_correlation_id_header_is_422(
     assert ingress.publisher.published == []
 
 
-async def test_a_body_that_is_not_json_is_415(client: httpx.AsyncClient, ingress: Ingress) -> None:
+async def test_a_body_that_is_not_json_is_415(
+    client: httpx.AsyncClient, ingress: FakedIngress
+) -> None:
     response = await client.post(
         "/v1/commands/SubmitPlan",
         content=f'{{"plan_id": "{uuid4()}"}}',
@@ -193,7 +174,7 @@ async def test_a_body_that_is_not_json_is_415(client: httpx.AsyncClient, ingress
 
 
 async def test_a_declared_length_over_the_limit_is_413(
-    client: httpx.AsyncClient, ingress: Ingress
+    client: httpx.AsyncClient, ingress: FakedIngress
 ) -> None:
     response = await client.post(
         "/v1/commands/SubmitPlan",
@@ -206,7 +187,7 @@ async def test_a_declared_length_over_the_limit_is_413(
 
 
 async def test_a_streamed_body_over_the_limit_is_413(
-    client: httpx.AsyncClient, ingress: Ingress
+    client: httpx.AsyncClient, ingress: FakedIngress
 ) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield b'{"plan_id": "'
@@ -223,7 +204,9 @@ async def test_a_streamed_body_over_the_limit_is_413(
     assert ingress.publisher.published == []
 
 
-async def test_an_idempotency_conflict_is_409(client: httpx.AsyncClient, ingress: Ingress) -> None:
+async def test_an_idempotency_conflict_is_409(
+    client: httpx.AsyncClient, ingress: FakedIngress
+) -> None:
     headers = {**_auth(), "Idempotency-Key": f"key-{uuid4()}"}
     first = await client.post(
         "/v1/commands/SubmitPlan", json={"plan_id": str(uuid4())}, headers=headers
@@ -237,7 +220,7 @@ async def test_an_idempotency_conflict_is_409(client: httpx.AsyncClient, ingress
 
 
 async def test_a_replayed_idempotency_key_says_so() -> None:
-    ingress = Ingress()
+    ingress = FakedIngress()
     headers = {**_auth(), "Idempotency-Key": "same"}
     body = {"plan_id": str(uuid4())}
     async with ingress_client(ingress.app) as client:
@@ -249,7 +232,7 @@ async def test_a_replayed_idempotency_key_says_so() -> None:
 
 
 async def test_over_the_rate_limit_is_429_with_retry_after() -> None:
-    ingress = Ingress(ingress_rate_limit=2)
+    ingress = FakedIngress(ingress_rate_limit=2)
     async with ingress_client(ingress.app) as client:
         answers = [
             await client.post(
@@ -264,7 +247,7 @@ async def test_over_the_rate_limit_is_429_with_retry_after() -> None:
 
 
 async def test_the_rate_limit_fails_open_without_redis() -> None:
-    ingress = Ingress(ingress_rate_limit=1)
+    ingress = FakedIngress(ingress_rate_limit=1)
     ingress.store.down = True
     async with ingress_client(ingress.app) as client:
         for _ in range(3):
@@ -276,7 +259,7 @@ async def test_the_rate_limit_fails_open_without_redis() -> None:
 
 
 async def test_an_unconfirmed_publish_is_503_with_retry_after(
-    client: httpx.AsyncClient, ingress: Ingress
+    client: httpx.AsyncClient, ingress: FakedIngress
 ) -> None:
     ingress.publisher.failing = True
     response = await client.post(
@@ -288,38 +271,10 @@ async def test_an_unconfirmed_publish_is_503_with_retry_after(
 
 
 async def test_an_unreachable_key_store_is_503_not_500(
-    client: httpx.AsyncClient, ingress: Ingress
+    client: httpx.AsyncClient, ingress: FakedIngress
 ) -> None:
     ingress.keys.failing = True
     response = await client.post(
         "/v1/commands/SubmitPlan", json={"plan_id": str(uuid4())}, headers=_auth()
     )
     _assert_problem(response, 503, "auth-unavailable")
-
-
-async def test_unknown_paths_and_methods_are_problems(client: httpx.AsyncClient) -> None:
-    _assert_problem(await client.get("/v2/nothing"), 404, "not-found")
-    response = await client.delete("/v1/commands/SubmitPlan")
-    _assert_problem(response, 405, "method-not-allowed")
-
-
-async def test_healthz_answers_without_credentials(client: httpx.AsyncClient) -> None:
-    response = await client.get("/healthz")
-    assert response.status_code == 200
-    assert response.json()["status"] == "ok"
-
-
-async def test_openapi_has_one_operation_per_command_and_problem_responses(
-    client: httpx.AsyncClient,
-) -> None:
-    schema = (await client.get("/openapi.json")).json()
-    commands = [entry for entry in catalog.entries() if entry.kind == "command"]
-    for entry in commands:
-        operation = schema["paths"][f"/v1/commands/{entry.type}"]["post"]
-        body = operation["requestBody"]["content"]["application/json"]["schema"]
-        assert body == {"$ref": f"#/components/schemas/{entry.model.__name__}"}
-        for status in ("401", "403", "409", "413", "415", "422", "429", "503"):
-            content = operation["responses"][status]["content"]
-            assert list(content) == ["application/problem+json"]
-    assert "HTTPValidationError" not in schema["components"]["schemas"]
-    assert (await client.get("/docs")).status_code == 200
