@@ -129,7 +129,7 @@ def components(env: dict[str, str], log_dir: Path, names: tuple[str, ...]) -> It
     running = Components(env, log_dir)
     try:
         for name in names:
-            running.start(name, wait_ready=name != "relay")  # the relay may be a standby
+            running.start(name)
         yield running
     finally:
         running.stop_all()
