@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import aio_pika
 import asyncpg
@@ -20,15 +16,15 @@ from infra.eventlog.notify import NOTIFY_CHANNEL, set_notify_trigger
 from infra.eventlog.verify import use_json_codecs
 from infra.topology import EVENTS_EXCHANGE
 from producers import relay
-from producers.relay_publisher import amqp_message
+from producers.relay_publisher import amqp_message, amqp_properties
 from producers.relay_store import ChainedEvent, RelayStore
 
 if TYPE_CHECKING:
-    from aio_pika.abc import AbstractIncomingMessage
+    from collections.abc import Coroutine
+
+    import aiormq
 
     from infra.settings import Settings
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # Realistic rows: 1,000 aggregates with growing versions, a ~200-byte payload.
 _PENDING = """INSERT INTO outbox (id, type, version, occurred_at, aggregate_type, aggregate_id,
@@ -68,7 +64,7 @@ async def relay_throughput(settings: Settings, db: asyncpg.Connection, count: in
     task = asyncio.create_task(relay.run(settings, stop))
     pending = "SELECT EXISTS (SELECT 1 FROM outbox WHERE published_at IS NULL)"
     while await db.fetchval(pending):  # noqa: ASYNC110  (the database is what we watch)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.02)
     elapsed = time.perf_counter() - started
     stop.set()
     await task
@@ -80,7 +76,7 @@ async def chained_events(db: asyncpg.Connection, after: int, count: int) -> list
     await use_json_codecs(db)
     return [
         ChainedEvent(
-            id=row["id"],
+            id=str(row["id"]),
             position=row["position"],
             prev_hash=bytes(row["prev_hash"]),
             hash=bytes(row["hash"]),
@@ -89,29 +85,45 @@ async def chained_events(db: asyncpg.Connection, after: int, count: int) -> list
             exchange=row["exchange"],
             routing_key=row["routing_key"],
             occurred_at=row["occurred_at"],
-            correlation_id=row["correlation_id"],
+            correlation_id=str(row["correlation_id"]),
             traceparent=row["traceparent"],
             aggregate_type=row["aggregate_type"],
-            aggregate_id=row["aggregate_id"],
+            aggregate_id=str(row["aggregate_id"]),
             aggregate_version=row["aggregate_version"],
         )
         for row in await db.fetch(_ROWS, after, count)
     ]
 
 
-async def raw_throughput(settings: Settings, events: list[ChainedEvent], window: int) -> float:
-    """Messages/s of plain aio-pika publishing with confirms and the same window."""
+async def raw_throughput(
+    settings: Settings, events: list[ChainedEvent], window: int, *, exchange_api: bool
+) -> float:
+    """Messages/s of aio-pika publishing with confirms and the same window, no database.
+
+    `exchange_api`: through `Exchange.publish` (each publish waits for its write to drain);
+    otherwise through the underlying channel with `wait=False`, as the relay publishes.
+    """
     connection = await aio_pika.connect(settings.amqp)
     channel = await connection.channel(publisher_confirms=True)
     exchange = await channel.get_exchange(EVENTS_EXCHANGE, ensure=False)
+    underlay = cast("aiormq.Channel", await channel.get_underlay_channel())
     slots = asyncio.Semaphore(window)
     confirms = []
     started = time.perf_counter()
     for event in events:
         await slots.acquire()
-        confirm = asyncio.ensure_future(
-            exchange.publish(amqp_message(event), event.routing_key, mandatory=False)
-        )
+        publish: Coroutine[Any, Any, object]
+        if exchange_api:
+            publish = exchange.publish(amqp_message(event), event.routing_key, mandatory=False)
+        else:
+            publish = underlay.basic_publish(
+                event.body,
+                exchange=event.exchange,
+                routing_key=event.routing_key,
+                properties=amqp_properties(event),
+                wait=False,
+            )
+        confirm = asyncio.ensure_future(publish)
         confirm.add_done_callback(lambda _: slots.release())
         confirms.append(confirm)
     await asyncio.gather(*confirms)
@@ -177,81 +189,3 @@ async def claim_plan(db: asyncpg.Connection, batch: int) -> str:
     )
     lines = [str(row[0]).strip().removeprefix("->  ") for row in plan]
     return next((line for line in lines if "Scan" in line), lines[0]).split("  (")[0]
-
-
-def start_relay_process(settings: Settings, *, notify: bool) -> subprocess.Popen[bytes]:
-    """`python -m hisho run relay` against `settings`' servers."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HISHO_")}
-    env |= {
-        "HISHO_DATABASE_URL": settings.database_dsn,
-        "HISHO_AMQP_URL": settings.amqp,
-        "HISHO_RELAY_NOTIFY": "true" if notify else "false",
-        "HISHO_LOG_LEVEL": "warning",
-    }
-    command = [sys.executable, "-m", "hisho", "run", "relay"]
-    return subprocess.Popen(command, cwd=ROOT, env=env)
-
-
-async def latency(
-    settings: Settings, db: asyncpg.Connection, *, rate: int, seconds: float, notify: bool
-) -> list[float]:
-    """Commit -> consumer milliseconds at a fixed rate, with a `hisho run relay` process."""
-    key = f"bench.latency{uuid.uuid4().hex[:8]}"
-    connection = await aio_pika.connect(settings.amqp)
-    channel = await connection.channel()
-    queue = await channel.declare_queue(exclusive=True)
-    await queue.bind(EVENTS_EXCHANGE, key)
-    committed: dict[str, float] = {}
-    arrived: dict[str, float] = {}
-
-    async def on_message(message: AbstractIncomingMessage) -> None:
-        arrived.setdefault(str(message.message_id), time.perf_counter())
-
-    await queue.consume(on_message, no_ack=True)
-    process = start_relay_process(settings, notify=notify)
-    try:
-        await _warm_up(db, key, committed, arrived)
-        committed.clear()
-        await _write_at_rate(settings.database_dsn, key, committed, rate=rate, seconds=seconds)
-        deadline = time.perf_counter() + 10
-        while not committed.keys() <= arrived.keys() and time.perf_counter() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-    finally:
-        process.terminate()
-        process.wait(30)
-        await connection.close()
-    return [(arrived[i] - at) * 1000 for i, at in committed.items() if i in arrived]
-
-
-async def _warm_up(
-    db: asyncpg.Connection, key: str, committed: dict[str, float], arrived: dict[str, float]
-) -> None:
-    """Wait until the relay process leads and delivers."""
-    while not arrived:
-        event_id = uuid.uuid4()
-        await db.execute(_SINGLE, event_id, uuid.uuid4(), 1, key)
-        committed[str(event_id)] = time.perf_counter()
-        await asyncio.sleep(0.2)
-
-
-async def _write_at_rate(
-    dsn: str, key: str, committed: dict[str, float], *, rate: int, seconds: float, writers: int = 4
-) -> None:
-    """`writers` connections, each committing single-event transactions on a fixed schedule."""
-    interval = writers / rate
-    count = int(rate * seconds / writers)
-
-    async def write(connection: asyncpg.Connection) -> None:
-        aggregate, start = uuid.uuid4(), time.perf_counter()
-        for n in range(count):
-            delay = start + n * interval - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            event_id = uuid.uuid4()
-            await connection.execute(_SINGLE, event_id, aggregate, n + 1, key)
-            committed[str(event_id)] = time.perf_counter()
-
-    connections = [await asyncpg.connect(dsn) for _ in range(writers)]
-    await asyncio.gather(*(write(c) for c in connections))
-    for connection in connections:
-        await connection.close()

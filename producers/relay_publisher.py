@@ -9,17 +9,19 @@ in that order.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import aio_pika
+import aiormq
 from aio_pika import DeliveryMode
+from aiormq import spec
 
 from infra.partitions import PARTITION_HEADER
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+    from aio_pika.abc import AbstractChannel, AbstractConnection
 
     from producers.relay_store import ChainedEvent
 
@@ -27,26 +29,45 @@ APP_ID = "hisho-relay"
 CONNECT_TIMEOUT = 5.0
 
 
-def amqp_message(event: ChainedEvent) -> aio_pika.Message:
-    """The AMQP message of an event: canonical body, envelope fields as properties/headers."""
+def amqp_headers(event: ChainedEvent) -> dict[str, Any]:
+    """The headers of an event's message: position, partition key, aggregate, trace."""
     headers: dict[str, Any] = {
         "position": event.position,
         # The consistent-hash partitions (infra.partitions) shard on this header.
-        PARTITION_HEADER: str(event.aggregate_id or event.id),
+        PARTITION_HEADER: event.aggregate_id or event.id,
     }
     if event.aggregate_id is not None:
-        headers["aggregate_id"] = str(event.aggregate_id)
+        headers["aggregate_id"] = event.aggregate_id
         headers["aggregate_type"] = event.aggregate_type
         headers["aggregate_version"] = event.aggregate_version
     if event.traceparent is not None:
         headers["traceparent"] = event.traceparent
-    return aio_pika.Message(
-        event.body,
-        headers=headers,
+    return headers
+
+
+def amqp_properties(event: ChainedEvent) -> spec.Basic.Properties:
+    """The AMQP properties of an event's message, filled from its envelope."""
+    return spec.Basic.Properties(
+        headers=amqp_headers(event),
         content_type="application/json",
         delivery_mode=DeliveryMode.PERSISTENT,
-        message_id=str(event.id),
-        correlation_id=str(event.correlation_id),
+        message_id=event.id,
+        correlation_id=event.correlation_id,
+        timestamp=event.occurred_at,
+        message_type=event.type,
+        app_id=APP_ID,
+    )
+
+
+def amqp_message(event: ChainedEvent) -> aio_pika.Message:
+    """The same message as an `aio_pika.Message` (for publishing through an exchange object)."""
+    return aio_pika.Message(
+        event.body,
+        headers=amqp_headers(event),
+        content_type="application/json",
+        delivery_mode=DeliveryMode.PERSISTENT,
+        message_id=event.id,
+        correlation_id=event.correlation_id,
         timestamp=event.occurred_at,
         type=event.type,
         app_id=APP_ID,
@@ -61,7 +82,6 @@ class ConfirmingPublisher:
         self._slots = asyncio.Semaphore(window)
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
-        self._exchanges: dict[str, AbstractExchange] = {}
 
     async def __aenter__(self) -> Self:
         self._connection = await aio_pika.connect(self._url, timeout=CONNECT_TIMEOUT)
@@ -78,12 +98,26 @@ class ConfirmingPublisher:
             await self._connection.close()
 
     async def send(self, event: ChainedEvent) -> asyncio.Task[Any]:
-        """Publish `event`, waiting for a free slot; the future resolves on the broker's ack."""
+        """Publish `event`, waiting for a free slot; the task ends on the broker's ack.
+
+        Publishes go straight to aio-pika's underlying channel without waiting for each
+        write to drain (`wait=False`), so the messages of a batch leave in one write; they
+        are still written in call order, and each confirm is tracked by its delivery tag.
+        """
+        if self._channel is None:
+            raise RuntimeError("publisher used outside `async with`")
         await self._slots.acquire()
         try:
-            exchange = await self._exchange(event.exchange)
+            channel = cast("aiormq.Channel", await self._channel.get_underlay_channel())
             confirm = asyncio.ensure_future(
-                exchange.publish(amqp_message(event), event.routing_key, mandatory=False)
+                channel.basic_publish(
+                    event.body,
+                    exchange=event.exchange,
+                    routing_key=event.routing_key,
+                    properties=amqp_properties(event),
+                    mandatory=False,
+                    wait=False,
+                )
             )
         except BaseException:
             self._slots.release()
@@ -92,13 +126,4 @@ class ConfirmingPublisher:
         return confirm
 
     def _release(self, _: asyncio.Task[Any]) -> None:
-        self._slots.release()
-
-    async def _exchange(self, name: str) -> AbstractExchange:
-        exchange = self._exchanges.get(name)
-        if exchange is None:
-            if self._channel is None:
-                raise RuntimeError("publisher used outside `async with`")
-            exchange = await self._channel.get_exchange(name, ensure=False)
-            self._exchanges[name] = exchange
-        return exchange
+        self._slots.release()  # a nack fails the task (aiormq raises DeliveryError)

@@ -17,18 +17,17 @@ from infra.eventlog.chain import GENESIS, canonical_bytes, link_hash
 
 if TYPE_CHECKING:
     from datetime import datetime
-    from uuid import UUID
 
 
 class LostLeadershipError(RuntimeError):
     """Rows this relay expected to position were positioned by someone else."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per event on the hot path; never mutated
 class ChainedEvent:
     """An outbox row with its position and chain link: what the relay publishes."""
 
-    id: UUID
+    id: str  # UUIDs as PostgreSQL's text form (lowercase, hyphenated)
     position: int
     prev_hash: bytes
     hash: bytes
@@ -37,22 +36,25 @@ class ChainedEvent:
     exchange: str
     routing_key: str
     occurred_at: datetime
-    correlation_id: UUID
+    correlation_id: str
     traceparent: str | None
     aggregate_type: str | None
-    aggregate_id: UUID | None
+    aggregate_id: str | None
     aggregate_version: int | None
 
 
 # The partial index `outbox_unpublished` (seq WHERE published_at IS NULL) serves both scans:
 # its size is the backlog, never the log, so a claim costs the same at 10 k or 100 M events.
-_CLAIM = """SELECT id, type, version, occurred_at, aggregate_type, aggregate_id,
-        aggregate_version, correlation_id, causation_id, actor, traceparent, data,
-        exchange, routing_key
+# UUIDs come as text: they are needed as text (canonical bytes, AMQP properties) anyway.
+_CLAIM = """SELECT id::text AS id, type, version, occurred_at, aggregate_type,
+        aggregate_id::text AS aggregate_id, aggregate_version,
+        correlation_id::text AS correlation_id, causation_id::text AS causation_id,
+        actor, traceparent, data, exchange, routing_key
     FROM outbox WHERE published_at IS NULL AND position IS NULL ORDER BY seq LIMIT $1"""
-_UNMARKED = """SELECT id, type, version, occurred_at, aggregate_type, aggregate_id,
-        aggregate_version, correlation_id, causation_id, actor, traceparent, data,
-        exchange, routing_key, position, prev_hash, hash
+_UNMARKED = """SELECT id::text AS id, type, version, occurred_at, aggregate_type,
+        aggregate_id::text AS aggregate_id, aggregate_version,
+        correlation_id::text AS correlation_id, causation_id::text AS causation_id,
+        actor, traceparent, data, exchange, routing_key, position, prev_hash, hash
     FROM outbox WHERE published_at IS NULL AND position IS NOT NULL ORDER BY position"""
 _TAIL = """SELECT position, hash FROM outbox
     WHERE position IS NOT NULL ORDER BY position DESC LIMIT 1"""

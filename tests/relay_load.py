@@ -39,6 +39,13 @@ if TYPE_CHECKING:
     from infra.settings import Settings
 
 RECONNECT_PAUSE = 0.2
+_CONNECTION_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a session cut in the middle of an operation
+)
 
 
 class LoadWriter:
@@ -96,9 +103,6 @@ class LoadWriter:
                 await asyncio.wait_for(stop.wait(), max(0.0, next_at - time.monotonic()))
         if connection is not None:
             await connection.close()
-
-
-_CONNECTION_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 @dataclass

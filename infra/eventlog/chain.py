@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -55,6 +56,7 @@ ENVELOPE_FIELDS = (
     "data",
 )
 _UUID_FIELDS = ("id", "aggregate_id", "correlation_id", "causation_id")
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
 
 class EnvelopeFields(Protocol):
@@ -83,7 +85,7 @@ def canonical_document(fields: EnvelopeFields, position: int) -> dict[str, Any]:
     doc = {name: fields[name] for name in ENVELOPE_FIELDS}
     for name in _UUID_FIELDS:
         value = doc[name]
-        if value is not None:
+        if value is not None and not (type(value) is str and _CANONICAL_UUID.match(value)):
             doc[name] = str(value if isinstance(value, UUID) else UUID(str(value)))
     doc["occurred_at"] = utc_timestamp(doc["occurred_at"])
     doc["position"] = position
