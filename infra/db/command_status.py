@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select
 
 from events import Actor
 from infra.db.tables import command_status
@@ -17,7 +17,18 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
+    import asyncpg
     from sqlalchemy.ext.asyncio import AsyncSession
+
+# The upsert as fixed SQL on the unit of work's raw connection (prepared once per connection).
+UPSERT_SQL = (
+    "INSERT INTO command_status"
+    " (command_id, type, status, result_event_ids, problem, correlation_id, actor)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (command_id) DO UPDATE SET"
+    " type = excluded.type, status = excluded.status,"
+    " result_event_ids = excluded.result_event_ids, problem = excluded.problem,"
+    " correlation_id = excluded.correlation_id, actor = excluded.actor, updated_at = now()"
+)
 
 
 class CommandState(StrEnum):
@@ -44,10 +55,15 @@ class CommandStatus:
 
 
 class SqlCommandStatuses:
-    """Reads and upserts command status rows in the unit of work's transaction."""
+    """Reads command status rows; upserts them in a unit of work's transaction.
 
-    def __init__(self, session: AsyncSession) -> None:
+    `connection` is the unit of work's raw asyncpg connection (writes need it); a session
+    alone is enough to read.
+    """
+
+    def __init__(self, session: AsyncSession, connection: asyncpg.Connection | None = None) -> None:
         self._session = session
+        self._connection = connection
 
     async def record(
         self,
@@ -61,21 +77,17 @@ class SqlCommandStatuses:
         actor: Actor | None = None,
     ) -> None:
         """Insert or replace the outcome of `command_id`."""
-        values = {
-            "command_id": command_id,
-            "type": type,
-            "status": CommandState(status).value,
-            "result_event_ids": list(result_event_ids),
-            "problem": problem,
-            "correlation_id": correlation_id,
-            "actor": actor.model_dump(mode="json") if actor else None,
-        }
-        statement = insert(command_status).values(**values)
-        changed = {k: statement.excluded[k] for k in values if k != "command_id"}
-        await self._session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["command_id"], set_={**changed, "updated_at": func.now()}
-            )
+        if self._connection is None:
+            raise RuntimeError("recording a command status needs a unit of work's connection")
+        await self._connection.execute(
+            UPSERT_SQL,
+            command_id,
+            type,
+            CommandState(status).value,
+            list(result_event_ids),
+            None if problem is None else json.dumps(problem),
+            correlation_id,
+            actor.model_dump_json() if actor else None,
         )
 
     async def get(self, command_id: uuid.UUID) -> CommandStatus | None:

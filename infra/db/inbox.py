@@ -4,21 +4,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy.dialects.postgresql import insert
-
-from infra.db.tables import inbox
-
 if TYPE_CHECKING:
     import uuid
 
-    from sqlalchemy.ext.asyncio import AsyncSession
+    import asyncpg
+
+# Fixed SQL on the unit of work's raw connection: asyncpg prepares it once per connection.
+CLAIM_SQL = (
+    "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2)"
+    " ON CONFLICT (consumer, message_id) DO NOTHING RETURNING message_id"
+)
 
 
 class SqlInbox:
     """Claims (consumer, message id) pairs in the unit of work's transaction."""
 
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._connection = connection
 
     async def claim(self, consumer: str, message_id: uuid.UUID) -> bool:
         """Return True the first time; False for a message this consumer already applied.
@@ -26,11 +28,4 @@ class SqlInbox:
         A concurrent claim of the same pair waits for the first transaction: it gets False
         if that one commits and True if it rolls back, so exactly one applies the message.
         """
-        statement = (
-            insert(inbox)
-            .values(consumer=consumer, message_id=message_id)
-            .on_conflict_do_nothing(index_elements=["consumer", "message_id"])
-            .returning(inbox.c.message_id)
-        )
-        result = await self._session.execute(statement)
-        return result.scalar_one_or_none() is not None
+        return await self._connection.fetchval(CLAIM_SQL, consumer, message_id) is not None

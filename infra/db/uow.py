@@ -3,11 +3,20 @@
 `async with uow:` opens a session and a transaction; `await uow.commit()` commits the
 aggregate state, the inbox claim, the command status and every outbox row together;
 leaving the block without committing (or by an exception) rolls all of them back.
+
+The transaction is asyncpg's, on a connection the unit checks out of the engine's pool: the
+hot statements (inbox claim, status upsert, state rows, the processor's outbox rows) run
+there as fixed SQL that asyncpg prepares once per connection, without SQLAlchemy's
+per-statement cost. The block's session is bound to that connection, so whatever still goes
+through it runs inside the same transaction (SQLAlchemy's driver opens a savepoint there,
+released or rolled back with the block).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, Self
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from infra.clock import Clock, utc_now
 from infra.db.command_status import CommandState, CommandStatus, SqlCommandStatuses
@@ -19,6 +28,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from types import TracebackType
 
+    import asyncpg
+    from asyncpg.transaction import Transaction
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from events import Actor, Command, DomainEvent, Envelope, Message
@@ -113,13 +124,24 @@ class UnitOfWork(Protocol):
 
 
 class _Active:
-    """The session of one `async with` block and the adapters bound to it."""
+    """The session, connection and transaction of one `async with` block, and its adapters."""
 
-    def __init__(self, session: AsyncSession, clock: Clock) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        connection: AsyncConnection,
+        driver: asyncpg.Connection,
+        *,
+        owned: bool = True,
+    ) -> None:
         self.session = session
-        self.inbox = SqlInbox(session)
-        self.outbox = SqlOutbox(session, clock)
-        self.command_status = SqlCommandStatuses(session)
+        self.connection = connection
+        self.owned = owned  # checked out by this block (else borrowed from the caller)
+        self.driver = driver
+        self.transaction: Transaction = driver.transaction()
+        self.open = False  # the transaction started and is not finished yet
+        self.inbox = SqlInbox(driver)
+        self.command_status = SqlCommandStatuses(session, driver)
 
 
 class SqlUnitOfWork:
@@ -134,6 +156,7 @@ class SqlUnitOfWork:
         self._session_factory = session_factory
         self._clock = clock
         self._active: _Active | None = None
+        self._outbox: SqlOutbox | None = None
 
     def attach_repositories(self, session: AsyncSession) -> None:
         """Bind repositories to this block's session (override; the base has none)."""
@@ -151,7 +174,20 @@ class SqlUnitOfWork:
     @property
     def outbox(self) -> SqlOutbox:
         """The outbox, in this unit's transaction."""
-        return self._current().outbox
+        active = self._current()
+        if self._outbox is None:
+            self._outbox = self.make_outbox(active.session, active.driver)
+        return self._outbox
+
+    @property
+    def driver(self) -> asyncpg.Connection:
+        """The raw asyncpg connection this unit's transaction runs on."""
+        return self._current().driver
+
+    def make_outbox(self, session: AsyncSession, driver: asyncpg.Connection) -> SqlOutbox:
+        """The outbox of a block (SQLAlchemy here; the processor's unit sends prepared SQL)."""
+        del driver
+        return SqlOutbox(session, self._clock)
 
     @property
     def command_status(self) -> SqlCommandStatuses:
@@ -161,10 +197,17 @@ class SqlUnitOfWork:
     async def __aenter__(self) -> Self:
         if self._active is not None:
             raise RuntimeError("this unit of work is already in use; make one per message")
-        session = self._session_factory()
-        await session.begin()
-        self._active = _Active(session, self._clock)
-        self.attach_repositories(session)
+        bind = self._session_factory.kw["bind"]
+        owned = not isinstance(bind, AsyncConnection)  # else: a test's outer transaction
+        connection = await bind.connect() if owned else bind
+        try:
+            active = await _begin(self._session_factory, connection, owned=owned)
+        except BaseException:
+            if owned:
+                await connection.close()
+            raise
+        self._active, self._outbox = active, None
+        self.attach_repositories(active.session)
         return self
 
     async def __aexit__(
@@ -173,21 +216,64 @@ class SqlUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        active, self._active = self._current(), None
+        active, self._active, self._outbox = self._current(), None, None
         try:
-            await active.session.rollback()  # a no-op after commit
+            await _end(active, commit=False)
         finally:
             await active.session.close()
+            if active.owned:
+                await active.connection.close()  # back to the pool (unless invalidated)
 
     async def commit(self) -> None:
         """Commit state, inbox, command status and outbox rows in one transaction."""
-        await self._current().session.commit()
+        await _end(self._current(), commit=True)
 
     async def rollback(self) -> None:
         """Discard every write of this block."""
-        await self._current().session.rollback()
+        await _end(self._current(), commit=False)
 
     def _current(self) -> _Active:
         if self._active is None:
             raise RuntimeError("use the unit of work inside `async with uow:`")
         return self._active
+
+
+async def _begin(
+    session_factory: async_sessionmaker[AsyncSession], connection: AsyncConnection, *, owned: bool
+) -> _Active:
+    """Start the block's transaction on `connection`, with a session bound to it.
+
+    On a borrowed connection inside an outer transaction, the block's becomes a savepoint
+    (SQLAlchemy's driver opens the outer one lazily: one statement makes it real first).
+    """
+    driver = (await connection.get_raw_connection()).driver_connection
+    if driver is None:  # pragma: no cover  (a checked-out connection has one)
+        raise RuntimeError("the pooled connection has no driver connection")
+    if not owned and connection.in_transaction() and not driver.is_in_transaction():
+        await connection.exec_driver_sql("SELECT 1")
+    active = _Active(session_factory(bind=connection), connection, driver, owned=owned)
+    await active.transaction.start()
+    active.open = True
+    return active
+
+
+async def _end(active: _Active, *, commit: bool) -> None:
+    """Finish the session's savepoint (if any) and the transaction; a no-op once finished.
+
+    If the connection is left inside a transaction (a failed COMMIT or ROLLBACK, a dead
+    socket), it is invalidated: the pool never hands out a connection mid-transaction.
+    """
+    try:
+        if commit:
+            await active.session.commit()
+            if active.open:
+                active.open = False
+                await active.transaction.commit()
+        else:
+            await active.session.rollback()
+            if active.open:
+                active.open = False
+                await active.transaction.rollback()
+    finally:
+        if active.owned and (active.driver.is_in_transaction() or active.driver.is_closed()):
+            await active.connection.invalidate()
