@@ -14,21 +14,30 @@ from infra.db.tables import command_status
 
 if TYPE_CHECKING:
     import uuid
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from datetime import datetime
 
     import asyncpg
     from sqlalchemy.ext.asyncio import AsyncSession
 
-# The upsert as fixed SQL on the unit of work's raw connection (prepared once per connection).
-UPSERT_SQL = (
-    "INSERT INTO command_status"
-    " (command_id, type, status, result_event_ids, problem, correlation_id, actor)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (command_id) DO UPDATE SET"
-    " type = excluded.type, status = excluded.status,"
-    " result_event_ids = excluded.result_event_ids, problem = excluded.problem,"
-    " correlation_id = excluded.correlation_id, actor = excluded.actor, updated_at = now()"
-)
+
+def upsert_sql(first: int = 1) -> str:
+    """The status upsert as fixed SQL, its 7 parameters numbered from `first`."""
+    params = ", ".join(f"${n}" for n in range(first, first + 7))
+    # Only numbered placeholders are formatted in.
+    return (
+        "INSERT INTO command_status"  # noqa: S608
+        " (command_id, type, status, result_event_ids, problem, correlation_id, actor)"
+        f" VALUES ({params}) ON CONFLICT (command_id) DO UPDATE SET"
+        " type = excluded.type, status = excluded.status,"
+        " result_event_ids = excluded.result_event_ids, problem = excluded.problem,"
+        " correlation_id = excluded.correlation_id, actor = excluded.actor, updated_at = now()"
+    )
+
+
+# On the unit of work's raw connection: asyncpg prepares it once per connection.
+UPSERT_SQL = upsert_sql()
+GET_SQL = "SELECT * FROM command_status WHERE command_id = $1"
 
 
 class CommandState(StrEnum):
@@ -94,16 +103,19 @@ class SqlCommandStatuses:
         """The recorded outcome of `command_id`, or None if none was recorded."""
         query = select(command_status).where(command_status.c.command_id == command_id)
         row = (await self._session.execute(query)).mappings().one_or_none()
-        if row is None:
-            return None
-        return CommandStatus(
-            command_id=row["command_id"],
-            type=row["type"],
-            status=CommandState(row["status"]),
-            result_event_ids=tuple(row["result_event_ids"]),
-            problem=row["problem"],
-            correlation_id=row["correlation_id"],
-            actor=Actor.model_validate(row["actor"]) if row["actor"] else None,
-            accepted_at=row["accepted_at"],
-            updated_at=row["updated_at"],
-        )
+        return None if row is None else status_from_row(row)
+
+
+def status_from_row(row: Mapping[Any, Any] | asyncpg.Record) -> CommandStatus:
+    """A `command_status` row (SQLAlchemy mapping or asyncpg record) as a `CommandStatus`."""
+    return CommandStatus(
+        command_id=row["command_id"],
+        type=row["type"],
+        status=CommandState(row["status"]),
+        result_event_ids=tuple(row["result_event_ids"]),
+        problem=row["problem"],
+        correlation_id=row["correlation_id"],
+        actor=Actor.model_validate(row["actor"]) if row["actor"] else None,
+        accepted_at=row["accepted_at"],
+        updated_at=row["updated_at"],
+    )

@@ -29,17 +29,15 @@ from domain.plan import Plan
 from domain.project import Project
 from domain.task import Task
 from domain.workflow import Workflow
-from infra.db.prepared import PreparedOutbox
+from infra.db.prepared import PreparedCommandStatuses, PreparedOutbox, flush
 from infra.db.uow import SqlUnitOfWork
 
 if TYPE_CHECKING:
     import uuid
 
     import asyncpg
-    from sqlalchemy.ext.asyncio import AsyncSession
 
-    from infra.db.outbox import SqlOutbox
-    from infra.db.uow import Outbox
+    from infra.db.uow import CommandStatuses, Outbox
     from infra.message_context import MessageContext
 
 A = TypeVar("A", bound=Aggregate)
@@ -232,25 +230,30 @@ class Aggregates:
 class SqlAggregateUnitOfWork(SqlUnitOfWork):
     """A `SqlUnitOfWork` with `aggregates`: the repositories, in the same transaction.
 
-    Every statement of a command (inbox, state, outbox, status) is prepared SQL on the
-    block's raw connection.
+    Everything runs as prepared SQL on the block's raw connection, without a session: state
+    rows as they are saved; outbox rows and the command status kept and written by one
+    statement just before COMMIT (`infra.db.prepared`).
     """
 
     _aggregates: Aggregates | None = None
+    _writes: tuple[PreparedOutbox, PreparedCommandStatuses] | None = None
 
-    def attach_repositories(self, session: AsyncSession) -> None:
-        """Bind a fresh set of repositories (and identity map) to this block's connection."""
-        del session
-        self._aggregates = Aggregates(SqlStateRows(self.driver))
+    def attach_block(self, driver: asyncpg.Connection) -> tuple[Outbox, CommandStatuses]:
+        """Fresh repositories (and identity map), outbox and statuses on the raw connection."""
+        self._aggregates = Aggregates(SqlStateRows(driver))
+        self._writes = (PreparedOutbox(self._clock), PreparedCommandStatuses(driver))
+        return self._writes
 
-    def make_outbox(self, session: AsyncSession, driver: asyncpg.Connection) -> SqlOutbox:
-        """The outbox, writing with prepared SQL on the block's raw connection."""
-        return PreparedOutbox(session, self._clock, driver)
+    async def commit(self) -> None:
+        """Write the kept outbox rows and status, then commit everything at once."""
+        if self._writes is not None:
+            await flush(self.driver, *self._writes)
+        await super().commit()
 
     @property
     def aggregates(self) -> Aggregates:
         """The repositories of the open block."""
         self._current()  # raises outside `async with`
-        if self._aggregates is None:  # pragma: no cover  (attach_repositories always ran)
+        if self._aggregates is None:  # pragma: no cover  (attach_block always ran)
             raise RuntimeError("repositories are not attached")
         return self._aggregates

@@ -124,24 +124,33 @@ class UnitOfWork(Protocol):
 
 
 class _Active:
-    """The session, connection and transaction of one `async with` block, and its adapters."""
+    """The connection and transaction of one `async with` block; its session, once asked for."""
 
     def __init__(
         self,
-        session: AsyncSession,
+        session_factory: async_sessionmaker[AsyncSession],
         connection: AsyncConnection,
         driver: asyncpg.Connection,
         *,
         owned: bool = True,
     ) -> None:
-        self.session = session
+        self.session_factory = session_factory
         self.connection = connection
         self.owned = owned  # checked out by this block (else borrowed from the caller)
         self.driver = driver
         self.transaction: Transaction = driver.transaction()
         self.open = False  # the transaction started and is not finished yet
         self.inbox = SqlInbox(driver)
-        self.command_status = SqlCommandStatuses(session, driver)
+        self.outbox: Outbox | None = None
+        self.command_status: CommandStatuses | None = None
+        self.created_session: AsyncSession | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        """The block's session, bound to its connection (made on first use only)."""
+        if self.created_session is None:
+            self.created_session = self.session_factory(bind=self.connection)
+        return self.created_session
 
 
 class SqlUnitOfWork:
@@ -156,10 +165,19 @@ class SqlUnitOfWork:
         self._session_factory = session_factory
         self._clock = clock
         self._active: _Active | None = None
-        self._outbox: SqlOutbox | None = None
 
     def attach_repositories(self, session: AsyncSession) -> None:
         """Bind repositories to this block's session (override; the base has none)."""
+
+    def attach_block(self, driver: asyncpg.Connection) -> tuple[Outbox, CommandStatuses]:
+        """A new block's outbox and command statuses; also binds its repositories.
+
+        The base binds them to the block's session; a subclass may bind them to `driver`
+        (the raw connection of the block's transaction) and never make a session.
+        """
+        session = self.session
+        self.attach_repositories(session)
+        return SqlOutbox(session, self._clock), SqlCommandStatuses(session, driver)
 
     @property
     def session(self) -> AsyncSession:
@@ -167,32 +185,30 @@ class SqlUnitOfWork:
         return self._current().session
 
     @property
+    def driver(self) -> asyncpg.Connection:
+        """The raw asyncpg connection this unit's transaction runs on."""
+        return self._current().driver
+
+    @property
     def inbox(self) -> SqlInbox:
         """The inbox, in this unit's transaction."""
         return self._current().inbox
 
     @property
-    def outbox(self) -> SqlOutbox:
+    def outbox(self) -> Outbox:
         """The outbox, in this unit's transaction."""
-        active = self._current()
-        if self._outbox is None:
-            self._outbox = self.make_outbox(active.session, active.driver)
-        return self._outbox
+        outbox = self._current().outbox
+        if outbox is None:  # pragma: no cover  (attached on entry)
+            raise RuntimeError("the outbox is not attached")
+        return outbox
 
     @property
-    def driver(self) -> asyncpg.Connection:
-        """The raw asyncpg connection this unit's transaction runs on."""
-        return self._current().driver
-
-    def make_outbox(self, session: AsyncSession, driver: asyncpg.Connection) -> SqlOutbox:
-        """The outbox of a block (SQLAlchemy here; the processor's unit sends prepared SQL)."""
-        del driver
-        return SqlOutbox(session, self._clock)
-
-    @property
-    def command_status(self) -> SqlCommandStatuses:
+    def command_status(self) -> CommandStatuses:
         """Command outcomes, in this unit's transaction."""
-        return self._current().command_status
+        statuses = self._current().command_status
+        if statuses is None:  # pragma: no cover  (attached on entry)
+            raise RuntimeError("the command statuses are not attached")
+        return statuses
 
     async def __aenter__(self) -> Self:
         if self._active is not None:
@@ -206,8 +222,8 @@ class SqlUnitOfWork:
             if owned:
                 await connection.close()
             raise
-        self._active, self._outbox = active, None
-        self.attach_repositories(active.session)
+        self._active = active
+        active.outbox, active.command_status = self.attach_block(active.driver)
         return self
 
     async def __aexit__(
@@ -216,11 +232,12 @@ class SqlUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        active, self._active, self._outbox = self._current(), None, None
+        active, self._active = self._current(), None
         try:
             await _end(active, commit=False)
         finally:
-            await active.session.close()
+            if active.created_session is not None:
+                await active.created_session.close()
             if active.owned:
                 await active.connection.close()  # back to the pool (unless invalidated)
 
@@ -251,7 +268,7 @@ async def _begin(
         raise RuntimeError("the pooled connection has no driver connection")
     if not owned and connection.in_transaction() and not driver.is_in_transaction():
         await connection.exec_driver_sql("SELECT 1")
-    active = _Active(session_factory(bind=connection), connection, driver, owned=owned)
+    active = _Active(session_factory, connection, driver, owned=owned)
     await active.transaction.start()
     active.open = True
     return active
@@ -263,14 +280,17 @@ async def _end(active: _Active, *, commit: bool) -> None:
     If the connection is left inside a transaction (a failed COMMIT or ROLLBACK, a dead
     socket), it is invalidated: the pool never hands out a connection mid-transaction.
     """
+    session = active.created_session
     try:
         if commit:
-            await active.session.commit()
+            if session is not None:
+                await session.commit()
             if active.open:
                 active.open = False
                 await active.transaction.commit()
         else:
-            await active.session.rollback()
+            if session is not None:
+                await session.rollback()
             if active.open:
                 active.open = False
                 await active.transaction.rollback()
