@@ -2,27 +2,38 @@
 
 A consumer that needs its events in aggregate order opts in with `PartitionedQueues`:
 
-    hisho.events (topic) --patterns--> hisho.<consumer>.partitioned (x-consistent-hash)
-        --hash of the `partition_key` header--> hisho.<consumer>.p0 … p<N-1>
+    hisho.events (topic) --patterns--> hisho.<consumer>.partitioned (headers)
+        --`partition_slot` header, slot % N--> hisho.<consumer>.p0 … p<N-1>
 
-The relay sets `partition_key` to the event's `aggregate_id` (its id when it has no
-aggregate), so every event of one aggregate lands in the same partition, in the order the
-relay published it (position order). Each partition is a quorum queue with
-`x-single-active-consumer`: any number of consumer processes may subscribe, but only one
-at a time receives from a partition, so one aggregate's events are handled in order while
+The relay hashes each event's `aggregate_id` (its id when it has no aggregate) into one of
+`PARTITION_SLOTS` slots and sends it as the `partition_slot` header (`partition_slot()`
+below). Each partition queue is bound to its share of the slots (slot k goes to partition
+k % N), so every event of one aggregate lands in the same partition, in the order the relay
+published it (position order). Each partition is a quorum queue with
+`x-single-active-consumer`: any number of consumer processes may subscribe, but only one at
+a time receives from a partition, so one aggregate's events are handled in order while
 different partitions run in parallel. A consumer keeps that order only if it handles one
 partition's messages one after another (prefetch 1, or serial handling).
+
+Why not `x-consistent-hash`: its hash ring lives in memory and is rebuilt from the bindings
+when the node boots, and the RabbitMQ documentation says a key "may route to a different
+queue" after a restart (rabbitmq_consistent_hash_exchange README, "Node Restart Effects").
+Events of an aggregate still queued in its old partition could then be overtaken by newer
+ones routed to the new partition; our RabbitMQ-restart chaos test caught exactly that. A
+headers exchange routes by durable bindings, so the slot -> partition map never moves.
 
 Messages rejected without requeue, or redelivered more than `delivery_limit` times, are
 dead-lettered to the consumer's parking queue (`hisho.<consumer>.parked`, as in
 `infra.topology`). Partitions have no delayed-retry queues: a delayed retry would let later
 events of the same aggregate overtake the failed one, so ordered consumers retry in
-process, then park.
+process, then park. Changing N for an existing consumer needs its partition exchange
+deleted first: bindings of the old layout would otherwise stay.
 """
 
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,9 +50,14 @@ from infra.topology import (
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractChannel, AbstractQueue
 
-PARTITION_HEADER = "partition_key"  # set by the relay on every message it publishes
-MAX_PARTITIONS = 256
+PARTITION_HEADER = "partition_slot"  # set by the relay on every message it publishes
+PARTITION_SLOTS = 64  # also the most partitions a consumer can have
 _CONSUMER_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def partition_slot(partition_key: str) -> int:
+    """The slot of a partition key (an aggregate id): CRC-32, stable across processes."""
+    return zlib.crc32(partition_key.encode()) % PARTITION_SLOTS
 
 
 @dataclass(frozen=True)
@@ -57,14 +73,14 @@ class PartitionedQueues:
     def __post_init__(self) -> None:
         if not _CONSUMER_NAME.match(self.consumer):
             raise ValueError(f"consumer name {self.consumer!r} must be lower snake case")
-        if not 1 <= self.partitions <= MAX_PARTITIONS:
-            raise ValueError(f"partitions must be between 1 and {MAX_PARTITIONS}")
+        if not 1 <= self.partitions <= PARTITION_SLOTS:
+            raise ValueError(f"partitions must be between 1 and {PARTITION_SLOTS}")
         if not self.bindings:
             raise ValueError("a partitioned consumer needs at least one routing pattern")
 
     @property
     def exchange(self) -> str:
-        """The consistent-hash exchange: `hisho.<consumer>.partitioned`."""
+        """The headers exchange splitting the events: `hisho.<consumer>.partitioned`."""
         return f"hisho.{self.consumer}.partitioned"
 
     @property
@@ -77,9 +93,16 @@ class PartitionedQueues:
         """The consumer's parking queue (shared with its unpartitioned queue, if any)."""
         return f"hisho.{self.consumer}.parked"
 
-    def exchange_arguments(self) -> dict[str, Any]:
-        """Hash on the relay's `partition_key` header instead of the routing key."""
-        return {"hash-header": PARTITION_HEADER}
+    def partition_of(self, partition_key: str) -> int:
+        """The partition an aggregate's events go to."""
+        return partition_slot(partition_key) % self.partitions
+
+    def slot_bindings(self, partition: int) -> list[dict[str, Any]]:
+        """The headers-exchange binding arguments of one partition: one per slot it owns."""
+        return [
+            {"x-match": "all", PARTITION_HEADER: slot}
+            for slot in range(partition, PARTITION_SLOTS, self.partitions)
+        ]
 
     def queue_arguments(self) -> dict[str, Any]:
         """Arguments of every partition queue (subscribers declaring it must match them)."""
@@ -99,12 +122,7 @@ async def declare_partitions(
 ) -> list[AbstractQueue]:
     """Declare the exchange, partitions, parking queue and bindings; safe to repeat."""
     await declare_exchanges(channel, EXCHANGES)
-    exchange = await channel.declare_exchange(
-        spec.exchange,
-        ExchangeType.X_CONSISTENT_HASH,
-        durable=True,
-        arguments=spec.exchange_arguments(),
-    )
+    exchange = await channel.declare_exchange(spec.exchange, ExchangeType.HEADERS, durable=True)
     for pattern in spec.bindings:
         await exchange.bind(spec.source, routing_key=pattern)
     parked = await channel.declare_queue(
@@ -112,8 +130,9 @@ async def declare_partitions(
     )
     await parked.bind(DEAD_EXCHANGE, routing_key=spec.consumer)
     queues = []
-    for name in spec.queues:
+    for partition, name in enumerate(spec.queues):
         queue = await channel.declare_queue(name, durable=True, arguments=spec.queue_arguments())
-        await queue.bind(exchange, routing_key="1")  # equal weights: even shares of the ring
+        for arguments in spec.slot_bindings(partition):
+            await queue.bind(exchange, arguments=arguments)
         queues.append(queue)
     return queues

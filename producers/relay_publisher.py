@@ -16,7 +16,7 @@ import aiormq
 from aio_pika import DeliveryMode
 from aiormq import spec
 
-from infra.partitions import PARTITION_HEADER
+from infra.partitions import PARTITION_HEADER, partition_slot
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -33,8 +33,8 @@ def amqp_headers(event: ChainedEvent) -> dict[str, Any]:
     """The headers of an event's message: position, partition key, aggregate, trace."""
     headers: dict[str, Any] = {
         "position": event.position,
-        # The consistent-hash partitions (infra.partitions) shard on this header.
-        PARTITION_HEADER: event.aggregate_id or event.id,
+        # Partitioned consumers (infra.partitions) are bound by this slot.
+        PARTITION_HEADER: partition_slot(event.aggregate_id or event.id),
     }
     if event.aggregate_id is not None:
         headers["aggregate_id"] = event.aggregate_id

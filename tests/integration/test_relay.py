@@ -12,6 +12,7 @@ import pytest
 
 from infra.eventlog.chain import GENESIS, link_hash
 from infra.eventlog.verify import use_json_codecs
+from infra.partitions import partition_slot
 from producers import relay
 from producers.relay_store import LostLeadershipError, RelayStore
 from tests.relay_consumers import (
@@ -147,7 +148,7 @@ async def test_messages_carry_the_envelope_and_the_chained_canonical_body(
         assert message.app_id == "hisho-relay"
         assert message.headers["position"] == body["position"] == position
         assert message.headers["traceparent"] == row["traceparent"]
-        assert message.headers["partition_key"] == str(row["aggregate_id"])
+        assert message.headers["partition_slot"] == partition_slot(str(row["aggregate_id"]))
         assert bytes(row["prev_hash"]) == prev
         assert link_hash(prev, message.body) == bytes(row["hash"])
         prev = bytes(row["hash"])
