@@ -61,6 +61,10 @@ if TYPE_CHECKING:
 QUEUES = command_processor_queues()
 BINDINGS = QUEUES.bindings
 PREFETCH = 50
+# Connections, all kept open: at most this many commands are in a transaction at once, the
+# others wait for one (no overflow: an overflow connection is a new PostgreSQL backend per
+# burst, closed again on return, plus asyncpg re-preparing every statement on it).
+POOL_SIZE = 16
 SHUTDOWN_GRACE = 8.0  # seconds in-flight commands get after SIGTERM (`hisho run` allows 10)
 PROBLEM_BASE = "https://hisho.dev/problems/"
 
@@ -212,7 +216,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     tracer_provider("hisho-processor")
     # No pre-ping: it costs a round trip per command; a connection that died is invalidated
     # by its first error, which the runtime retries on a fresh one.
-    engine = create_engine(settings, pool_size=10, max_overflow=10, pool_pre_ping=False)
+    engine = create_engine(settings, pool_size=POOL_SIZE, max_overflow=0, pool_pre_ping=False)
     sessions = create_session_factory(engine)
     broker = command_broker(settings.amqp, command_router(lambda: SqlAggregateUnitOfWork(sessions)))
     try:
