@@ -5,8 +5,8 @@ was one statement (and round trip) per row, each costing more CPU to build than 
 Here the envelopes and the status are kept until `flush()`, just before COMMIT, which sends
 them as one data-modifying statement (the outbox rows through `unnest`, in the order they
 were added, then the status upsert), on the unit of work's raw asyncpg connection (asyncpg
-prepares it once per connection). Same rows, same transaction, two round trips fewer for
-a one-event command.
+prepares it once per connection). Same rows, same transaction; one round trip for all the
+outbox rows and the status instead of one per row.
 
 asyncpg's connection carries SQLAlchemy's JSON codecs: a JSONB parameter takes JSON text.
 """
