@@ -19,6 +19,12 @@ _TRANSIENT_CODES = frozenset(
     }
 )
 
+# A statement prepared before a schema change (a migration) fails once per connection inside a
+# transaction; asyncpg then forgets it, so the same transaction run again succeeds.
+_STALE_STATEMENTS = (
+    asyncpg.exceptions.InvalidCachedStatementError | asyncpg.exceptions.OutdatedSchemaCacheError
+)
+
 
 def is_transient_database_error(error: BaseException) -> bool:
     """True for errors where retrying the whole transaction later may succeed."""
@@ -31,8 +37,8 @@ def is_transient_database_error(error: BaseException) -> bool:
         return _transient_code(getattr(orig, "sqlstate", None)) or is_transient_database_error(
             orig.__cause__ or orig
         )
-    if isinstance(error, sa_exc.TimeoutError | sa_exc.DisconnectionError):
-        return True  # pool exhausted for a while, or a connection dropped
+    if isinstance(error, sa_exc.TimeoutError | sa_exc.DisconnectionError | _STALE_STATEMENTS):
+        return True  # pool exhausted for a while, a connection dropped, a schema change
     if isinstance(error, asyncpg.PostgresError):
         return _transient_code(getattr(error, "sqlstate", None))
     return isinstance(

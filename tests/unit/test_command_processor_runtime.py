@@ -57,6 +57,7 @@ def test_reasons_are_bounded() -> None:
         (asyncpg.exceptions.DeadlockDetectedError("deadlock"), True),
         (asyncpg.exceptions.CannotConnectNowError("starting"), True),
         (asyncpg.exceptions.UniqueViolationError("dup"), False),
+        (asyncpg.exceptions.InvalidCachedStatementError("cached plan changed"), True),
         (sa_exc.DBAPIError("select 1", {}, OSError("gone"), connection_invalidated=True), True),
         (sa_exc.TimeoutError("pool exhausted"), True),
         (sa_exc.IntegrityError("insert", {}, ValueError("dup")), False),
