@@ -39,7 +39,7 @@ RESOURCES = (
     Resource("personas", "persona", ("status",)),
     Resource("projects", "project", ()),
     Resource("plans", "plan", ("project_id", "status")),
-    Resource("workflows", "workflow", ("project_id", "plan_id", "phase")),
+    Resource("workflows", "workflow", ("project_id", "plan_id", "status")),
     Resource("tasks", "task", ("workflow_id", "project_id", "status")),
 )
 

@@ -308,3 +308,18 @@ def test_problem_status_is_422_for_bad_input_and_409_for_state_conflicts(
     assert problem["status"] == status
     assert problem["type"].endswith("/" + code)
     assert problem["detail"] == "because"
+
+
+async def test_every_state_filter_of_the_http_api_is_a_field_the_processor_stores() -> None:
+    from producers.ingress.state import RESOURCES  # noqa: PLC0415  (the reader side)
+
+    driver = FakeDriver()
+    plan_id, workflow_id = await approved_plan(driver, 1), uuid.uuid4()
+    await send(driver, StartWorkflow(workflow_id=workflow_id, plan_id=plan_id))
+    stored: dict[str, set[str]] = {}
+    for (aggregate_type, _), (_, state) in driver.uow.rows.items():
+        stored.setdefault(aggregate_type, set()).update(state)
+    for resource in RESOURCES:
+        if resource.aggregate_type in stored:
+            assert set(resource.filters) <= stored[resource.aggregate_type], resource
+    assert {"plan", "workflow", "task"} <= set(stored)
