@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
 import typer
+import uvloop
 
 from infra.logging import configure_logging
 from infra.settings import Settings, load_settings
@@ -40,14 +41,19 @@ async def run_until_signalled(component: Component, settings: Settings) -> None:
         task.result()  # a component that ended on its own with an error fails the command
 
 
+def serve(component: Component) -> None:
+    """Run one component on uvloop (a faster event loop; every library here supports it)."""
+    settings = load_settings()
+    configure_logging(settings)
+    uvloop.run(run_until_signalled(component, settings))
+
+
 @app.command("relay")
 def relay_command() -> None:
     """Relay the outbox to RabbitMQ (leader or hot standby) until SIGTERM/SIGINT."""
     from producers import relay  # noqa: PLC0415  (each component imports only its own code)
 
-    settings = load_settings()
-    configure_logging(settings)
-    asyncio.run(run_until_signalled(relay.run, settings))
+    serve(relay.run)
 
 
 @app.command("ingress")
@@ -55,9 +61,7 @@ def ingress_command() -> None:
     """Serve the HTTP ingress on HISHO_INGRESS_HOST:HISHO_INGRESS_PORT until SIGTERM/SIGINT."""
     from producers import ingress  # noqa: PLC0415  (each component imports only its own code)
 
-    settings = load_settings()
-    configure_logging(settings)
-    asyncio.run(run_until_signalled(ingress.run, settings))
+    serve(ingress.run)
 
 
 @app.command("processor")
@@ -65,6 +69,4 @@ def processor_command() -> None:
     """Process commands from hisho.command_processor until SIGTERM/SIGINT (competing consumer)."""
     from consumers import command_processor  # noqa: PLC0415  (each component imports its own)
 
-    settings = load_settings()
-    configure_logging(settings)
-    asyncio.run(run_until_signalled(command_processor.run, settings))
+    serve(command_processor.run)
