@@ -118,11 +118,10 @@ def envelope_from_row(row: Mapping[Any, Any] | asyncpg.Record) -> Envelope[Messa
     return catalog.decode(doc)
 
 
-class SqlOutbox:
-    """Appends envelopes to the outbox inside the unit of work's transaction."""
+class EnvelopeOutbox:
+    """Builds full envelopes for events and commands; subclasses decide how `add` stores them."""
 
-    def __init__(self, session: AsyncSession, clock: Clock = utc_now) -> None:
-        self._session = session
+    def __init__(self, clock: Clock = utc_now) -> None:
         self._clock = clock
         self.envelopes: list[Envelope[Message]] = []
 
@@ -147,6 +146,18 @@ class SqlOutbox:
     async def add_command(self, command: Command, *, context: MessageContext) -> uuid.UUID:
         """Record a command for `hisho.commands` (process managers); return its envelope id."""
         return await self.add(command_envelope(command, context=context, clock=self._clock))
+
+    async def add(self, envelope: Envelope[Message]) -> uuid.UUID:
+        """Store an already built envelope; return its id."""
+        raise NotImplementedError
+
+
+class SqlOutbox(EnvelopeOutbox):
+    """Appends envelopes to the outbox inside the unit of work's transaction."""
+
+    def __init__(self, session: AsyncSession, clock: Clock = utc_now) -> None:
+        super().__init__(clock)
+        self._session = session
 
     async def add(self, envelope: Envelope[Message]) -> uuid.UUID:
         """Insert an already built envelope (replays and tests); return its id."""

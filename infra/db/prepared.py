@@ -24,7 +24,7 @@ from infra.db.command_status import (
     status_from_row,
     upsert_sql,
 )
-from infra.db.outbox import command_envelope, event_envelope
+from infra.db.outbox import EnvelopeOutbox
 from infra.topology import COMMANDS_EXCHANGE, EVENTS_EXCHANGE
 
 if TYPE_CHECKING:
@@ -33,10 +33,9 @@ if TYPE_CHECKING:
 
     import asyncpg
 
-    from events import Actor, Command, DomainEvent, Envelope, Message
+    from events import Actor, Envelope, Message
     from infra.clock import Clock
     from infra.db.command_status import CommandStatus
-    from infra.message_context import MessageContext
 
 _ROWS = (
     "SELECT id, type, version, occurred_at, aggregate_type, aggregate_id, aggregate_version,"
@@ -57,35 +56,12 @@ OUTBOX_SQL = _INSERT_ROWS
 OUTBOX_AND_STATUS_SQL = "WITH written AS (" + _INSERT_ROWS + " RETURNING 1) " + upsert_sql(15)
 
 
-class PreparedOutbox:
+class PreparedOutbox(EnvelopeOutbox):
     """The processor's outbox (`infra.db.uow.Outbox`): envelopes kept for `flush()`."""
 
     def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self.envelopes: list[Envelope[Message]] = []
+        super().__init__(clock)
         self._pending: list[Envelope[Message]] = []  # added since the last flush
-
-    async def add_event(
-        self,
-        event: DomainEvent,
-        *,
-        aggregate_id: uuid.UUID,
-        aggregate_version: int,
-        context: MessageContext,
-    ) -> uuid.UUID:
-        """Record a domain event for `hisho.events`; return its envelope id."""
-        envelope = event_envelope(
-            event,
-            aggregate_id=aggregate_id,
-            aggregate_version=aggregate_version,
-            context=context,
-            clock=self._clock,
-        )
-        return await self.add(envelope)
-
-    async def add_command(self, command: Command, *, context: MessageContext) -> uuid.UUID:
-        """Record a command for `hisho.commands`; return its envelope id."""
-        return await self.add(command_envelope(command, context=context, clock=self._clock))
 
     async def add(self, envelope: Envelope[Message]) -> uuid.UUID:
         """Keep an already built envelope for the commit; return its id."""
