@@ -44,7 +44,7 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self._ready_r, self._ready_w = os.pipe()
 
-    async def run(self, on_ready: asyncio.Event | None = None) -> int:
+    async def run(self) -> int:
         """Run until asked to stop; returns the exit code for `hisho up`."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -52,10 +52,8 @@ class Supervisor:
         loop.add_reader(self._ready_r, self._read_ready)
         watchers = [asyncio.create_task(self._watch(child)) for child in self.children.values()]
         try:
-            await self._wait_all_ready()
-            log.info("ready", components=sorted(self.children))
-            if on_ready is not None:
-                on_ready.set()
+            if await self._wait_all_ready():
+                log.info("ready", components=sorted(self.children))
             await self._stopping.wait()
             log.info("stopping", components=sorted(self.children))
         finally:
@@ -66,20 +64,18 @@ class Supervisor:
             os.close(self._ready_w)
         return 0
 
-    def stop(self) -> None:
-        """Ask the supervisor to stop every child and return."""
-        self._stopping.set()
-
-    async def _wait_all_ready(self) -> None:
-        waits: list[asyncio.Future[Any]] = [
-            asyncio.ensure_future(
-                asyncio.gather(*(c.ready.wait() for c in self.children.values()))
-            ),
-            asyncio.ensure_future(self._stopping.wait()),
-        ]
+    async def _wait_all_ready(self) -> bool:
+        """Wait until every child reported ready (True) or a stop was asked for (False)."""
+        all_ready = asyncio.ensure_future(
+            asyncio.gather(*(child.ready.wait() for child in self.children.values()))
+        )
+        stop = asyncio.ensure_future(self._stopping.wait())
+        waits: list[asyncio.Future[Any]] = [all_ready, stop]
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for wait in waits:
             wait.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)  # retrieve the cancellations
+        return not self._stopping.is_set()
 
     def _read_ready(self) -> None:
         for line in os.read(self._ready_r, 4096).decode().split():
