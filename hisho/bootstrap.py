@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -35,20 +36,26 @@ class Prepared:
     started_services: list[str] = field(default_factory=list)
 
 
-async def prepare(settings: Settings) -> Prepared:
-    """Start the local stack where needed, migrate the database, declare the topology."""
-    prepared = Prepared()
+async def prepare(settings: Settings, prepared: Prepared, stop: asyncio.Event) -> None:
+    """Start the local stack where needed, migrate, create the first admin key, declare topology.
+
+    `prepared` records what was started as it goes; a stop request is honoured between steps.
+    """
     if settings.uses_local_stack:
         prepared.stack = Stack(settings)
         prepared.started_services = await asyncio.to_thread(prepared.stack.up)
-    await upgrade_to_head(settings)
-    await _bootstrap_admin_key(settings)
+    for step in (upgrade_to_head, _bootstrap_admin_key, _declare_topology):
+        if stop.is_set():
+            return
+        await step(settings)
+
+
+async def _declare_topology(settings: Settings) -> None:
     connection = await aio_pika.connect(settings.amqp)
     try:
         await declare_topology(connection)
     finally:
         await connection.close()
-    return prepared
 
 
 async def _bootstrap_admin_key(settings: Settings) -> None:
@@ -64,10 +71,19 @@ async def _bootstrap_admin_key(settings: Settings) -> None:
 
 
 async def up(settings: Settings, components: list[str]) -> int:
-    """Run `hisho up`: prepare, supervise `components` until SIGTERM/SIGINT, clean up."""
-    prepared = await prepare(settings)
+    """Run `hisho up`: prepare, supervise `components` until SIGTERM/SIGINT, clean up.
+
+    A signal during preparation stops it between steps; either way the stack services this
+    call started are stopped again, and the exit code is 0.
+    """
+    loop, stop, prepared = asyncio.get_running_loop(), asyncio.Event(), Prepared()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     try:
-        return await Supervisor(components).run()
+        await prepare(settings, prepared, stop)
+        if stop.is_set():
+            return 0
+        return await Supervisor(components).run()  # installs its own signal handlers
     finally:
         if prepared.stack is not None and prepared.started_services:
             await asyncio.to_thread(prepared.stack.down, prepared.started_services)

@@ -5,19 +5,19 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import psutil
 
 from hisho.cli.up import components
-
-if TYPE_CHECKING:
-    from infra.settings import Settings
+from infra.settings import Settings
+from infra.stack.launcher import Stack
 
 READY_DEADLINE = 120.0
 STOP_DEADLINE = 30.0
@@ -73,3 +73,38 @@ def test_up_reaches_ready_and_stops_cleanly_on_sigterm(settings: Settings) -> No
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_up_stopped_while_preparing_stops_the_stack_it_started_and_exits_0() -> None:
+    # mkdtemp makes a 0700 dir; the postgres user must be able to reach its data dir below it.
+    root = Path(tempfile.mkdtemp(prefix="hisho-up-test-"))
+    root.chmod(0o755)
+    stack_dir = root / "stack"
+    env = {**os.environ, "HISHO_LOG_FORMAT": "json", "HISHO_STACK_DIR": str(stack_dir)}
+    for name in ("HISHO_AMQP_URL", "HISHO_DATABASE_URL", "HISHO_REDIS_URL"):
+        env.pop(name, None)  # its own private stack, started by this `hisho up`
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hisho", "up"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        started = _read_events_until(proc, "stack.started", READY_DEADLINE)
+        assert started, "hisho up printed no JSON log line"
+        assert started[-1]["event"] == "stack.started"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=READY_DEADLINE) == 0
+        assert proc.stderr is not None
+        rest = [json.loads(line) for line in proc.stderr.read().splitlines() if line[:1] == b"{"]
+        events = [event.get("event") for event in started + rest]
+        assert "ready" not in events
+        assert "stack stopped" in events
+        assert Stack(Settings(stack_dir=stack_dir)).pids() == {}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        Stack(Settings(stack_dir=stack_dir)).down()
+        shutil.rmtree(root, ignore_errors=True)
