@@ -16,7 +16,7 @@ from infra.eventlog.notify import NOTIFY_CHANNEL, set_notify_trigger
 from infra.eventlog.verify import use_json_codecs
 from infra.topology import EVENTS_EXCHANGE
 from producers import relay
-from producers.relay_publisher import amqp_message, amqp_properties
+from producers.relay_publisher import amqp_properties
 from producers.relay_store import ChainedEvent, RelayStore
 
 if TYPE_CHECKING:
@@ -95,6 +95,22 @@ async def chained_events(db: asyncpg.Connection, after: int, count: int) -> list
     ]
 
 
+def _as_message(event: ChainedEvent) -> aio_pika.Message:
+    """The relay's message for `event` as an `aio_pika.Message` (the Exchange.publish path)."""
+    props = amqp_properties(event)
+    return aio_pika.Message(
+        event.body,
+        headers=props.headers,
+        content_type=props.content_type,
+        delivery_mode=props.delivery_mode,
+        message_id=props.message_id,
+        correlation_id=props.correlation_id,
+        timestamp=props.timestamp,
+        type=props.message_type,
+        app_id=props.app_id,
+    )
+
+
 async def raw_throughput(
     settings: Settings, events: list[ChainedEvent], window: int, *, exchange_api: bool
 ) -> float:
@@ -114,7 +130,7 @@ async def raw_throughput(
         await slots.acquire()
         publish: Coroutine[Any, Any, object]
         if exchange_api:
-            publish = exchange.publish(amqp_message(event), event.routing_key, mandatory=False)
+            publish = exchange.publish(_as_message(event), event.routing_key, mandatory=False)
         else:
             publish = underlay.basic_publish(
                 event.body,

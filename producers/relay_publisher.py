@@ -59,21 +59,6 @@ def amqp_properties(event: ChainedEvent) -> spec.Basic.Properties:
     )
 
 
-def amqp_message(event: ChainedEvent) -> aio_pika.Message:
-    """The same message as an `aio_pika.Message` (for publishing through an exchange object)."""
-    return aio_pika.Message(
-        event.body,
-        headers=amqp_headers(event),
-        content_type="application/json",
-        delivery_mode=DeliveryMode.PERSISTENT,
-        message_id=event.id,
-        correlation_id=event.correlation_id,
-        timestamp=event.occurred_at,
-        type=event.type,
-        app_id=APP_ID,
-    )
-
-
 class ConfirmingPublisher:
     """One AMQP connection and confirming channel; at most `window` unconfirmed messages."""
 

@@ -11,13 +11,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
 from hisho.cli.up import components
 from infra.settings import Settings
 from infra.stack.launcher import Stack
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 READY_DEADLINE = 120.0
 STOP_DEADLINE = 30.0
@@ -49,8 +54,9 @@ def _read_events_until(
     return seen
 
 
-def test_up_reaches_ready_and_stops_cleanly_on_sigterm(settings: Settings) -> None:
-    env = {**os.environ, "HISHO_LOG_FORMAT": "json"}
+@contextmanager
+def _hisho_up(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m hisho up` with JSON logs on stderr; killed on the way out if still running."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "hisho", "up"],
         cwd=Path(__file__).resolve().parents[2],
@@ -59,6 +65,16 @@ def test_up_reaches_ready_and_stops_cleanly_on_sigterm(settings: Settings) -> No
         stderr=subprocess.PIPE,
     )
     try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_up_reaches_ready_and_stops_cleanly_on_sigterm(settings: Settings) -> None:
+    env = {**os.environ, "HISHO_LOG_FORMAT": "json"}
+    with _hisho_up(env) as proc:
         events = _read_events_until(proc, "ready", READY_DEADLINE)
         assert events, "hisho up printed no JSON log line"
         assert events[-1]["event"] == "ready", [e.get("event") for e in events]
@@ -69,10 +85,6 @@ def test_up_reaches_ready_and_stops_cleanly_on_sigterm(settings: Settings) -> No
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=STOP_DEADLINE) == 0
         assert not any(child.is_running() and child.status() != "zombie" for child in children)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_up_stopped_while_preparing_stops_the_stack_it_started_and_exits_0() -> None:
@@ -83,28 +95,21 @@ def test_up_stopped_while_preparing_stops_the_stack_it_started_and_exits_0() -> 
     env = {**os.environ, "HISHO_LOG_FORMAT": "json", "HISHO_STACK_DIR": str(stack_dir)}
     for name in ("HISHO_AMQP_URL", "HISHO_DATABASE_URL", "HISHO_REDIS_URL"):
         env.pop(name, None)  # its own private stack, started by this `hisho up`
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hisho", "up"],
-        cwd=Path(__file__).resolve().parents[2],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
     try:
-        started = _read_events_until(proc, "stack.started", READY_DEADLINE)
-        assert started, "hisho up printed no JSON log line"
-        assert started[-1]["event"] == "stack.started"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=READY_DEADLINE) == 0
-        assert proc.stderr is not None
-        rest = [json.loads(line) for line in proc.stderr.read().splitlines() if line[:1] == b"{"]
-        events = [event.get("event") for event in started + rest]
-        assert "ready" not in events
-        assert "stack stopped" in events
-        assert Stack(Settings(stack_dir=stack_dir)).pids() == {}
+        with _hisho_up(env) as proc:
+            started = _read_events_until(proc, "stack.started", READY_DEADLINE)
+            assert started, "hisho up printed no JSON log line"
+            assert started[-1]["event"] == "stack.started"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=READY_DEADLINE) == 0
+            assert proc.stderr is not None
+            rest = [
+                json.loads(line) for line in proc.stderr.read().splitlines() if line[:1] == b"{"
+            ]
+            events = [event.get("event") for event in started + rest]
+            assert "ready" not in events
+            assert "stack stopped" in events
+            assert Stack(Settings(stack_dir=stack_dir)).pids() == {}
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         Stack(Settings(stack_dir=stack_dir)).down()
         shutil.rmtree(root, ignore_errors=True)
