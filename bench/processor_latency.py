@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -34,6 +35,7 @@ import asyncpg
 import psutil
 
 from infra.settings import load_settings
+from infra.stack import Stack
 from infra.topology import EVENTS_EXCHANGE
 from tests.components_support import component_env, components, free_port
 from tests.ingress_support import cli_key, hisho_cli
@@ -133,6 +135,10 @@ async def _consume(rabbit: AbstractRobustConnection, tap: _Tap) -> aio_pika.abc.
     return channel
 
 
+class _StaleConnectionError(Exception):
+    """The server closed a kept-alive connection before answering."""
+
+
 class RawHttp:
     """A minimal HTTP/1.1 keep-alive client for the load generator.
 
@@ -150,18 +156,23 @@ class RawHttp:
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        """POST `body` (JSON) to `path`; return the status code and the response body."""
-        reader, writer = self._idle.pop() if self._idle else await self._connect()
+        """POST `body` (JSON) to `path`; return the status code and the response body.
+
+        A kept-alive connection the server closed while it was idle answers nothing: the
+        request is sent again once on a new connection.
+        """
+        if self._idle:
+            with contextlib.suppress(_StaleConnectionError):
+                return await self._exchange(*self._idle.pop(), path, body)
+        return await self._exchange(*await self._connect(), path, body)
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, body: bytes
+    ) -> tuple[int, bytes]:
+        head = f"POST {path} HTTP/1.1\r\n{self._head}\r\nContent-Length: {len(body)}\r\n\r\n"
         try:
-            head = f"POST {path} HTTP/1.1\r\n{self._head}\r\nContent-Length: {len(body)}\r\n\r\n"
             writer.write(head.encode() + body)
-            status = int((await reader.readline()).split()[1])
-            length = 0
-            while (line := await reader.readline()) not in {b"\r\n", b""}:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            answer = await reader.readexactly(length)
+            status, answer = await _response(reader)
         except BaseException:
             writer.close()
             raise
@@ -176,6 +187,18 @@ class RawHttp:
         for _, writer in self._idle:
             writer.close()
         self._idle.clear()
+
+
+async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    status_line = await reader.readline()
+    if not status_line:
+        raise _StaleConnectionError
+    length = 0
+    while (line := await reader.readline()) not in {b"\r\n", b""}:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return int(status_line.split()[1]), await reader.readexactly(length)
 
 
 async def _post(http: RawHttp, n: int, accepted: dict[str, float]) -> None:
@@ -229,7 +252,8 @@ async def measure_latency(
 ) -> LatencyReport:
     """Post at `rate`/s for `duration` s to the ingress at `url`; time 202 -> event on a tap.
 
-    `pids` (component name -> pid) adds each component's CPU time per command to the report.
+    `pids` (component or server name -> pid) adds the CPU time per command of each (with its
+    children) to the report; a child that starts or ends during the run counts partly.
     """
     processes = {name: psutil.Process(pid) for name, pid in (pids or {}).items()}
     processes["load generator"] = psutil.Process()
@@ -269,8 +293,17 @@ async def measure_latency(
 
 
 def _cpu_seconds(processes: Mapping[str, psutil.Process]) -> dict[str, float]:
-    times = {name: process.cpu_times() for name, process in processes.items()}
-    return {name: t.user + t.system for name, t in times.items()}
+    """CPU seconds of each process with its children (PostgreSQL's backends, say) so far."""
+    seconds = {}
+    for name, process in processes.items():
+        total = 0.0
+        own = process.pid == os.getpid()  # the load generator: its children are measured apart
+        for member in [process, *([] if own else process.children(recursive=True))]:
+            with contextlib.suppress(psutil.Error):
+                times = member.cpu_times()
+                total += times.user + times.system
+        seconds[name] = total
+    return seconds
 
 
 async def _committed_at(database_url: str, command_ids: list[str]) -> dict[str, float]:
@@ -322,7 +355,10 @@ def main(argv: list[str] | None = None) -> None:
                 settings.database_dsn,
                 rate=args.rate,
                 duration=args.duration,
-                pids={name: p.pid for name, p in run.processes.items()},
+                pids={
+                    **{name: p.pid for name, p in run.processes.items()},
+                    **Stack(settings).pids(),
+                },
             )
         )
     print_table("HTTP-accepted -> processed (event on a tap queue)", report.rows())

@@ -3,11 +3,15 @@
 Each command becomes, in ONE PostgreSQL transaction, the aggregates' new state, an inbox
 row (consumer `command_processor`, message id = command id), the events in the outbox (caused
 by the command, in its correlation, by its actor, in its trace) and the command's status
-(`processed` with the event ids, or `rejected` with a problem).
+(`processed` with the event ids, or `rejected` with a problem). That transaction is a single
+statement (infra.db.command_unit): the reads before it are optimistic, the statement checks
+them.
 
-- A redelivered command finds its inbox row: acknowledged, nothing changes.
-- Two processors racing on one aggregate: the loser's save hits the version check
-  (`ConcurrencyError`), its transaction rolls back, and the runtime retries the command.
+- A redelivered command finds its inbox row (at once, or when its commit meets it):
+  acknowledged, nothing changes.
+- Two processors racing on one aggregate (or on one redelivered command): the loser's
+  statement finds a row moved on or taken (`ConcurrencyError`), writes nothing, and the
+  runtime retries the command.
 - A `DomainError` is an answer, not a failure: `rejected` + RFC 9457 problem, committed with
   the inbox row (a redelivery does not decide again), and the message is acknowledged.
 - An undecodable or invalid message is parked with the reason (infra.consumer_runtime).
@@ -34,8 +38,10 @@ from infra.consumer_runtime import (
     runtime_middleware,
 )
 from infra.db.command_status import CommandState
-from infra.db.engine import create_engine, create_session_factory
-from infra.db.repositories import ConcurrencyError, SqlAggregateUnitOfWork
+from infra.db.command_unit import SqlAggregateUnitOfWork
+from infra.db.engine import create_engine
+from infra.db.inbox import AlreadyAppliedError
+from infra.db.repositories import ConcurrencyError
 from infra.db.uow import UnitOfWork
 from infra.message_context import MessageContext
 from infra.readiness import notify_ready
@@ -116,18 +122,32 @@ async def handle_command(
         async with uow:
             if not await uow.inbox.claim(COMMAND_PROCESSOR, envelope.id):
                 return Outcome.DUPLICATE  # a redelivery we already answered
-            context = MessageContext.caused_by(envelope)
+            rejection = await _decide_and_record(envelope, uow, clock())
             try:
-                await decide(envelope.data, uow.aggregates, clock())
-            except DomainError as error:
-                await _record(uow, envelope, CommandState.REJECTED, problem=problem_for(error))
-                await uow.commit()  # the answer + the inbox row: decided once
-                log.info("command rejected", command_id=str(envelope.id), code=error.code)
-                return Outcome.REJECTED
-            event_ids = await uow.aggregates.save(uow.outbox, context)
-            await _record(uow, envelope, CommandState.PROCESSED, event_ids=event_ids)
-            await uow.commit()  # state + inbox + outbox + status: one transaction
-            return Outcome.PROCESSED
+                await uow.commit()  # state + inbox + outbox + status: one transaction
+            except AlreadyAppliedError:
+                return Outcome.DUPLICATE  # a copy was applied first (the claim was optimistic)
+    if rejection is None:
+        return Outcome.PROCESSED
+    log.info("command rejected", command_id=str(envelope.id), code=rejection.code)
+    return Outcome.REJECTED
+
+
+async def _decide_and_record(
+    envelope: Envelope[Message], uow: CommandUnitOfWork, at: datetime
+) -> DomainError | None:
+    """Decide and record the outcome for the commit; the domain's refusal, if it refused.
+
+    A rejection is committed too (with the inbox row): the command is decided once.
+    """
+    try:
+        await decide(envelope.data, uow.aggregates, at)
+    except DomainError as error:
+        await _record(uow, envelope, CommandState.REJECTED, problem=problem_for(error))
+        return error
+    event_ids = await uow.aggregates.save(uow.outbox, MessageContext.caused_by(envelope))
+    await _record(uow, envelope, CommandState.PROCESSED, event_ids=event_ids)
+    return None
 
 
 async def decide(command: Message, aggregates: Aggregates, at: datetime) -> None:
@@ -217,8 +237,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     # No pre-ping: it costs a round trip per command; a connection that died is invalidated
     # by its first error, which the runtime retries on a fresh one.
     engine = create_engine(settings, pool_size=POOL_SIZE, max_overflow=0, pool_pre_ping=False)
-    sessions = create_session_factory(engine)
-    broker = command_broker(settings.amqp, command_router(lambda: SqlAggregateUnitOfWork(sessions)))
+    broker = command_broker(settings.amqp, command_router(lambda: SqlAggregateUnitOfWork(engine)))
     try:
         await declare_topology(await broker.connect())
         await broker.start()

@@ -231,7 +231,7 @@ class FakeStateRows:
     ) -> None:
         """Create a row; `ConcurrencyError` if the id is taken."""
         if await self.load(aggregate_type, aggregate_id) is not None:
-            raise ConcurrencyError(aggregate_type, aggregate_id, 0)
+            raise ConcurrencyError(f"{aggregate_type} {aggregate_id} exists")
         self.written[(aggregate_type, aggregate_id)] = (version, json.loads(json.dumps(state)))
 
     async def update(
@@ -245,7 +245,7 @@ class FakeStateRows:
         """Replace a row still at `read_version`; `ConcurrencyError` otherwise."""
         current = await self.load(aggregate_type, aggregate_id)
         if current is None or current[0] != read_version:
-            raise ConcurrencyError(aggregate_type, aggregate_id, read_version)
+            raise ConcurrencyError(f"{aggregate_type} {aggregate_id} moved on from {read_version}")
         self.written[(aggregate_type, aggregate_id)] = (version, json.loads(json.dumps(state)))
 
 

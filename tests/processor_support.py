@@ -16,9 +16,10 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from consumers.command_processor import command_broker, command_router
 from events import Envelope, Message, catalog
 from infra.db.command_status import CommandState, CommandStatus, SqlCommandStatuses
+from infra.db.command_unit import KeptInbox, SqlAggregateUnitOfWork
 from infra.db.engine import create_session_factory
 from infra.db.outbox import envelope_from_row
-from infra.db.repositories import ConcurrencyError, SqlAggregateUnitOfWork
+from infra.db.repositories import ConcurrencyError
 from infra.db.tables import outbox
 from infra.topology import COMMAND_QUEUE, COMMANDS_EXCHANGE
 
@@ -28,9 +29,8 @@ if TYPE_CHECKING:
 
     from aio_pika.abc import AbstractConnection
     from faststream.rabbit import RabbitBroker
-    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from infra.db.inbox import SqlInbox
     from infra.settings import Settings
 
 T = TypeVar("T")
@@ -60,7 +60,7 @@ class Deliveries:
 
 
 class _RecordingInbox:
-    def __init__(self, inner: SqlInbox, unit: CountingUnitOfWork) -> None:
+    def __init__(self, inner: KeptInbox, unit: CountingUnitOfWork) -> None:
         self._inner = inner
         self._unit = unit
 
@@ -72,15 +72,15 @@ class _RecordingInbox:
 class CountingUnitOfWork(SqlAggregateUnitOfWork):
     """The real unit of work, recording which message each cleanly ended block handled."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], deliveries: Deliveries) -> None:
-        super().__init__(sessions)
+    def __init__(self, engine: AsyncEngine, deliveries: Deliveries) -> None:
+        super().__init__(engine)
         self._deliveries = deliveries
         self.message_id: uuid.UUID | None = None
 
     @property
-    def inbox(self) -> SqlInbox:
+    def inbox(self) -> KeptInbox:
         """The real inbox, noting the message id it is asked about."""
-        return cast("SqlInbox", _RecordingInbox(super().inbox, self))
+        return cast("KeptInbox", _RecordingInbox(super().inbox, self))
 
     async def __aexit__(
         self,
@@ -104,8 +104,7 @@ async def running_processor(
     It first works off whatever other tests left in the command queue, so a test's own
     commands are not stuck behind someone else's backlog.
     """
-    sessions = create_session_factory(engine)
-    router = command_router(lambda: CountingUnitOfWork(sessions, deliveries))
+    router = command_router(lambda: CountingUnitOfWork(engine, deliveries))
     broker = command_broker(settings.amqp, router)
     await broker.start()
     try:

@@ -21,22 +21,20 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
 
-def upsert_sql(first: int = 1) -> str:
-    """The status upsert as fixed SQL, its 7 parameters numbered from `first`."""
-    params = ", ".join(f"${n}" for n in range(first, first + 7))
-    # Only numbered placeholders are formatted in.
-    return (
-        "INSERT INTO command_status"  # noqa: S608
-        " (command_id, type, status, result_event_ids, problem, correlation_id, actor)"
-        f" VALUES ({params}) ON CONFLICT (command_id) DO UPDATE SET"
-        " type = excluded.type, status = excluded.status,"
-        " result_event_ids = excluded.result_event_ids, problem = excluded.problem,"
-        " correlation_id = excluded.correlation_id, actor = excluded.actor, updated_at = now()"
-    )
-
-
-# On the unit of work's raw connection: asyncpg prepares it once per connection.
-UPSERT_SQL = upsert_sql()
+STATUS_COLUMNS = "command_id, type, status, result_event_ids, problem, correlation_id, actor"
+# What an upsert of a status row replaces (after `INSERT INTO command_status (...) <rows>`).
+ON_CONFLICT_REPLACE = (
+    " ON CONFLICT (command_id) DO UPDATE SET"
+    " type = excluded.type, status = excluded.status,"
+    " result_event_ids = excluded.result_event_ids, problem = excluded.problem,"
+    " correlation_id = excluded.correlation_id, actor = excluded.actor, updated_at = now()"
+)
+# On a unit of work's raw asyncpg connection (asyncpg prepares it once per connection);
+# only fixed column names are formatted in.
+UPSERT_SQL = (
+    f"INSERT INTO command_status ({STATUS_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"  # noqa: S608
+    + ON_CONFLICT_REPLACE
+)
 GET_SQL = "SELECT * FROM command_status WHERE command_id = $1"
 
 

@@ -9,6 +9,15 @@ if TYPE_CHECKING:
 
     import asyncpg
 
+
+class AlreadyAppliedError(Exception):
+    """A commit found the message's inbox row written by another transaction first.
+
+    Raised by a unit of work whose claim is optimistic (`infra.db.command_unit`): nothing of
+    the unit was written, and the message is a duplicate to acknowledge.
+    """
+
+
 # Fixed SQL on the unit of work's raw connection: asyncpg prepares it once per connection.
 CLAIM_SQL = (
     "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2)"

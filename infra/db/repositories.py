@@ -4,9 +4,12 @@ A row is `(aggregate_type, aggregate_id, version, state)`; `state` is `Aggregate
 and `Aggregate.from_state(state, version=...)` rebuilds it. Saving never overwrites blindly:
 
 - a new aggregate (loaded from nothing, `persisted_version == 0`) is INSERTed; if another
-  transaction created the same id first, the primary key refuses it: `ConcurrencyError`;
+  transaction created the same id first, that insert conflicts: `ConcurrencyError`;
 - a loaded one is UPDATEd `WHERE version = <the version read>`; if another transaction saved
   it in between, 0 rows match: `ConcurrencyError`.
+
+`StateRows` may write at once or keep the writes for the unit of work's commit (the
+processor's, `infra.db.command_unit`): the conflict is then raised by the commit.
 
 `ConcurrencyError` is transient: the consumer runtime retries the whole message with a fresh
 unit of work, which then reads the winner's state and decides again.
@@ -18,7 +21,6 @@ outbox in the order they happened (a workflow's `WorkflowStarted` before its `Ta
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from domain.aggregate import Aggregate
@@ -29,28 +31,18 @@ from domain.plan import Plan
 from domain.project import Project
 from domain.task import Task
 from domain.workflow import Workflow
-from infra.db.prepared import PreparedCommandStatuses, PreparedOutbox, flush
-from infra.db.uow import SqlUnitOfWork
 
 if TYPE_CHECKING:
     import uuid
 
-    import asyncpg
-
-    from infra.db.uow import CommandStatuses, Outbox
+    from infra.db.uow import Outbox
     from infra.message_context import MessageContext
 
 A = TypeVar("A", bound=Aggregate)
 
 
 class ConcurrencyError(Exception):
-    """Another transaction changed (or created) the aggregate since it was read: try again."""
-
-    def __init__(self, aggregate_type: str, aggregate_id: uuid.UUID, expected: int) -> None:
-        self.aggregate_type = aggregate_type
-        self.aggregate_id = aggregate_id
-        self.expected = expected
-        super().__init__(f"{aggregate_type} {aggregate_id}: version {expected} is stale")
+    """Another transaction changed (or created) what this one read since it read it: retry."""
 
 
 class AggregateNotFoundError(DomainError):
@@ -79,7 +71,7 @@ class StateRows(Protocol):
     async def insert(
         self, aggregate_type: str, aggregate_id: uuid.UUID, version: int, state: dict[str, Any]
     ) -> None:
-        """Create a row; `ConcurrencyError` if the id is taken."""
+        """Create a row; `ConcurrencyError` (now or at commit) if the id is taken."""
         ...
 
     async def update(
@@ -90,62 +82,14 @@ class StateRows(Protocol):
         version: int,
         state: dict[str, Any],
     ) -> None:
-        """Replace a row still at `read_version`; `ConcurrencyError` otherwise."""
+        """Replace a row still at `read_version`; `ConcurrencyError` (now or at commit) if not."""
         ...
 
 
-# Fixed SQL on the unit of work's raw asyncpg connection: asyncpg prepares each statement
-# once per connection; through SQLAlchemy each execution cost more CPU than its round trip.
+# Fixed SQL on a raw asyncpg connection: asyncpg prepares it once per connection.
 LOAD_SQL = (
     "SELECT version, state FROM aggregate_state WHERE aggregate_type = $1 AND aggregate_id = $2"
 )
-INSERT_SQL = (
-    "INSERT INTO aggregate_state (aggregate_type, aggregate_id, version, state)"
-    " VALUES ($1, $2, $3, $4)"
-    " ON CONFLICT (aggregate_type, aggregate_id) DO NOTHING RETURNING version"
-)
-UPDATE_SQL = (
-    "UPDATE aggregate_state SET version = $4, state = $5, updated_at = now()"
-    " WHERE aggregate_type = $1 AND aggregate_id = $2 AND version = $3 RETURNING version"
-)
-
-
-class SqlStateRows:
-    """`aggregate_state` rows in the unit of work's transaction (its raw connection)."""
-
-    def __init__(self, connection: asyncpg.Connection) -> None:
-        self._connection = connection
-
-    async def load(
-        self, aggregate_type: str, aggregate_id: uuid.UUID
-    ) -> tuple[int, dict[str, Any]] | None:
-        """The stored `(version, state)`, or None."""
-        row = await self._connection.fetchrow(LOAD_SQL, aggregate_type, aggregate_id)
-        return None if row is None else (int(row[0]), dict(row[1]))
-
-    async def insert(
-        self, aggregate_type: str, aggregate_id: uuid.UUID, version: int, state: dict[str, Any]
-    ) -> None:
-        """INSERT ... ON CONFLICT DO NOTHING; no row inserted means someone else created it."""
-        text = json.dumps(state)
-        if (
-            await self._connection.fetchval(INSERT_SQL, aggregate_type, aggregate_id, version, text)
-            is None
-        ):
-            raise ConcurrencyError(aggregate_type, aggregate_id, 0)
-
-    async def update(
-        self,
-        aggregate_type: str,
-        aggregate_id: uuid.UUID,
-        read_version: int,
-        version: int,
-        state: dict[str, Any],
-    ) -> None:
-        """UPDATE ... WHERE version = read_version; 0 rows means it moved on."""
-        params = (aggregate_type, aggregate_id, read_version, version, json.dumps(state))
-        if await self._connection.fetchval(UPDATE_SQL, *params) is None:
-            raise ConcurrencyError(aggregate_type, aggregate_id, read_version)
 
 
 class Repository(Generic[A]):
@@ -225,35 +169,3 @@ class Aggregates:
                 )
                 event_ids.append(event_id)
         return event_ids
-
-
-class SqlAggregateUnitOfWork(SqlUnitOfWork):
-    """A `SqlUnitOfWork` with `aggregates`: the repositories, in the same transaction.
-
-    Everything runs as prepared SQL on the block's raw connection, without a session: state
-    rows as they are saved; outbox rows and the command status kept and written by one
-    statement just before COMMIT (`infra.db.prepared`).
-    """
-
-    _aggregates: Aggregates | None = None
-    _writes: tuple[PreparedOutbox, PreparedCommandStatuses] | None = None
-
-    def attach_block(self, driver: asyncpg.Connection) -> tuple[Outbox, CommandStatuses]:
-        """Fresh repositories (and identity map), outbox and statuses on the raw connection."""
-        self._aggregates = Aggregates(SqlStateRows(driver))
-        self._writes = (PreparedOutbox(self._clock), PreparedCommandStatuses(driver))
-        return self._writes
-
-    async def commit(self) -> None:
-        """Write the kept outbox rows and status, then commit everything at once."""
-        if self._writes is not None:
-            await flush(self.driver, *self._writes)
-        await super().commit()
-
-    @property
-    def aggregates(self) -> Aggregates:
-        """The repositories of the open block."""
-        self._current()  # raises outside `async with`
-        if self._aggregates is None:  # pragma: no cover  (attach_block always ran)
-            raise RuntimeError("repositories are not attached")
-        return self._aggregates

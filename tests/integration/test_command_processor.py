@@ -27,7 +27,7 @@ from infra.consumer_runtime import (
     RETRY_REASON_HEADER,
 )
 from infra.db.command_status import CommandState
-from infra.db.engine import create_engine, create_session_factory
+from infra.db.engine import create_engine
 from infra.db.state_tables import aggregate_state
 from infra.db.tables import outbox
 from infra.topology import COMMAND_PROCESSOR, COMMAND_QUEUE, DEAD_EXCHANGE, RETRY_EXCHANGE
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from aio_pika.abc import AbstractMessage, AbstractQueue, AbstractRobustConnection
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from infra.db.inbox import SqlInbox
+    from infra.db.command_unit import KeptInbox
     from infra.settings import Settings
     from tests.command_scenarios import CommandDriver
 
@@ -238,12 +238,14 @@ async def plan_state(engine: AsyncEngine, plan_id: uuid.UUID) -> dict[str, Any]:
 class FlakyUnitOfWork(CountingUnitOfWork):
     """The real unit of work whose inbox fails transiently for one message, `failures` times."""
 
-    def __init__(self, sessions: Any, deliveries: Deliveries, flaky: dict[uuid.UUID, int]) -> None:
-        super().__init__(sessions, deliveries)
+    def __init__(
+        self, engine: AsyncEngine, deliveries: Deliveries, flaky: dict[uuid.UUID, int]
+    ) -> None:
+        super().__init__(engine, deliveries)
         self._flaky = flaky
 
     @property
-    def inbox(self) -> SqlInbox:
+    def inbox(self) -> KeptInbox:
         inner = super().inbox
         flaky = self._flaky
 
@@ -254,7 +256,7 @@ class FlakyUnitOfWork(CountingUnitOfWork):
                     raise ConnectionResetError("database went away")
                 return await inner.claim(consumer, message_id)
 
-        return cast("SqlInbox", Flaky())
+        return cast("KeptInbox", Flaky())
 
 
 async def test_a_transient_failure_outlasting_in_process_retries_takes_the_delay_queue(
@@ -270,8 +272,7 @@ async def test_a_transient_failure_outlasting_in_process_retries_takes_the_delay
     retried = await channel.declare_queue(exclusive=True, auto_delete=True)
     await retried.bind(RETRY_EXCHANGE, QUEUES.retry_routing_key(QUEUES.retry_delays_ms[0]))
     deliveries = Deliveries()
-    sessions = create_session_factory(processor_engine)
-    router = command_router(lambda: FlakyUnitOfWork(sessions, deliveries, flaky))
+    router = command_router(lambda: FlakyUnitOfWork(processor_engine, deliveries, flaky))
     broker = command_broker(settings.amqp, router)
     async with broker:
         await broker.start()

@@ -244,7 +244,7 @@ async def test_saving_a_stale_aggregate_raises_concurrency_error() -> None:
         theirs.change_policy(policy("c"), at=second.clock())
         await first.aggregates.save(first.outbox, context)
         await first.commit()
-        with pytest.raises(ConcurrencyError, match="version 1 is stale"):
+        with pytest.raises(ConcurrencyError, match="moved on from 1"):
             await second.aggregates.save(second.outbox, context)
     assert rows[("project", project_id)][1]["policy"]["approvers"] == ["b"]
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import asyncpg
 import pytest
 from sqlalchemy import exc as sa_exc
@@ -71,7 +69,7 @@ def test_is_transient_knows_database_and_network_hiccups(
 
 
 def test_the_processor_also_retries_version_conflicts() -> None:
-    conflict = ConcurrencyError("plan", uuid.uuid4(), 3)
+    conflict = ConcurrencyError("plan moved on")
     assert is_retryable(conflict)
     assert RUNTIME.transient(conflict)
     assert settlement_for(conflict, RUNTIME, retries_done=0).action == "retry"

@@ -1,0 +1,157 @@
+"""The processor's unit of work on real PostgreSQL: one statement writes all of it, or none.
+
+Each race here lets two units read the same thing, commits one, and shows the other's
+statement raises `ConcurrencyError` and leaves no row of its own behind.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+import pytest
+from sqlalchemy import func, select
+
+from consumers.command_processor import handle_command
+from domain.project import Project
+from events.project import ApprovalPolicy, ChangeApprovalPolicy, CreateProject
+from infra.db.command_status import CommandState
+from infra.db.command_unit import SqlAggregateUnitOfWork
+from infra.db.inbox import AlreadyAppliedError
+from infra.db.repositories import ConcurrencyError
+from infra.db.state_tables import aggregate_state
+from infra.db.tables import command_status, inbox, outbox
+from infra.message_context import MessageContext
+from infra.topology import COMMAND_PROCESSOR
+from tests.command_scenarios import command_envelope
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from events import Envelope, Message
+
+
+def _policy(*approvers: str) -> ApprovalPolicy:
+    return ApprovalPolicy(approvers=approvers, required_approvals=1)
+
+
+async def _written(engine: AsyncEngine, envelope: Envelope[Message]) -> dict[str, int]:
+    """How many inbox, status and outbox rows the command `envelope` left."""
+    queries = {
+        "inbox": select(func.count()).where(inbox.c.message_id == envelope.id),
+        "status": select(func.count()).where(command_status.c.command_id == envelope.id),
+        "outbox": select(func.count()).where(outbox.c.causation_id == envelope.id),
+    }
+    async with engine.connect() as conn:
+        return {name: (await conn.execute(query)).scalar_one() for name, query in queries.items()}
+
+
+async def _project(engine: AsyncEngine, project_id: uuid.UUID) -> tuple[int, list[str]]:
+    query = select(aggregate_state.c.version, aggregate_state.c.state).where(
+        aggregate_state.c.aggregate_type == "project",
+        aggregate_state.c.aggregate_id == project_id,
+    )
+    async with engine.connect() as conn:
+        version, state = (await conn.execute(query)).one()
+    return version, state["policy"]["approvers"]
+
+
+async def _created(engine: AsyncEngine) -> uuid.UUID:
+    project_id = uuid.uuid4()
+    envelope = command_envelope(CreateProject(project_id=project_id, name="P", policy=_policy("a")))
+    assert await handle_command(envelope, SqlAggregateUnitOfWork(engine)) == "processed"
+    return project_id
+
+
+async def _decide(unit: SqlAggregateUnitOfWork, envelope: Envelope[Message]) -> None:
+    """What `handle_command` does before its commit, with a policy change as the decision."""
+    assert await unit.inbox.claim(COMMAND_PROCESSOR, envelope.id)
+    data = envelope.data
+    assert isinstance(data, ChangeApprovalPolicy)
+    project = await unit.aggregates.projects.require(data.project_id)
+    project.change_policy(data.policy, at=envelope.occurred_at)
+    ids = await unit.aggregates.save(unit.outbox, MessageContext.caused_by(envelope))
+    await unit.command_status.record(
+        envelope.id, type=envelope.type, status=CommandState.PROCESSED, result_event_ids=ids
+    )
+
+
+def _change(project_id: uuid.UUID, *approvers: str) -> Envelope[Message]:
+    return command_envelope(ChangeApprovalPolicy(project_id=project_id, policy=_policy(*approvers)))
+
+
+async def test_a_commit_writes_claim_state_events_and_status_together(engine: AsyncEngine) -> None:
+    project_id = await _created(engine)
+    change = _change(project_id, "b")
+    async with SqlAggregateUnitOfWork(engine) as unit:
+        await _decide(unit, change)
+        await unit.commit()
+    assert await _written(engine, change) == {"inbox": 1, "status": 1, "outbox": 1}
+    assert await _project(engine, project_id) == (2, ["b"])
+
+
+async def test_a_stale_update_writes_nothing_of_its_command(engine: AsyncEngine) -> None:
+    project_id = await _created(engine)
+    mine, theirs = _change(project_id, "b"), _change(project_id, "c")
+    async with SqlAggregateUnitOfWork(engine) as first, SqlAggregateUnitOfWork(engine) as second:
+        await _decide(first, mine)
+        await _decide(second, theirs)  # read version 1 too
+        await first.commit()
+        with pytest.raises(ConcurrencyError, match="stale write: 0 of 1 rows"):
+            await second.commit()
+    assert await _project(engine, project_id) == (2, ["b"])
+    assert await _written(engine, theirs) == {"inbox": 0, "status": 0, "outbox": 0}
+
+
+async def test_creating_a_taken_id_writes_nothing_of_its_command(engine: AsyncEngine) -> None:
+    project_id = uuid.uuid4()
+    mine = command_envelope(CreateProject(project_id=project_id, name="A", policy=_policy("a")))
+    theirs = command_envelope(CreateProject(project_id=project_id, name="B", policy=_policy("b")))
+    first, second = SqlAggregateUnitOfWork(engine), SqlAggregateUnitOfWork(engine)
+    async with first, second:
+        # Both read "no such project" before either writes; the handler then creates it.
+        assert await first.inbox.claim(COMMAND_PROCESSOR, mine.id)
+        assert await second.inbox.claim(COMMAND_PROCESSOR, theirs.id)
+        for unit, envelope in ((first, mine), (second, theirs)):
+            data = envelope.data
+            assert isinstance(data, CreateProject)
+            await unit.aggregates.projects.require_absent(project_id)
+            unit.aggregates.projects.add(
+                Project.create(
+                    project_id=project_id,
+                    name=data.name,
+                    policy=data.policy,
+                    at=envelope.occurred_at,
+                )
+            )
+            await unit.aggregates.save(unit.outbox, MessageContext.caused_by(envelope))
+        await first.commit()
+        with pytest.raises(ConcurrencyError):
+            await second.commit()
+    assert await _project(engine, project_id) == (1, ["a"])
+    assert await _written(engine, theirs) == {"inbox": 0, "status": 0, "outbox": 0}
+
+
+async def test_one_command_delivered_twice_at_once_is_applied_once(engine: AsyncEngine) -> None:
+    project_id = await _created(engine)
+    change = _change(project_id, "b")
+    async with SqlAggregateUnitOfWork(engine) as first, SqlAggregateUnitOfWork(engine) as second:
+        await _decide(first, change)
+        await _decide(second, change)  # the other copy, decided at the same time
+        await first.commit()
+        with pytest.raises(AlreadyAppliedError, match="already applied"):
+            await second.commit()
+    assert await _written(engine, change) == {"inbox": 1, "status": 1, "outbox": 1}
+    # A later redelivery is decided again, but its commit finds the claim: a duplicate.
+    assert await handle_command(change, SqlAggregateUnitOfWork(engine)) == "duplicate"
+    assert await _written(engine, change) == {"inbox": 1, "status": 1, "outbox": 1}
+    assert await _project(engine, project_id) == (2, ["b"])
+
+
+async def test_leaving_without_commit_writes_nothing(engine: AsyncEngine) -> None:
+    project_id = await _created(engine)
+    change = _change(project_id, "b")
+    async with SqlAggregateUnitOfWork(engine) as unit:
+        await _decide(unit, change)
+    assert await _written(engine, change) == {"inbox": 0, "status": 0, "outbox": 0}
+    assert await _project(engine, project_id) == (1, ["a"])
