@@ -30,6 +30,7 @@ from opentelemetry import trace
 from consumers import command_handlers, workflow_handlers
 from domain.errors import DomainError
 from events import Command, Envelope, InvalidMessageError, Message
+from events.envelope import body_sha256
 from infra.clock import Clock, utc_now
 from infra.consumer_runtime import (
     RuntimePolicy,
@@ -186,6 +187,7 @@ async def _record(
         problem=problem,
         correlation_id=envelope.correlation_id,
         actor=envelope.actor,
+        body_sha256=body_sha256(envelope.type, envelope.data),
     )
 
 

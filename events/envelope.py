@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Generic, TypeVar
 from uuid import UUID
 
@@ -30,3 +31,12 @@ class Envelope(BaseModel, Generic[M_co]):
     actor: Actor
     traceparent: str | None = None
     data: SerializeAsAny[M_co]
+
+
+def body_sha256(command_type: str, data: Message) -> str:
+    """A SHA-256 of a command's type and canonically serialised body (hex).
+
+    The ingress compares it for a reused `Idempotency-Key`; the processor records it with
+    the command's status, so the comparison still works when the ingress's Redis is down.
+    """
+    return hashlib.sha256(f"{command_type}\n{data.model_dump_json()}".encode()).hexdigest()

@@ -123,6 +123,7 @@ class FakeCommandStatuses:
         problem: dict[str, Any] | None = None,
         correlation_id: UUID | None = None,
         actor: Actor | None = None,
+        body_sha256: str | None = None,
     ) -> None:
         """Insert or replace the outcome of a command."""
         previous = await self.get(command_id)
@@ -135,6 +136,7 @@ class FakeCommandStatuses:
             problem=problem,
             correlation_id=correlation_id,
             actor=actor,
+            body_sha256=body_sha256,
             accepted_at=previous.accepted_at if previous else now,
             updated_at=now,
         )

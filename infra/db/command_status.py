@@ -21,18 +21,21 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
 
-STATUS_COLUMNS = "command_id, type, status, result_event_ids, problem, correlation_id, actor"
+STATUS_COLUMNS = (
+    "command_id, type, status, result_event_ids, problem, correlation_id, actor, body_sha256"
+)
 # What an upsert of a status row replaces (after `INSERT INTO command_status (...) <rows>`).
 ON_CONFLICT_REPLACE = (
     " ON CONFLICT (command_id) DO UPDATE SET"
     " type = excluded.type, status = excluded.status,"
     " result_event_ids = excluded.result_event_ids, problem = excluded.problem,"
-    " correlation_id = excluded.correlation_id, actor = excluded.actor, updated_at = now()"
+    " correlation_id = excluded.correlation_id, actor = excluded.actor,"
+    " body_sha256 = excluded.body_sha256, updated_at = now()"
 )
 # On a unit of work's raw asyncpg connection (asyncpg prepares it once per connection);
 # only fixed column names are formatted in.
 UPSERT_SQL = (
-    f"INSERT INTO command_status ({STATUS_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"  # noqa: S608
+    f"INSERT INTO command_status ({STATUS_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"  # noqa: S608
     + ON_CONFLICT_REPLACE
 )
 GET_SQL = "SELECT * FROM command_status WHERE command_id = $1"
@@ -57,6 +60,7 @@ class CommandStatus:
     problem: dict[str, Any] | None
     correlation_id: uuid.UUID | None
     actor: Actor | None
+    body_sha256: str | None  # of the command the outcome is for (events.envelope.body_sha256)
     accepted_at: datetime
     updated_at: datetime
 
@@ -82,6 +86,7 @@ class SqlCommandStatuses:
         problem: dict[str, Any] | None = None,
         correlation_id: uuid.UUID | None = None,
         actor: Actor | None = None,
+        body_sha256: str | None = None,
     ) -> None:
         """Insert or replace the outcome of `command_id`."""
         if self._connection is None:
@@ -95,6 +100,7 @@ class SqlCommandStatuses:
             None if problem is None else json.dumps(problem),
             correlation_id,
             actor.model_dump_json() if actor else None,
+            body_sha256,
         )
 
     async def get(self, command_id: uuid.UUID) -> CommandStatus | None:
@@ -114,6 +120,7 @@ def status_from_row(row: Mapping[Any, Any] | asyncpg.Record) -> CommandStatus:
         problem=row["problem"],
         correlation_id=row["correlation_id"],
         actor=Actor.model_validate(row["actor"]) if row["actor"] else None,
+        body_sha256=row["body_sha256"],
         accepted_at=row["accepted_at"],
         updated_at=row["updated_at"],
     )

@@ -56,8 +56,8 @@ if TYPE_CHECKING:
 APPLIED_SQLSTATE = "HS208"
 STALE_SQLSTATE = "HS409"
 # $1-$2 the inbox claim (NULL: none), $3-$6 created states, $7-$11 changed states,
-# $12-$25 the outbox rows, $26-$32 the command status (NULL id: none), $33 inbox rows and
-# $34 state rows expected.
+# $12-$25 the outbox rows, $26-$33 the command status (NULL id: none), $34 inbox rows and
+# $35 state rows expected.
 COMMIT_SQL = (
     "WITH claimed AS (INSERT INTO inbox (consumer, message_id) SELECT $1::text, $2::uuid"  # noqa: S608
     " WHERE $2::uuid IS NOT NULL ON CONFLICT DO NOTHING RETURNING 1),"
@@ -75,12 +75,13 @@ COMMIT_SQL = (
     + outbox_rows_sql(12)
     + " RETURNING 1),"
     f" status AS (INSERT INTO command_status ({STATUS_COLUMNS})"
-    " SELECT $26::uuid, $27::text, $28::text, $29::uuid[], $30::jsonb, $31::uuid, $32::jsonb"
+    " SELECT $26::uuid, $27::text, $28::text, $29::uuid[], $30::jsonb, $31::uuid, $32::jsonb,"
+    " $33::text"
     " WHERE $26::uuid IS NOT NULL" + ON_CONFLICT_REPLACE + " RETURNING 1)"
-    " SELECT hisho_expect_written($33::bigint, (SELECT count(*) FROM claimed), $34::bigint,"
+    " SELECT hisho_expect_written($34::bigint, (SELECT count(*) FROM claimed), $35::bigint,"
     " (SELECT count(*) FROM created) + (SELECT count(*) FROM changed))"
 )
-_NO_STATUS: tuple[Any, ...] = (None,) * 7
+_NO_STATUS: tuple[Any, ...] = (None,) * 8
 
 
 class KeptStateRows:
@@ -152,6 +153,7 @@ class KeptCommandStatus:
         problem: dict[str, Any] | None = None,
         correlation_id: uuid.UUID | None = None,
         actor: Actor | None = None,
+        body_sha256: str | None = None,
     ) -> None:
         """Keep the outcome of `command_id` (a later one replaces it)."""
         if self.row is not None and self.row[0] != command_id:
@@ -164,6 +166,7 @@ class KeptCommandStatus:
             None if problem is None else json.dumps(problem),
             correlation_id,
             actor.model_dump_json() if actor else None,
+            body_sha256,
         )
 
     async def get(self, command_id: uuid.UUID) -> CommandStatus | None:
@@ -188,7 +191,7 @@ class _Block:
         self.done = False
 
     def params(self) -> list[Any]:
-        """The commit statement's 34 parameters."""
+        """The commit statement's 35 parameters."""
         claim = self.inbox.claim_of or (None, None)
         created = _columns(self.rows.created, 4)
         changed = _columns(self.rows.changed, 5)

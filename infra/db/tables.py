@@ -81,6 +81,7 @@ command_status = Table(
     Column("problem", JSONB),
     Column("correlation_id", UUID(as_uuid=True)),
     Column("actor", JSONB),
+    Column("body_sha256", Text),  # events.envelope.body_sha256 of the command
     Column("accepted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )

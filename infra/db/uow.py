@@ -78,6 +78,7 @@ class CommandStatuses(Protocol):
         problem: dict[str, Any] | None = None,
         correlation_id: uuid.UUID | None = None,
         actor: Actor | None = None,
+        body_sha256: str | None = None,
     ) -> None:
         """Insert or replace the outcome of a command."""
         ...

@@ -11,6 +11,7 @@ from consumers.command_processor import HANDLERS, RUNTIME, Outcome, handle_comma
 from domain.errors import DomainError
 from domain.workflow import task_id_for
 from events import Envelope, InvalidMessageError, Message, catalog
+from events.envelope import body_sha256
 from events.notification import NotificationChannel, SendNotification
 from events.plan import AiStep, ApprovePlan, DraftPlan, HumanStep, SubmitPlan
 from events.project import ApprovalPolicy, CreateProject, ProjectCreated
@@ -77,6 +78,18 @@ async def test_redelivery_is_acknowledged_as_duplicate_and_commits_nothing() -> 
     assert driver.outcomes == [Outcome.PROCESSED, Outcome.DUPLICATE]
     assert driver.uow.commits == commits
     assert len(driver.uow.envelopes) == 1
+
+
+async def test_the_status_names_the_body_it_is_for_as_the_ingress_hashes_it() -> None:
+    driver = FakeDriver()
+    data = CreateProject(project_id=uuid.uuid4(), name="P", policy=policy("a"))
+    envelope = await send(driver, data)
+    # The ingress hashes the body it validated; the processor, the body it decoded.
+    as_posted = CreateProject.model_validate_json(data.model_dump_json())
+    assert driver.uow.statuses[envelope.id].body_sha256 == body_sha256("CreateProject", as_posted)
+    assert body_sha256("CreateProject", as_posted) != body_sha256(
+        "CreateProject", data.model_copy(update={"name": "Q"})
+    )
 
 
 async def test_domain_error_is_recorded_as_rejected_with_the_inbox_row() -> None:
