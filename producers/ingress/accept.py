@@ -38,6 +38,7 @@ log = structlog.get_logger("hisho.ingress")
 # Fixed forever: changing it would give retried requests new command ids.
 IDEMPOTENCY_NAMESPACE = UUID("4f1c7d52-8a0e-5b7e-9c3a-6d2b1e0f9a41")
 BODY_HASH_HEADER = "body-sha256"
+_CommandEnvelope = Envelope[Message]  # built once: subscripting a generic model is not free
 
 
 def command_id_for(caller: str, idempotency_key: str | None) -> UUID:
@@ -157,7 +158,7 @@ class CommandAcceptor:
         self, request: CommandRequest, command_id: UUID, digest: str, traceparent: str | None
     ) -> OutgoingCommand:
         entry = request.entry
-        envelope = Envelope[Message](
+        envelope = _CommandEnvelope(
             id=command_id,
             type=entry.type,
             version=entry.version,

@@ -19,6 +19,7 @@ from infra.telemetry import tracer_provider
 from producers.ingress.accept import CommandAcceptor
 from producers.ingress.auth import Authenticator, guard
 from producers.ingress.commands import add_command_routes
+from producers.ingress.fast_path import CommandFastPath
 from producers.ingress.health import add_health_routes
 from producers.ingress.limits import BodyLimitMiddleware
 from producers.ingress.problems import finish_openapi, install_problem_handlers
@@ -88,8 +89,10 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_problem_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.ingress_max_body_bytes)
-    _include_routers(app, parts, commands)
+    fast_path = _include_routers(app, parts, commands)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.ingress_max_body_bytes, shortcut=fast_path
+    )
     _problem_openapi(app)
     return app
 
@@ -106,7 +109,8 @@ class _Parts:
     tracing: TracerProvider
 
 
-def _include_routers(app: FastAPI, parts: _Parts, commands: Catalog) -> None:
+def _include_routers(app: FastAPI, parts: _Parts, commands: Catalog) -> CommandFastPath:
+    """Add every route; return the fast path that answers well-formed command POSTs."""
     settings = parts.settings
     authenticator = Authenticator(
         parts.key_store, jwt=parts.jwt, cache_seconds=settings.ingress_key_cache_seconds
@@ -139,6 +143,9 @@ def _include_routers(app: FastAPI, parts: _Parts, commands: Catalog) -> None:
         app.router,
         states=StateReader(parts.engine),
         reader=guard(authenticator, limiter, Scope.STATE_READ),
+    )
+    return CommandFastPath(
+        commands=commands, authenticator=authenticator, limiter=limiter, acceptor=acceptor
     )
 
 

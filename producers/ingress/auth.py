@@ -102,15 +102,27 @@ def guard(
     """
 
     async def authenticated(request: Request) -> Principal:
-        token = _bearer_token(request.headers.get("authorization"))
-        principal = await authenticator.authenticate(token)
-        if principal is None:
-            raise unauthorized("the bearer credentials are not valid", invalid=True)
-        if not any(principal.allows(scope) for scope in scopes):
-            raise forbidden(" or ".join(scope.value for scope in scopes))
-        await limiter.check(principal.caller)
+        principal = await admit(
+            authenticator, limiter, scopes, request.headers.get("authorization")
+        )
         if json_body:
             await require_json(request)
         return principal
 
     return authenticated
+
+
+async def admit(
+    authenticator: Authenticator,
+    limiter: RateLimiter,
+    scopes: tuple[Scope, ...],
+    authorization: str | None,
+) -> Principal:
+    """Authenticate (401), require any of `scopes` (403) and count one request (429)."""
+    principal = await authenticator.authenticate(_bearer_token(authorization))
+    if principal is None:
+        raise unauthorized("the bearer credentials are not valid", invalid=True)
+    if not any(principal.allows(scope) for scope in scopes):
+        raise forbidden(" or ".join(scope.value for scope in scopes))
+    await limiter.check(principal.caller)
+    return principal

@@ -1,0 +1,290 @@
+"""The command POST's fast path answers exactly as the FastAPI route would, side effects included.
+
+Every case runs twice, on two apps built alike: one as built (fast path on), one whose body
+limit has no shortcut (every request goes through the FastAPI route). Their answers and
+what they published must be the same, once ids, timestamps and span ids are normalised.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from tests.ingress_fakes import READER, WRITER, FakedIngress
+from tests.ingress_support import ingress_client
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from fastapi import FastAPI
+    from starlette.types import Scope, Send
+
+    from producers.ingress.limits import Shortcut
+    from producers.ingress.publisher import OutgoingCommand
+
+PLAN = "11111111-2222-4333-8444-555555555555"
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+JSON = {"Authorization": f"Bearer {WRITER}", "Content-Type": "application/json"}
+PROJECT = {"project_id": PLAN, "name": "p", "policy": {"approvers": ["a"], "required_approvals": 1}}
+
+# (name, command type, body, headers); run in this order, so later cases see earlier state.
+CASES: list[tuple[str, str, bytes, dict[str, str]]] = [
+    ("valid", "SubmitPlan", b'{"plan_id": "%s"}' % PLAN.encode(), JSON),
+    ("nested", "CreateProject", json.dumps(PROJECT).encode(), JSON),
+    (
+        "charset",
+        "SubmitPlan",
+        b'{"plan_id":"%s"}' % PLAN.encode(),
+        {**JSON, "Content-Type": "application/json; charset=utf-8"},
+    ),
+    (
+        "suffix",
+        "SubmitPlan",
+        b'{"plan_id":"%s"}' % PLAN.encode(),
+        {**JSON, "Content-Type": "application/vnd.x+json"},
+    ),
+    (
+        "not json",
+        "SubmitPlan",
+        b'{"plan_id":"%s"}' % PLAN.encode(),
+        {**JSON, "Content-Type": "text/plain"},
+    ),
+    (
+        "unlabelled",
+        "SubmitPlan",
+        b'{"plan_id":"%s"}' % PLAN.encode(),
+        {"Authorization": JSON["Authorization"]},
+    ),
+    ("malformed", "SubmitPlan", b'{"plan_id": ', JSON),
+    ("not utf-8", "SubmitPlan", b'{"plan_id": "\xff"}', JSON),
+    ("too deep", "SubmitPlan", b"[" * 1500 + b"]" * 1500, JSON),
+    ("null", "SubmitPlan", b"null", JSON),
+    ("empty", "SubmitPlan", b"", JSON),
+    ("extra field", "SubmitPlan", b'{"plan_id":"%s","x":1}' % PLAN.encode(), JSON),
+    (
+        "bad nested",
+        "CreateProject",
+        json.dumps(
+            {**PROJECT, "policy": {"approvers": ["a", "a"], "required_approvals": 1}}
+        ).encode(),
+        JSON,
+    ),
+    (
+        "no credentials",
+        "SubmitPlan",
+        b'{"plan_id":"%s"}' % PLAN.encode(),
+        {"Content-Type": "application/json"},
+    ),
+    ("no credentials, bad json", "SubmitPlan", b"{", {"Content-Type": "application/json"}),
+    (
+        "unknown key",
+        "SubmitPlan",
+        b"{}",
+        {**JSON, "Authorization": "Bearer hisho_00000000000000ff_" + "x" * 43},
+    ),
+    (
+        "reader",
+        "SubmitPlan",
+        b'{"plan_id":"%s"}' % PLAN.encode(),
+        {**JSON, "Authorization": f"Bearer {READER}"},
+    ),
+    (
+        "correlation",
+        "SubmitPlan",
+        b'{"plan_id":"%s"}' % PLAN.encode(),
+        {**JSON, "X-Correlation-Id": "{aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee}"},
+    ),
+    (
+        "bad correlation",
+        "SubmitPlan",
+        b'{"plan_id":"%s"}' % PLAN.encode(),
+        {**JSON, "X-Correlation-Id": "nope"},
+    ),
+    ("empty key", "SubmitPlan", b"{}", {**JSON, "Idempotency-Key": "", "X-Correlation-Id": ""}),
+    (
+        "long key",
+        "SubmitPlan",
+        b'{"plan_id":"%s"}' % PLAN.encode(),
+        {**JSON, "Idempotency-Key": "k" * 256},
+    ),
+    ("key", "SubmitPlan", b'{"plan_id":"%s"}' % PLAN.encode(), {**JSON, "Idempotency-Key": "k"}),
+    (
+        "key again",
+        "SubmitPlan",
+        b'{"plan_id":"%s"}' % PLAN.encode(),
+        {**JSON, "Idempotency-Key": "k"},
+    ),
+    (
+        "key, other body",
+        "SubmitPlan",
+        b'{"plan_id":"%s"}' % (PLAN[:-1] + "6").encode(),
+        {**JSON, "Idempotency-Key": "k"},
+    ),
+    (
+        "traceparent",
+        "SubmitPlan",
+        b'{"plan_id":"%s"}' % PLAN.encode(),
+        {**JSON, "traceparent": f"00-{TRACE}-b7ad6b7169203331-01"},
+    ),
+    ("unknown type", "Nope", b"{}", JSON),
+]
+
+_NOISE = [
+    (re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"), "<uuid>"),
+    (re.compile(r"\d{4}-\d\d-\d\d[T ][\d:.]+(Z|\+00:00)"), "<time>"),
+    (re.compile(r"00-(?!" + TRACE + ")[0-9a-f]{32}-"), "00-<trace>-"),
+    (re.compile(r"(00-\S{7,32})-[0-9a-f]{16}-0"), r"\1-<span>-0"),
+]
+
+
+def _normalised(value: object) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    for pattern, replacement in _NOISE:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _ingress() -> FakedIngress:
+    # Key lookups are compared too: a key cache that outlives the run keeps them exact.
+    return FakedIngress(ingress_key_cache_seconds=300)
+
+
+def _shortcut_slots(app: FastAPI) -> list[dict[str, Any]]:
+    """The keyword arguments the app's body limit is built with (its `shortcut` among them)."""
+    slots: list[dict[str, Any]] = [middleware.kwargs for middleware in app.user_middleware]
+    slots = [kwargs for kwargs in slots if "shortcut" in kwargs]
+    assert len(slots) == 1
+    return slots
+
+
+def _route_only(app: FastAPI) -> FastAPI:
+    """The same app with the fast path unplugged: every request reaches the FastAPI route."""
+    for kwargs in _shortcut_slots(app):
+        kwargs["shortcut"] = None
+    return app
+
+
+def _counting(app: FastAPI) -> list[int]:
+    """Count the requests the app's fast path answers (first) and declines (second)."""
+    taken: list[int] = [0, 0]
+    for kwargs in _shortcut_slots(app):
+        kwargs["shortcut"] = _counted(kwargs["shortcut"], taken)
+    return taken
+
+
+def _counted(fast_path: Shortcut, taken: list[int]) -> Shortcut:
+    async def counted(scope: Scope, body: bytes, send: Send) -> bool:
+        answered = await fast_path(scope, body, send)
+        taken[not answered] += 1
+        return answered
+
+    return counted
+
+
+async def _answers(
+    ingress: FakedIngress, app: FastAPI, cases: int = len(CASES), **transport: Any
+) -> list[str]:
+    answers = []
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, **transport), base_url="http://ingress"
+        ) as client,
+    ):
+        for name, command_type, body, headers in CASES[:cases]:
+            published = len(ingress.publisher.published)
+            response = await client.post(
+                f"/v1/commands/{command_type}", content=body, headers=headers
+            )
+            answers.append(
+                _normalised(
+                    {
+                        "case": name,
+                        "status": response.status_code,
+                        "headers": response.headers.raw,
+                        "body": response.text,
+                        "published": [
+                            vars(command) for command in ingress.publisher.published[published:]
+                        ],
+                    }
+                )
+            )
+    answers.append(_normalised({"lookups": ingress.keys.lookups, "hits": ingress.store.counters}))
+    return answers
+
+
+async def test_the_fast_path_answers_every_case_as_the_route_does() -> None:
+    fast, route = _ingress(), _ingress()
+    taken = _counting(fast.app)
+    fast_answers = await _answers(fast, fast.app)
+    route_answers = await _answers(route, _route_only(route.app))
+    assert fast_answers == route_answers
+    assert len(fast.publisher.published) == 7  # the cases that are accepted, above
+    assert taken == [11, 15]  # answered (202, 401, 403, 409); declined, for the route
+
+
+async def _crash(command: OutgoingCommand) -> None:
+    raise RuntimeError(f"a bug publishing {command.type}")
+
+
+@pytest.mark.parametrize("failure", ["broker", "redis", "key store", "crash"])
+async def test_the_fast_path_fails_as_the_route_does(failure: str) -> None:
+    async def answers(ingress: FakedIngress, app: FastAPI) -> list[str]:
+        ingress.publisher.failing = failure == "broker"
+        ingress.store.down = failure == "redis"
+        ingress.keys.failing = failure == "key store"
+        if failure == "crash":
+            ingress.publisher.publish = _crash  # type: ignore[method-assign]
+        return await _answers(ingress, app, cases=2, raise_app_exceptions=False)
+
+    fast, route = _ingress(), _ingress()
+    assert await answers(fast, fast.app) == await answers(route, _route_only(route.app))
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with ingress_client(FakedIngress(ingress_rate_limit=2).app) as http:
+        yield http
+
+
+async def test_a_request_the_fast_path_declines_counts_once_against_the_rate_limit(
+    client: httpx.AsyncClient,
+) -> None:
+    invalid = await client.post("/v1/commands/SubmitPlan", content=b"{}", headers=JSON)
+    valid = await client.post(
+        "/v1/commands/SubmitPlan", content=b'{"plan_id":"%s"}' % PLAN.encode(), headers=JSON
+    )
+    over = await client.post(
+        "/v1/commands/SubmitPlan", content=b'{"plan_id":"%s"}' % PLAN.encode(), headers=JSON
+    )
+    assert [invalid.status_code, valid.status_code, over.status_code] == [422, 202, 429]
+
+
+async def test_an_accepted_command_has_exactly_the_route_headers(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post(
+        "/v1/commands/SubmitPlan",
+        content=b'{"plan_id":"%s"}' % PLAN.encode(),
+        headers={**JSON, "Idempotency-Key": "once"},
+    )
+    replayed = await client.post(
+        "/v1/commands/SubmitPlan",
+        content=b'{"plan_id":"%s"}' % PLAN.encode(),
+        headers={**JSON, "Idempotency-Key": "once"},
+    )
+    command_id = response.json()["command_id"]
+    location = f"/v1/commands/{command_id}".encode()
+    body = b'{"command_id":"%s","status_url":"%s"}' % (command_id.encode(), location)
+    assert (response.status_code, response.content) == (202, body)
+    assert response.headers.raw == [
+        (b"content-length", str(len(body)).encode()),
+        (b"content-type", b"application/json"),
+        (b"location", location),
+    ]
+    assert (replayed.status_code, replayed.content) == (202, body)
+    assert replayed.headers.raw[-1] == (b"idempotent-replayed", b"true")
