@@ -52,10 +52,10 @@ TARGET_RATIO = 0.6
 
 
 def _uvicorn_config(app: FastAPI, port: int) -> uvicorn.Config:
-    """One uvicorn configuration for both servers, so only the app differs."""
-    return uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on"
-    )
+    """One uvicorn configuration for both servers, the ingress's own, so only the app differs."""
+    from producers.ingress.serve import uvicorn_config  # noqa: PLC0415  (after sys.path)
+
+    return uvicorn_config(app, host="127.0.0.1", port=port)
 
 
 def bare_app() -> FastAPI:

@@ -33,15 +33,29 @@ class _Server(uvicorn.Server):
             notify_ready("ingress")
 
 
+def uvicorn_config(app: FastAPI, *, host: str, port: int) -> uvicorn.Config:
+    """How the ingress is served (bench/ingress.py serves its baseline the same way).
+
+    No access log, and no `X-Forwarded-*` rewriting: nothing in the ingress reads the client
+    address or scheme, and uvicorn's proxy-headers layer would run on every request.
+    """
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+        lifespan="on",
+    )
+
+
 async def run(settings: Settings, stop: asyncio.Event, app: FastAPI | None = None) -> None:
     """Serve on settings.ingress_host:ingress_port until `stop` is set, then shut down."""
-    config = uvicorn.Config(
+    config = uvicorn_config(
         app or create_app(settings=settings),
         host=settings.ingress_host,
         port=settings.ingress_port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
     )
     server = _Server(config)
     serving = asyncio.ensure_future(server.serve())
