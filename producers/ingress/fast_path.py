@@ -146,6 +146,8 @@ def _parse(entry: CatalogEntry, headers: Headers, body: bytes) -> _Parsed | None
 
 def _json_media(content_type: str) -> bool:
     """Whether both `require_json` and FastAPI's body reader take this as JSON."""
+    if content_type == "application/json":
+        return True  # nearly every request; both take it as JSON without parsing
     if not is_json(media_type(content_type)):
         return False
     message = email.message.Message()  # FastAPI's own test, in get_request_handler
