@@ -149,3 +149,14 @@ class FakedIngress:
             # Never connected to: these tests do not read state.
             engine=create_async_engine("postgresql+asyncpg://nobody@127.0.0.1:9/none"),
         )
+
+
+class FakeCommandRecords:
+    """The processor's records (`CommandRecords`): command id -> body hash."""
+
+    def __init__(self) -> None:
+        self.bodies: dict[UUID, str] = {}
+
+    async def body_sha256(self, command_id: UUID) -> str | None:
+        """The recorded body hash, or None."""
+        return self.bodies.get(command_id)

@@ -2,13 +2,14 @@
 
 Exactly-once in effect: a command id is what the processor's inbox deduplicates. With an
 `Idempotency-Key` the id is derived from (caller, key), so every retry of one logical
-request carries the same id, whether or not Redis remembers the key. Redis only adds the
-fast answers: `409` for a different body, and no second publish once one was confirmed.
+request carries the same id, whether or not Redis remembers the key. Redis adds the fast
+answers: `409` for a different body, and no second publish once one was confirmed. Without
+Redis the processor's record (`command_status.body_sha256`) gives both answers once the
+first request is processed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from events import Actor, Envelope, Message
+from events.envelope import body_sha256
 from infra.redis_store import Claim, RedisUnavailableError
 from infra.telemetry import context_from_traceparent, current_traceparent
 from producers.ingress.problems import ProblemError, broker_unavailable
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
     from events import CatalogEntry
-    from producers.ingress.ports import CommandPublisher, IngressStore
+    from producers.ingress.ports import CommandPublisher, CommandRecords, IngressStore
 
 log = structlog.get_logger("hisho.ingress")
 
@@ -46,11 +48,6 @@ def command_id_for(caller: str, idempotency_key: str | None) -> UUID:
     if idempotency_key is None:
         return uuid.uuid4()
     return uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{caller}\n{idempotency_key}")
-
-
-def body_hash(command_type: str, data: Message) -> str:
-    """Return a SHA-256 of the command's type and validated, canonically serialised body."""
-    return hashlib.sha256(f"{command_type}\n{data.model_dump_json()}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -82,6 +79,7 @@ class CommandAcceptor:
         *,
         publisher: CommandPublisher,
         store: IngressStore,
+        records: CommandRecords,
         tracer: Tracer,
         clock: Callable[[], datetime],
         idempotency_ttl: int,
@@ -89,6 +87,7 @@ class CommandAcceptor:
     ) -> None:
         self._publisher = publisher
         self._store = store
+        self._records = records
         self._tracer = tracer
         self._clock = clock
         self._idempotency_ttl = idempotency_ttl
@@ -97,7 +96,7 @@ class CommandAcceptor:
     async def accept(self, request: CommandRequest) -> AcceptedCommand:
         """Publish `request` once, or raise a 409/503 problem; nothing else is written."""
         command_id = command_id_for(request.caller, request.idempotency_key)
-        digest = body_hash(request.entry.type, request.data)
+        digest = body_sha256(request.entry.type, request.data)
         claim = await self._claim(command_id, digest) if request.idempotency_key else None
         if claim is Claim.CONFLICT:
             raise ProblemError(
@@ -145,7 +144,12 @@ class CommandAcceptor:
             return await self._store.claim(command_id, digest, ttl=self._idempotency_ttl)
         except RedisUnavailableError as exc:
             log.warning("idempotency degraded: redis unavailable", error=str(exc))
-            return None  # the derived id still makes the processor apply it once
+        # The processor's record answers once it has one; until then, publish: the derived
+        # id still makes the processor apply the command once.
+        recorded = await self._records.body_sha256(command_id)
+        if recorded is None:
+            return None
+        return Claim.PUBLISHED if recorded == digest else Claim.CONFLICT
 
     @staticmethod
     async def _quietly(operation: Awaitable[None]) -> None:

@@ -120,9 +120,11 @@ def _include_routers(app: FastAPI, parts: _Parts, commands: Catalog) -> CommandF
         limit=settings.ingress_rate_limit,
         window=settings.ingress_rate_window_seconds,
     )
+    statuses = StatusReader(parts.engine, parts.redis)
     acceptor = CommandAcceptor(
         publisher=parts.publisher,
         store=parts.redis,
+        records=statuses,
         tracer=parts.tracing.get_tracer("hisho.ingress"),
         clock=parts.clock,
         idempotency_ttl=settings.ingress_idempotency_ttl_seconds,
@@ -134,7 +136,7 @@ def _include_routers(app: FastAPI, parts: _Parts, commands: Catalog) -> CommandF
         app.router,
         commands=commands,
         acceptor=acceptor,
-        statuses=StatusReader(parts.engine, parts.redis),
+        statuses=statuses,
         writer=guard(authenticator, limiter, Scope.COMMANDS_WRITE, json_body=True),
         reader=guard(authenticator, limiter, Scope.COMMANDS_WRITE, Scope.STATE_READ),
     )

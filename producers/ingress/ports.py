@@ -38,6 +38,14 @@ class KeyStore(Protocol):
         ...
 
 
+class CommandRecords(Protocol):
+    """The processor's record of commands (PostgreSQL), as idempotency needs it."""
+
+    async def body_sha256(self, command_id: UUID) -> str | None:
+        """The body hash the recorded command had; None if none is recorded (or readable)."""
+        ...
+
+
 class IngressStore(Protocol):
     """Short-lived ingress state; every method may raise `RedisUnavailableError`."""
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
+import structlog
 from pydantic import BaseModel
 from sqlalchemy import select
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from producers.ingress.ports import IngressStore
 
 DB_TIMEOUT = 2.0
+log = structlog.get_logger("hisho.ingress")
 
 
 class CommandStatusView(BaseModel):
@@ -73,6 +75,23 @@ class StatusReader:
         if command_type is None:
             raise ProblemError(404, "not-found", "Not found", f"no command {command_id}")
         return CommandStatusView(command_id=command_id, type=command_type, status="accepted")
+
+    async def body_sha256(self, command_id: UUID) -> str | None:
+        """The body hash of the recorded command (`CommandRecords`); None if there is none.
+
+        Only asked when Redis is down: if PostgreSQL cannot answer either, None (the command
+        is published and the processor's inbox applies its id once).
+        """
+        query = select(command_status.c.body_sha256).where(
+            command_status.c.command_id == command_id
+        )
+        try:
+            async with asyncio.timeout(DB_TIMEOUT), self._engine.connect() as conn:
+                found: str | None = (await conn.execute(query)).scalar_one_or_none()
+        except Exception as exc:  # noqa: BLE001  (degraded: say so, go on without it)
+            log.warning("idempotency degraded: command records unreadable", error=repr(exc))
+            return None
+        return found
 
     async def _recorded(self, command_id: UUID) -> CommandStatusView | None:
         query = select(command_status).where(command_status.c.command_id == command_id)

@@ -11,10 +11,13 @@ import pytest
 from sqlalchemy import insert
 
 from infra.auth import JwtVerifier
+from infra.db.command_status import CommandState
 from infra.db.tables import command_status
 from infra.redis_store import RedisIngressStore
 from producers.ingress import create_app
 from tests.ingress_support import IngressKeys, closed_port, ingress_client, make_test_keys, tap
+from tests.processor_support import Deliveries, eventually, running_processor
+from tests.processor_support import command_status as command_status_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustConnection
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from infra.db.command_status import CommandStatus
     from infra.settings import Settings
 
 INBOUND = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -133,6 +137,44 @@ async def test_with_redis_unreachable_one_key_still_gives_one_command_id(
     # Without the accepted marker the ingress cannot tell "not processed yet" from "unknown".
     assert status.status_code == 503
     assert status.json()["type"] == "https://hisho.dev/problems/status-unavailable"
+
+
+async def test_with_redis_unreachable_the_processors_record_answers_a_reused_key(
+    settings: Settings,
+    engine: AsyncEngine,
+    keys: IngressKeys,
+    amqp: AbstractRobustConnection,
+) -> None:
+    dead_redis = RedisIngressStore.from_url(f"redis://127.0.0.1:{closed_port()}/0", timeout=0.2)
+    app = create_app(settings=settings, engine=engine, redis=dead_redis)
+    body, key = {"plan_id": str(uuid4())}, f"no-redis-{uuid4()}"
+    async with (
+        ingress_client(app) as client,
+        running_processor(settings, engine, Deliveries()),
+    ):
+        first = await _submit(client, keys.writer, body, **{"Idempotency-Key": key})
+        command_id = UUID(first.json()["command_id"])
+        # The processor records it (rejected: there is no such plan; a record all the same).
+        recorded = await eventually(lambda: _recorded_status(engine, command_id))
+        async with tap(amqp, "SubmitPlan") as commands:
+            again = await _submit(client, keys.writer, body, **{"Idempotency-Key": key})
+            other = await _submit(client, keys.writer, None, **{"Idempotency-Key": key})
+            published = await commands.from_actors(*keys.ids)
+    await dead_redis.aclose()
+    assert recorded.status is CommandState.REJECTED
+    assert again.status_code == 202
+    assert again.json()["command_id"] == str(command_id)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert other.status_code == 409
+    assert other.headers["content-type"] == "application/problem+json"
+    assert other.json()["type"] == "https://hisho.dev/problems/idempotency-conflict"
+    assert published == []  # neither the replay nor the conflicting body went out
+
+
+async def _recorded_status(engine: AsyncEngine, command_id: UUID) -> CommandStatus:
+    status = await command_status_of(engine, command_id)
+    assert status is not None, "not recorded yet"
+    return status
 
 
 async def _record(engine: AsyncEngine, command_id: UUID, **values: Any) -> None:

@@ -9,27 +9,30 @@ from uuid import UUID, uuid4
 import pytest
 
 from events import Actor, ActorKind, catalog
+from events.envelope import body_sha256
 from events.plan import SubmitPlan
 from infra.telemetry import tracer_provider
 from producers.ingress.accept import (
     BODY_HASH_HEADER,
     CommandAcceptor,
     CommandRequest,
-    body_hash,
     command_id_for,
 )
 from producers.ingress.problems import ProblemError
-from tests.ingress_fakes import FakeIngressStore, FakePublisher
+from tests.ingress_fakes import FakeCommandRecords, FakeIngressStore, FakePublisher
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 ACTOR = Actor(kind=ActorKind.API_KEY, id="0123456789abcdef")
 INBOUND = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
-def _acceptor(publisher: FakePublisher, store: FakeIngressStore) -> CommandAcceptor:
+def _acceptor(
+    publisher: FakePublisher, store: FakeIngressStore, records: FakeCommandRecords | None = None
+) -> CommandAcceptor:
     return CommandAcceptor(
         publisher=publisher,
         store=store,
+        records=records or FakeCommandRecords(),
         tracer=tracer_provider().get_tracer("test"),
         clock=lambda: NOW,
         idempotency_ttl=3600,
@@ -64,8 +67,8 @@ def test_command_id_is_derived_from_caller_and_key_only_when_a_key_is_given() ->
 def test_body_hash_ignores_formatting_but_not_content() -> None:
     plan_id = uuid4()
     same = SubmitPlan.model_validate(json.loads(f'{{ "plan_id" : "{plan_id}" }}'))
-    assert body_hash("SubmitPlan", SubmitPlan(plan_id=plan_id)) == body_hash("SubmitPlan", same)
-    assert body_hash("SubmitPlan", SubmitPlan(plan_id=uuid4())) != body_hash("SubmitPlan", same)
+    assert body_sha256("SubmitPlan", SubmitPlan(plan_id=plan_id)) == body_sha256("SubmitPlan", same)
+    assert body_sha256("SubmitPlan", SubmitPlan(plan_id=uuid4())) != body_sha256("SubmitPlan", same)
 
 
 async def test_envelope_carries_actor_correlation_trace_and_routing() -> None:
@@ -88,7 +91,9 @@ async def test_envelope_carries_actor_correlation_trace_and_routing() -> None:
     assert envelope["traceparent"].split("-")[1] == trace_id
     assert envelope["traceparent"] != INBOUND  # a child span of the caller's
     assert sent.headers["traceparent"] == envelope["traceparent"]
-    assert sent.headers[BODY_HASH_HEADER] == body_hash("SubmitPlan", SubmitPlan(**envelope["data"]))
+    assert sent.headers[BODY_HASH_HEADER] == body_sha256(
+        "SubmitPlan", SubmitPlan(**envelope["data"])
+    )
     assert store.markers[accepted.command_id] == "SubmitPlan"
 
 
@@ -135,6 +140,22 @@ async def test_without_redis_the_same_key_still_gives_the_same_command_id() -> N
     assert [m.message_id for m in publisher.published] == [str(first.command_id)] * 2
 
 
+async def test_without_redis_the_processors_record_answers_a_reused_key() -> None:
+    publisher, store, records = FakePublisher(), FakeIngressStore(), FakeCommandRecords()
+    store.down = True
+    acceptor, plan_id = _acceptor(publisher, store, records), uuid4()
+    first = await acceptor.accept(_request(plan_id, key="k-6"))
+    records.bodies[first.command_id] = body_sha256("SubmitPlan", SubmitPlan(plan_id=plan_id))
+    again = await acceptor.accept(_request(plan_id, key="k-6"))
+    with pytest.raises(ProblemError) as caught:
+        await acceptor.accept(_request(uuid4(), key="k-6"))
+    assert (again.command_id, again.replayed) == (first.command_id, True)
+    assert caught.value.problem.status == 409
+    assert caught.value.problem.type.endswith("/idempotency-conflict")
+    # Processed once: neither the replay nor the conflicting body was published.
+    assert [m.message_id for m in publisher.published] == [str(first.command_id)]
+
+
 async def test_a_failed_publish_is_a_503_and_releases_the_key_for_the_retry() -> None:
     publisher, store = FakePublisher(), FakeIngressStore()
     acceptor, plan_id = _acceptor(publisher, store), uuid4()
@@ -155,7 +176,7 @@ async def test_an_unconfirmed_first_try_is_republished_with_the_same_id() -> Non
     acceptor, plan_id = _acceptor(publisher, store), uuid4()
     command_id = command_id_for(f"api_key:{ACTOR.id}", "k-5")
     # A first attempt that claimed the key and died before its confirm was recorded.
-    store.records[command_id] = f"{body_hash('SubmitPlan', SubmitPlan(plan_id=plan_id))}:pending"
+    store.records[command_id] = f"{body_sha256('SubmitPlan', SubmitPlan(plan_id=plan_id))}:pending"
     accepted = await acceptor.accept(_request(plan_id, key="k-5"))
     assert accepted.command_id == command_id
     assert [m.message_id for m in publisher.published] == [str(command_id)]
