@@ -11,6 +11,12 @@ if TYPE_CHECKING:
     from infra.settings import Settings
 
 
+# asyncpg `server_settings` for connections whose fixed statements should be planned once:
+# PostgreSQL keeps re-planning a prepared statement whose generic plan it estimates dearer
+# (array parameters through `unnest`, say), and planning can cost more than executing.
+GENERIC_PLANS = {"plan_cache_mode": "force_generic_plan"}
+
+
 def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:  # noqa: ANN401
     """Create an asyncpg engine: a small pool, checked before use, recycled every half hour."""
     options: dict[str, Any] = {
