@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
@@ -16,6 +17,11 @@ from infra.settings import Settings, load_settings
 app = typer.Typer(help="Run one component in the foreground (for scaling out).")
 
 SHUTDOWN_GRACE = 10.0  # seconds a component gets to finish in-flight work after a signal
+# The cyclic collector's first generation runs every 700 net allocations by default: per
+# message that was ~6 % of the processor's CPU, walking objects that live as long as the
+# process. Those are frozen out of collection once imported; young objects are collected
+# every `GC_YOUNG_THRESHOLD` allocations (reference counting still frees most at once).
+GC_YOUNG_THRESHOLD = 20_000
 
 Component = Callable[[Settings, asyncio.Event], Awaitable[None]]
 
@@ -45,6 +51,8 @@ def serve(component: Component) -> None:
     """Run one component on uvloop (a faster event loop; every library here supports it)."""
     settings = load_settings()
     configure_logging(settings)
+    gc.freeze()  # what the imports built lives as long as the process
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     uvloop.run(run_until_signalled(component, settings))
 
 
