@@ -41,6 +41,7 @@ from infra.consumer_runtime import (
 from infra.db.command_status import CommandState
 from infra.db.command_unit import SqlAggregateUnitOfWork
 from infra.db.engine import GENERIC_PLANS, create_engine
+from infra.db.group_commit import GroupCommit
 from infra.db.inbox import AlreadyAppliedError
 from infra.db.repositories import ConcurrencyError
 from infra.db.uow import UnitOfWork
@@ -247,7 +248,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         pool_pre_ping=False,
         connect_args={"server_settings": GENERIC_PLANS},
     )
-    broker = command_broker(settings.amqp, command_router(lambda: SqlAggregateUnitOfWork(engine)))
+    group = GroupCommit()  # commands ready together commit in one statement
+    broker = command_broker(
+        settings.amqp, command_router(lambda: SqlAggregateUnitOfWork(engine, group=group))
+    )
     try:
         await declare_topology(await broker.connect())
         await broker.start()

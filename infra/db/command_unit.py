@@ -25,6 +25,7 @@ commit finds out; it only reads, and nothing of that decision is kept.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
 import asyncpg
@@ -50,17 +51,19 @@ if TYPE_CHECKING:
 
     from events import Actor
     from infra.db.command_status import CommandStatus
+    from infra.db.group_commit import GroupCommit
     from infra.db.uow import CommandStatuses, Outbox
 
 # Raised by hisho_expect_written (migration 0004).
 APPLIED_SQLSTATE = "HS208"
 STALE_SQLSTATE = "HS409"
-# $1-$2 the inbox claim (NULL: none), $3-$6 created states, $7-$11 changed states,
-# $12-$25 the outbox rows, $26-$33 the command status (NULL id: none), $34 inbox rows and
-# $35 state rows expected.
+# Every parameter is an array, so one statement can carry several units (group commit):
+# $1-$2 inbox claims, $3-$6 created states, $7-$11 changed states, $12-$25 outbox rows,
+# $26-$33 command statuses (result event ids as array literals), $34 inbox rows and $35 state
+# rows expected.
 COMMIT_SQL = (
-    "WITH claimed AS (INSERT INTO inbox (consumer, message_id) SELECT $1::text, $2::uuid"  # noqa: S608
-    " WHERE $2::uuid IS NOT NULL ON CONFLICT DO NOTHING RETURNING 1),"
+    "WITH claimed AS (INSERT INTO inbox (consumer, message_id)"  # noqa: S608
+    " SELECT * FROM unnest($1::text[], $2::uuid[]) ON CONFLICT DO NOTHING RETURNING 1),"
     " created AS (INSERT INTO aggregate_state (aggregate_type, aggregate_id, version, state)"
     " SELECT * FROM unnest($3::text[], $4::uuid[], $5::bigint[], $6::jsonb[])"
     " ON CONFLICT (aggregate_type, aggregate_id) DO NOTHING RETURNING 1),"
@@ -73,15 +76,14 @@ COMMIT_SQL = (
     + ", ".join(OUTBOX_COLUMNS)
     + ") "
     + outbox_rows_sql(12)
-    + " RETURNING 1),"
+    + " RETURNING 1),"  # noqa: S608  (fixed names and numbered placeholders only)
     f" status AS (INSERT INTO command_status ({STATUS_COLUMNS})"
-    " SELECT $26::uuid, $27::text, $28::text, $29::uuid[], $30::jsonb, $31::uuid, $32::jsonb,"
-    " $33::text"
-    " WHERE $26::uuid IS NOT NULL" + ON_CONFLICT_REPLACE + " RETURNING 1)"
+    " SELECT c, t, s, r::uuid[], p, co, a, b FROM unnest($26::uuid[], $27::text[], $28::text[],"
+    " $29::text[], $30::jsonb[], $31::uuid[], $32::jsonb[], $33::text[])"
+    " AS u(c, t, s, r, p, co, a, b)" + ON_CONFLICT_REPLACE + " RETURNING 1)"
     " SELECT hisho_expect_written($34::bigint, (SELECT count(*) FROM claimed), $35::bigint,"
     " (SELECT count(*) FROM created) + (SELECT count(*) FROM changed))"
 )
-_NO_STATUS: tuple[Any, ...] = (None,) * 8
 
 
 class KeptStateRows:
@@ -162,7 +164,7 @@ class KeptCommandStatus:
             command_id,
             type,
             CommandState(status).value,
-            list(result_event_ids),
+            "{" + ",".join(map(str, result_event_ids)) + "}",  # an array literal of uuids
             None if problem is None else json.dumps(problem),
             correlation_id,
             actor.model_dump_json() if actor else None,
@@ -190,20 +192,65 @@ class _Block:
         self.command_status = KeptCommandStatus(driver)
         self.done = False
 
-    def params(self) -> list[Any]:
-        """The commit statement's 35 parameters."""
-        claim = self.inbox.claim_of or (None, None)
-        created = _columns(self.rows.created, 4)
-        changed = _columns(self.rows.changed, 5)
-        events = self.outbox.take_columns() or [[] for _ in OUTBOX_COLUMNS]
-        status = self.command_status.row or _NO_STATUS
-        claims = int(claim[1] is not None)
-        expected = len(self.rows.created) + len(self.rows.changed)
-        return [*claim, *created, *changed, *events, *status, claims, expected]
+    def writes(self) -> Writes:
+        """Everything the block keeps for its commit."""
+        status = self.command_status.row
+        return Writes(
+            claims=[self.inbox.claim_of] if self.inbox.claim_of else [],
+            created=self.rows.created,
+            changed=self.rows.changed,
+            events=self.outbox.take_rows(),
+            statuses=[status] if status else [],
+        )
+
+
+@dataclass(frozen=True)
+class Writes:
+    """The rows one unit of work writes at commit, by table."""
+
+    claims: list[tuple[str, uuid.UUID]]
+    created: list[tuple[str, uuid.UUID, int, str]]
+    changed: list[tuple[str, uuid.UUID, int, int, str]]
+    events: list[tuple[Any, ...]]
+    statuses: list[tuple[Any, ...]]
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+
+
+def commit_params(units: Sequence[Writes]) -> list[Any]:
+    """`COMMIT_SQL`'s 35 parameters for the writes of `units`, together."""
+
+    def rows(table: str) -> list[tuple[Any, ...]]:
+        return [row for unit in units for row in getattr(unit, table)]
+
+    claims, created, changed = rows("claims"), rows("created"), rows("changed")
+    return [
+        *_columns(claims, 2),
+        *_columns(created, 4),
+        *_columns(changed, 5),
+        *_columns(rows("events"), len(OUTBOX_COLUMNS)),
+        *_columns(rows("statuses"), 8),
+        len(claims),
+        len(created) + len(changed),
+    ]
+
+
+async def write(driver: asyncpg.Connection, units: Sequence[Writes]) -> None:
+    """Write `units` in one statement; nothing of them if it raises.
+
+    `AlreadyAppliedError` if a claimed message was applied already, `ConcurrencyError` if a
+    read went stale (with one unit: that unit's; with several: any of them).
+    """
+    try:
+        await driver.fetchval(COMMIT_SQL, *commit_params(units))
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate == APPLIED_SQLSTATE:
+            raise AlreadyAppliedError(str(exc)) from exc
+        if exc.sqlstate == STALE_SQLSTATE:
+            raise ConcurrencyError(str(exc)) from exc
+        raise
 
 
 class SqlAggregateUnitOfWork:
@@ -212,9 +259,12 @@ class SqlAggregateUnitOfWork:
     One block at a time per instance; make one instance per concurrent message.
     """
 
-    def __init__(self, engine: AsyncEngine, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, clock: Clock = utc_now, group: GroupCommit | None = None
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        self._group = group  # shared by the units of one process: their commits go together
         self._block: _Block | None = None
 
     @property
@@ -271,14 +321,10 @@ class SqlAggregateUnitOfWork:
         if block.done:
             raise RuntimeError("this block already committed or rolled back")
         block.done = True
-        try:
-            await block.driver.fetchval(COMMIT_SQL, *block.params())
-        except asyncpg.PostgresError as exc:
-            if exc.sqlstate == APPLIED_SQLSTATE:
-                raise AlreadyAppliedError(str(exc)) from exc
-            if exc.sqlstate == STALE_SQLSTATE:
-                raise ConcurrencyError(str(exc)) from exc
-            raise
+        if self._group is None:
+            await write(block.driver, [block.writes()])
+        else:
+            await self._group.commit(block.driver, block.writes())
 
     async def rollback(self) -> None:
         """Forget everything kept (nothing was written)."""

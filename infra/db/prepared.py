@@ -1,9 +1,9 @@
 """Outbox rows as parallel arrays: many rows in one statement through `unnest`.
 
 Through SQLAlchemy each outbox row was one statement (and round trip), costing more CPU to
-build than to run. `PreparedOutbox` keeps the envelopes of a unit of work; `take_columns()`
-turns them into the 14 arrays `outbox_rows_sql` reads, in the order they were added, so the
-unit's one statement (`infra.db.command_unit`) writes all of them.
+build than to run. `PreparedOutbox` keeps the envelopes of a unit of work; `take_rows()`
+gives their rows, which become the 14 arrays `outbox_rows_sql` reads, in the order they were
+added, so one statement (`infra.db.command_unit`) writes all of them.
 
 asyncpg's connection carries SQLAlchemy's JSON codecs: a JSONB parameter takes JSON text.
 """
@@ -67,12 +67,10 @@ class PreparedOutbox(EnvelopeOutbox):
         self._pending.append(envelope)
         return envelope.id
 
-    def take_columns(self) -> list[list[Any]] | None:
-        """The rows not flushed yet as 14 parallel arrays (`unnest`'s parameters), or None."""
-        if not self._pending:
-            return None
+    def take_rows(self) -> list[tuple[Any, ...]]:
+        """The rows not taken yet, in the order they were added (`outbox_params` each)."""
         rows, self._pending = list(map(outbox_params, self._pending)), []
-        return [list(column) for column in zip(*rows, strict=True)]
+        return rows
 
 
 def outbox_params(envelope: Envelope[Message]) -> tuple[Any, ...]:

@@ -6,7 +6,9 @@ statement raises `ConcurrencyError` and leaves no row of its own behind.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
 import pytest
@@ -17,6 +19,7 @@ from domain.project import Project
 from events.project import ApprovalPolicy, ChangeApprovalPolicy, CreateProject
 from infra.db.command_status import CommandState
 from infra.db.command_unit import SqlAggregateUnitOfWork
+from infra.db.group_commit import GroupCommit
 from infra.db.inbox import AlreadyAppliedError
 from infra.db.repositories import ConcurrencyError
 from infra.db.state_tables import aggregate_state
@@ -155,3 +158,54 @@ async def test_leaving_without_commit_writes_nothing(engine: AsyncEngine) -> Non
         await _decide(unit, change)
     assert await _written(engine, change) == {"inbox": 0, "status": 0, "outbox": 0}
     assert await _project(engine, project_id) == (1, ["a"])
+
+
+async def test_units_ready_together_commit_in_one_statement(engine: AsyncEngine) -> None:
+    group = GroupCommit()
+    projects = [await _created(engine) for _ in range(3)]
+    changes = [_change(project_id, "b") for project_id in projects]
+    units = [SqlAggregateUnitOfWork(engine, group=group) for _ in changes]
+    async with AsyncExitStack() as stack:
+        for unit, change in zip(units, changes, strict=True):
+            await stack.enter_async_context(unit)
+            await _decide(unit, change)
+        await asyncio.gather(*(unit.commit() for unit in units))
+    assert (group.statements, group.grouped) == (1, 3)
+    for project_id, change in zip(projects, changes, strict=True):
+        assert await _written(engine, change) == {"inbox": 1, "status": 1, "outbox": 1}
+        assert await _project(engine, project_id) == (2, ["b"])
+
+
+async def test_a_group_spoiled_by_one_unit_commits_each_on_its_own(engine: AsyncEngine) -> None:
+    group = GroupCommit()
+    raced, other = await _created(engine), await _created(engine)
+    mine, theirs, fine = _change(raced, "b"), _change(raced, "c"), _change(other, "d")
+    first, second, third = (SqlAggregateUnitOfWork(engine, group=group) for _ in range(3))
+    async with first, second, third:
+        for unit, change in ((first, mine), (second, theirs), (third, fine)):
+            await _decide(unit, change)  # `mine` and `theirs` both read version 1
+        outcomes = await asyncio.gather(
+            first.commit(), second.commit(), third.commit(), return_exceptions=True
+        )
+    assert group.statements == 4  # the group, refused; then each unit alone
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], ConcurrencyError)
+    assert outcomes[2] is None
+    assert await _project(engine, raced) == (2, ["b"])
+    assert await _project(engine, other) == (2, ["d"])
+    assert await _written(engine, theirs) == {"inbox": 0, "status": 0, "outbox": 0}
+
+
+async def test_one_command_twice_in_a_group_is_applied_once(engine: AsyncEngine) -> None:
+    group = GroupCommit()
+    project_id = await _created(engine)
+    change = _change(project_id, "b")
+    first, second = (SqlAggregateUnitOfWork(engine, group=group) for _ in range(2))
+    async with first, second:
+        await _decide(first, change)
+        await _decide(second, change)
+        outcomes = await asyncio.gather(first.commit(), second.commit(), return_exceptions=True)
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], AlreadyAppliedError | ConcurrencyError)
+    assert await _written(engine, change) == {"inbox": 1, "status": 1, "outbox": 1}
+    assert await _project(engine, project_id) == (2, ["b"])

@@ -1,0 +1,108 @@
+"""Group commit: the units of work of one process that are ready together share one statement.
+
+Under load many commands finish deciding within the same turn of the event loop. Each would
+send its own commit statement: a socket write, a statement and a WAL flush per command. The
+`GroupCommit` collects the commits asked for in one turn and writes them with ONE statement
+(`infra.db.command_unit.COMMIT_SQL` takes arrays), on the first unit's connection; every
+unit then learns the result. A lone commit goes alone, so a quiet processor waits for
+nothing. (PostgreSQL's `commit_delay` groups WAL flushes only; this also saves the writes
+and statements.)
+
+All or nothing stays per statement: if the group's statement fails because of one unit (a
+claim already applied, a stale read, a command twice in one group), nothing of it was
+written, and each unit is committed again on its own, so each gets its own outcome. A lost
+connection fails every unit of the group alike (transient: the runtime retries them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from infra.db.command_unit import write
+from infra.db.inbox import AlreadyAppliedError
+from infra.db.repositories import ConcurrencyError
+
+if TYPE_CHECKING:
+    from infra.db.command_unit import Writes
+
+_Waiting = tuple[asyncpg.Connection, "Writes", "asyncio.Future[None]"]
+
+
+class GroupCommit:
+    """Commits the units that are ready in the same turn of the event loop together."""
+
+    def __init__(self) -> None:
+        self._waiting: list[_Waiting] = []
+        self._flushes: set[asyncio.Task[None]] = set()
+        self.statements = 0  # statements sent (groups and lone units), for tests and metrics
+        self.grouped = 0  # units committed as part of a group of two or more
+
+    async def commit(self, driver: asyncpg.Connection, writes: Writes) -> None:
+        """Write `writes`, alone or with the other units ready in this turn.
+
+        On `driver` or another waiting unit's connection; raises as `command_unit.write`.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._waiting.append((driver, writes, done))
+        if len(self._waiting) == 1:  # the first of this turn: flush once the turn is over
+            loop.call_soon(self._flush_waiting)
+        await done
+
+    def _flush_waiting(self) -> None:
+        group, self._waiting = self._waiting, []
+        flush = asyncio.ensure_future(self._flush(group))
+        self._flushes.add(flush)
+        flush.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, group: list[_Waiting]) -> None:
+        # A unit whose task was cancelled meanwhile (a stop) is left out: its message was not
+        # acknowledged and comes back; its connection may be on its way back to the pool.
+        group = [waiting for waiting in group if not waiting[2].done()]
+        if len(group) <= 1:
+            await asyncio.gather(*(self._alone(waiting) for waiting in group))
+            return
+        self.statements += 1
+        try:
+            await write(group[0][0], [writes for _, writes, _ in group])
+        except (AlreadyAppliedError, ConcurrencyError, asyncpg.PostgresError):
+            # PostgreSQL refused the group (one unit's claim or read, a command twice in
+            # it, ...): nothing was written; each unit goes again on its own.
+            await asyncio.gather(*(self._alone(waiting) for waiting in group))
+            return
+        except asyncio.CancelledError:
+            for _, _, done in group:
+                done.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001  (a lost connection: every unit's outcome)
+            for _, _, done in group:
+                _settle(done, exc)
+            return
+        self.grouped += len(group)
+        for _, _, done in group:
+            _settle(done, None)
+
+    async def _alone(self, waiting: _Waiting) -> None:
+        driver, writes, done = waiting
+        self.statements += 1
+        try:
+            await write(driver, [writes])
+        except asyncio.CancelledError:
+            done.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001  (the unit's own outcome)
+            _settle(done, exc)
+        else:
+            _settle(done, None)
+
+
+def _settle(done: asyncio.Future[None], error: Exception | None) -> None:
+    if done.done():  # the unit's task was cancelled meanwhile
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
