@@ -68,11 +68,12 @@ if TYPE_CHECKING:
 #    on `hisho.commands` (declared by infra.topology; parking via `hisho.dead`).
 QUEUES = command_processor_queues()
 BINDINGS = QUEUES.bindings
-PREFETCH = 50
-# Connections, all kept open: at most this many commands are in a transaction at once, the
+PREFETCH = 100
+# Connections, all kept open: at most this many commands are being handled at once, the
 # others wait for one (no overflow: an overflow connection is a new PostgreSQL backend per
-# burst, closed again on return, plus asyncpg re-preparing every statement on it).
-POOL_SIZE = 16
+# burst, closed again on return, plus asyncpg re-preparing every statement on it). Under
+# load, the more commands in flight, the larger the groups that commit together.
+POOL_SIZE = 32
 SHUTDOWN_GRACE = 8.0  # seconds in-flight commands get after SIGTERM (`hisho run` allows 10)
 PROBLEM_BASE = "https://hisho.dev/problems/"
 
