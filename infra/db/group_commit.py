@@ -10,8 +10,9 @@ and statements.)
 
 All or nothing stays per statement: if the group's statement fails because of one unit (a
 claim already applied, a stale read, a command twice in one group), nothing of it was
-written, and each unit is committed again on its own, so each gets its own outcome. A lost
-connection fails every unit of the group alike (transient: the runtime retries them).
+written, and each unit is committed again on its own (in the order they asked), so each gets
+its own outcome. A lost connection fails every unit of the group alike (transient: the
+runtime retries them).
 """
 
 from __future__ import annotations
@@ -70,8 +71,10 @@ class GroupCommit:
             await write(group[0][0], [writes for _, writes, _ in group])
         except (AlreadyAppliedError, ConcurrencyError, asyncpg.PostgresError):
             # PostgreSQL refused the group (one unit's claim or read, a command twice in
-            # it, ...): nothing was written; each unit goes again on its own.
-            await asyncio.gather(*(self._alone(waiting) for waiting in group))
+            # it, ...): nothing was written; each unit goes again on its own, in the order
+            # they asked, so the first of two rivals wins as it would have alone.
+            for waiting in group:
+                await self._alone(waiting)
             return
         except asyncio.CancelledError:
             for _, _, done in group:

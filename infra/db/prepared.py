@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from events import catalog
-from infra.db.outbox import EnvelopeOutbox
+from infra.db.outbox import ENVELOPE_COLUMNS, EnvelopeOutbox
 from infra.topology import COMMANDS_EXCHANGE, EVENTS_EXCHANGE
 
 if TYPE_CHECKING:
@@ -22,19 +22,9 @@ if TYPE_CHECKING:
     from events import Envelope, Message
     from infra.clock import Clock
 
+# What a unit of work writes: the envelope (its position is the relay's) and the address.
 OUTBOX_COLUMNS = (
-    "id",
-    "type",
-    "version",
-    "occurred_at",
-    "aggregate_type",
-    "aggregate_id",
-    "aggregate_version",
-    "correlation_id",
-    "causation_id",
-    "actor",
-    "traceparent",
-    "data",
+    *(column for column in ENVELOPE_COLUMNS if column != "position"),
     "exchange",
     "routing_key",
 )

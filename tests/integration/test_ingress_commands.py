@@ -112,23 +112,31 @@ async def test_one_idempotency_key_gives_one_command_and_a_new_body_a_409(
     assert [env["id"] for env in published] == [first.json()["command_id"]]
 
 
-async def test_with_redis_unreachable_one_key_still_gives_one_command_id(
-    settings: Settings,
-    engine: AsyncEngine,
-    keys: IngressKeys,
-    amqp: AbstractRobustConnection,
-) -> None:
+@pytest.fixture
+async def without_redis(
+    settings: Settings, engine: AsyncEngine
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an ingress whose Redis is a closed port."""
     dead_redis = RedisIngressStore.from_url(f"redis://127.0.0.1:{closed_port()}/0", timeout=0.2)
-    app = create_app(settings=settings, engine=engine, redis=dead_redis)
+    async with ingress_client(
+        create_app(settings=settings, engine=engine, redis=dead_redis)
+    ) as http:
+        yield http
+    await dead_redis.aclose()
+
+
+async def test_with_redis_unreachable_one_key_still_gives_one_command_id(
+    without_redis: httpx.AsyncClient, keys: IngressKeys, amqp: AbstractRobustConnection
+) -> None:
+    client = without_redis
     body, key = {"plan_id": str(uuid4())}, f"no-redis-{uuid4()}"
-    async with ingress_client(app) as client, tap(amqp, "SubmitPlan") as commands:
+    async with tap(amqp, "SubmitPlan") as commands:
         first = await _submit(client, keys.writer, body, **{"Idempotency-Key": key})
         again = await _submit(client, keys.writer, body, **{"Idempotency-Key": key})
         published = await commands.from_actors(*keys.ids)
         status = await client.get(
             first.headers["location"], headers=IngressKeys.bearer(keys.writer)
         )
-    await dead_redis.aclose()
     assert (first.status_code, again.status_code) == (202, 202)
     command_id = first.json()["command_id"]
     assert again.json()["command_id"] == command_id
@@ -140,18 +148,15 @@ async def test_with_redis_unreachable_one_key_still_gives_one_command_id(
 
 
 async def test_with_redis_unreachable_the_processors_record_answers_a_reused_key(
+    without_redis: httpx.AsyncClient,
     settings: Settings,
     engine: AsyncEngine,
     keys: IngressKeys,
     amqp: AbstractRobustConnection,
 ) -> None:
-    dead_redis = RedisIngressStore.from_url(f"redis://127.0.0.1:{closed_port()}/0", timeout=0.2)
-    app = create_app(settings=settings, engine=engine, redis=dead_redis)
+    client = without_redis
     body, key = {"plan_id": str(uuid4())}, f"no-redis-{uuid4()}"
-    async with (
-        ingress_client(app) as client,
-        running_processor(settings, engine, Deliveries()),
-    ):
+    async with running_processor(settings, engine, Deliveries()):
         first = await _submit(client, keys.writer, body, **{"Idempotency-Key": key})
         command_id = UUID(first.json()["command_id"])
         # The processor records it (rejected: there is no such plan; a record all the same).
@@ -160,7 +165,6 @@ async def test_with_redis_unreachable_the_processors_record_answers_a_reused_key
             again = await _submit(client, keys.writer, body, **{"Idempotency-Key": key})
             other = await _submit(client, keys.writer, None, **{"Idempotency-Key": key})
             published = await commands.from_actors(*keys.ids)
-    await dead_redis.aclose()
     assert recorded.status is CommandState.REJECTED
     assert again.status_code == 202
     assert again.json()["command_id"] == str(command_id)
