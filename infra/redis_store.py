@@ -16,6 +16,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from infra.turn_batch import TurnBatch
+
 if TYPE_CHECKING:
     from uuid import UUID
 
@@ -60,23 +62,13 @@ class AutoPipeline:
 
     def __init__(self, client: Redis) -> None:
         self._client = client
-        self._queued: list[tuple[tuple[Command, ...], asyncio.Future[list[Any]]]] = []
-        self._sending: set[asyncio.Task[None]] = set()
+        self._batch = TurnBatch(self._execute)
 
     def send(self, *commands: Command) -> asyncio.Future[list[Any]]:
-        """Queue `commands` for the next flush; the future gets their replies in order."""
-        loop = asyncio.get_running_loop()
-        replies: asyncio.Future[list[Any]] = loop.create_future()
-        self._queued.append((commands, replies))
-        if len(self._queued) == 1:
-            loop.call_soon(self._flush)
+        """Queue `commands` for this turn's pipeline; the future gets their replies in order."""
+        replies: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._batch.submit((commands, replies))
         return replies
-
-    def _flush(self) -> None:
-        batch, self._queued = self._queued, []
-        task = asyncio.ensure_future(self._execute(batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
 
     async def _execute(
         self, batch: list[tuple[tuple[Command, ...], asyncio.Future[list[Any]]]]

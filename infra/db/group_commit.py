@@ -25,6 +25,7 @@ import asyncpg
 from infra.db.command_unit import write
 from infra.db.inbox import AlreadyAppliedError
 from infra.db.repositories import ConcurrencyError
+from infra.turn_batch import TurnBatch
 
 if TYPE_CHECKING:
     from infra.db.command_unit import Writes
@@ -36,8 +37,7 @@ class GroupCommit:
     """Commits the units that are ready in the same turn of the event loop together."""
 
     def __init__(self) -> None:
-        self._waiting: list[_Waiting] = []
-        self._flushes: set[asyncio.Task[None]] = set()
+        self._batch = TurnBatch(self._flush)
         self.statements = 0  # statements sent (groups and lone units), for tests and metrics
         self.grouped = 0  # units committed as part of a group of two or more
 
@@ -46,25 +46,17 @@ class GroupCommit:
 
         On `driver` or another waiting unit's connection; raises as `command_unit.write`.
         """
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        self._waiting.append((driver, writes, done))
-        if len(self._waiting) == 1:  # the first of this turn: flush once the turn is over
-            loop.call_soon(self._flush_waiting)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._batch.submit((driver, writes, done))
         await done
-
-    def _flush_waiting(self) -> None:
-        group, self._waiting = self._waiting, []
-        flush = asyncio.ensure_future(self._flush(group))
-        self._flushes.add(flush)
-        flush.add_done_callback(self._flushes.discard)
 
     async def _flush(self, group: list[_Waiting]) -> None:
         # A unit whose task was cancelled meanwhile (a stop) is left out: its message was not
         # acknowledged and comes back; its connection may be on its way back to the pool.
         group = [waiting for waiting in group if not waiting[2].done()]
         if len(group) <= 1:
-            await asyncio.gather(*(self._alone(waiting) for waiting in group))
+            for waiting in group:
+                await self._alone(waiting)
             return
         self.statements += 1
         try:
