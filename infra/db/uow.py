@@ -5,11 +5,13 @@ aggregate state, the inbox claim, the command status and every outbox row togeth
 leaving the block without committing (or by an exception) rolls all of them back.
 
 The transaction is asyncpg's, on a connection the unit checks out of the engine's pool: the
-hot statements (inbox claim, status upsert, state rows, the processor's outbox rows) run
-there as fixed SQL that asyncpg prepares once per connection, without SQLAlchemy's
-per-statement cost. The block's session is bound to that connection, so whatever still goes
-through it runs inside the same transaction (SQLAlchemy's driver opens a savepoint there,
-released or rolled back with the block).
+inbox claim and the status upsert run there as fixed SQL that asyncpg prepares once per
+connection, without SQLAlchemy's per-statement cost. The block's session is bound to that
+connection, so whatever goes through it runs inside the same transaction (SQLAlchemy's
+driver opens a savepoint there, released or rolled back with the block).
+
+The `UnitOfWork` protocol here is the one every consumer's handler sees; the command
+processor's own implementation (`infra.db.command_unit`) writes everything in one statement.
 """
 
 from __future__ import annotations
@@ -170,25 +172,10 @@ class SqlUnitOfWork:
     def attach_repositories(self, session: AsyncSession) -> None:
         """Bind repositories to this block's session (override; the base has none)."""
 
-    def attach_block(self, driver: asyncpg.Connection) -> tuple[Outbox, CommandStatuses]:
-        """A new block's outbox and command statuses; also binds its repositories.
-
-        The base binds them to the block's session; a subclass may bind them to `driver`
-        (the raw connection of the block's transaction) and never make a session.
-        """
-        session = self.session
-        self.attach_repositories(session)
-        return SqlOutbox(session, self._clock), SqlCommandStatuses(session, driver)
-
     @property
     def session(self) -> AsyncSession:
         """The open session (for repositories and queries of this unit)."""
         return self._current().session
-
-    @property
-    def driver(self) -> asyncpg.Connection:
-        """The raw asyncpg connection this unit's transaction runs on."""
-        return self._current().driver
 
     @property
     def inbox(self) -> SqlInbox:
@@ -224,7 +211,9 @@ class SqlUnitOfWork:
                 await connection.close()
             raise
         self._active = active
-        active.outbox, active.command_status = self.attach_block(active.driver)
+        self.attach_repositories(active.session)
+        active.outbox = SqlOutbox(active.session, self._clock)
+        active.command_status = SqlCommandStatuses(active.session, active.driver)
         return self
 
     async def __aexit__(
