@@ -1,11 +1,19 @@
 """HTTP-accepted -> processed latency of the command path, at a fixed rate (issue 5).
 
 An open-loop load generator posts `CreateProject` commands to a real `hisho run ingress` at
-`rate` per second for `duration` seconds; a private tap queue bound to `hisho.events` takes
-the events the processor's transactions produced (published by the relay). The latency of
-one command is the time from its `202` reaching the client to its first event reaching the
-tap, so it includes the relay hop: an upper bound of "processed" as any subscriber sees it.
-Target: p99 <= 50 ms at 300 commands/s for 30 s.
+`rate` per second for `duration` seconds. A command's latency is the time from its `202`
+reaching the client to the commit of the processor's transaction that recorded it
+`processed` (PostgreSQL's commit timestamp of its `command_status` row, with
+`track_commit_timestamp`, as the stack runs it): from then on `GET /v1/commands/{id}` says
+`processed`. Target: p99 <= 50 ms at 300 commands/s for 30 s.
+
+A private tap queue bound to `hisho.events` also times the first event of each command as a
+subscriber sees it (the relay hop included); the report gives both.
+
+Steady state, not start-up, is measured: a warm-up at the same rate first lets the
+processor's pool connect and prepare its statements, and the run waits until the command
+queue is empty again. The load generator runs at a lower CPU priority (nice +10): it shares
+the 2 cores with what it measures, and a real client is not on the server's box.
 
 Run it on its own (it starts relay, processor and ingress as `hisho up` does):
 
@@ -21,18 +29,18 @@ import asyncio
 import contextlib
 import json
 import os
-import statistics
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
 import psutil
+import uvloop
 
 from infra.settings import load_settings
 from infra.stack import Stack
@@ -45,9 +53,11 @@ if TYPE_CHECKING:
 
     from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-WARMUP_COMMANDS = 200
+WARMUP_SECONDS = 5.0
+LOAD_GENERATOR_NICE = 10
 IN_FLIGHT = 128
 DRAIN_DEADLINE = 300.0
+TARGET_P99_MS = 50.0
 
 
 def _nearest(values: list[float], p: float) -> float:
@@ -66,29 +76,33 @@ class LatencyReport:
     sent: int
     accepted: int
     achieved_rate: float
-    latencies_ms: list[float]
-    processed_ms: list[float]
+    processed_ms: list[float]  # 202 -> commit of the `processed` record
+    clock: str  # where the commit times come from
+    event_ms: list[float]  # 202 -> first event on the tap
     cpu_ms_per_command: dict[str, float]
-    tapped: int
 
     def percentile(self, p: float) -> float:
-        """The p-th percentile latency (to the event on the tap) in ms, nearest rank."""
-        return _nearest(self.latencies_ms, p)
+        """The p-th percentile of 202 -> processed in ms, nearest rank."""
+        return _nearest(self.processed_ms, p)
 
     def rows(self) -> list[tuple[str, str]]:
         """The table rows this run contributes."""
+        verdict = "met" if self.percentile(99) <= TARGET_P99_MS else "MISSED"
         return [
             ("target rate (commands/s)", f"{self.rate:.0f}"),
             ("achieved rate (202/s)", f"{self.achieved_rate:.0f}"),
             ("accepted / sent", f"{self.accepted} / {self.sent}"),
-            ("with an event on the tap", f"{self.tapped}"),
-            ("accepted -> event p50 (ms)", f"{self.percentile(50):.1f}"),
-            ("accepted -> event p90 (ms)", f"{self.percentile(90):.1f}"),
-            ("accepted -> event p99 (ms)", f"{self.percentile(99):.1f}  (target <= 50)"),
-            ("accepted -> event max (ms)", f"{max(self.latencies_ms):.1f}"),
-            ("mean (ms)", f"{statistics.fmean(self.latencies_ms):.1f}"),
-            ("accepted -> committed p50 (ms)", f"{_nearest(self.processed_ms, 50):.1f}"),
-            ("accepted -> committed p99 (ms)", f"{_nearest(self.processed_ms, 99):.1f}"),
+            ("processed (commit times from)", f"{len(self.processed_ms)} ({self.clock})"),
+            ("accepted -> processed p50 (ms)", f"{self.percentile(50):.1f}"),
+            ("accepted -> processed p90 (ms)", f"{self.percentile(90):.1f}"),
+            (
+                "accepted -> processed p99 (ms)",
+                f"{self.percentile(99):.1f}  (target <= {TARGET_P99_MS:.0f}: {verdict})",
+            ),
+            ("accepted -> processed max (ms)", f"{max(self.processed_ms, default=0):.1f}"),
+            ("with an event on the tap", f"{len(self.event_ms)}"),
+            ("accepted -> event p50 (ms)", f"{_nearest(self.event_ms, 50):.1f}"),
+            ("accepted -> event p99 (ms)", f"{_nearest(self.event_ms, 99):.1f}"),
             *(
                 (f"CPU ms per command: {name}", f"{ms:.2f}")
                 for name, ms in self.cpu_ms_per_command.items()
@@ -139,12 +153,58 @@ class _StaleConnectionError(Exception):
     """The server closed a kept-alive connection before answering."""
 
 
+class _Exchange(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection: one request at a time, the answer parsed in place."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._answer: asyncio.Future[tuple[int, bytes]] | None = None
+        self.open = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast("asyncio.Transport", transport)
+
+    def request(self, data: bytes) -> asyncio.Future[tuple[int, bytes]]:
+        assert self.transport is not None
+        self._answer = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        return self._answer
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0 or self._answer is None:
+            return
+        head = bytes(self._buffer[:end])
+        length = _content_length(head)
+        if len(self._buffer) < end + 4 + length:
+            return
+        body = bytes(self._buffer[end + 4 : end + 4 + length])
+        del self._buffer[: end + 4 + length]
+        self._answer.set_result((int(head[9:12]), body))
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002  (any loss)
+        self.open = False
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(_StaleConnectionError())
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
+
+
 class RawHttp:
     """A minimal HTTP/1.1 keep-alive client for the load generator.
 
     httpx costs about 6 ms of CPU per request on this kind of box, which a 2-core machine
-    cannot spare at 300 requests/s next to the servers it measures; this costs a fraction.
-    It speaks only what the ingress answers: `Content-Length` bodies, no chunking.
+    cannot spare at 300 requests/s next to the servers it measures; this costs a fraction
+    (a protocol object per connection, the answer parsed from one buffer). It speaks only
+    what the ingress answers: `Content-Length` bodies, no chunking.
     """
 
     def __init__(self, url: str, headers: Mapping[str, str]) -> None:
@@ -153,7 +213,7 @@ class RawHttp:
         lines = [f"Host: {parts.netloc}", "Content-Type: application/json"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         self._head = "\r\n".join(lines)
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._idle: list[_Exchange] = []
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         """POST `body` (JSON) to `path`; return the status code and the response body.
@@ -161,44 +221,33 @@ class RawHttp:
         A kept-alive connection the server closed while it was idle answers nothing (or is
         reset): the request is sent again once on a new connection.
         """
-        if self._idle:
-            with contextlib.suppress(_StaleConnectionError, ConnectionResetError):
-                return await self._exchange(*self._idle.pop(), path, body)
-        return await self._exchange(*await self._connect(), path, body)
+        data = (
+            f"POST {path} HTTP/1.1\r\n{self._head}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        while self._idle:
+            exchange = self._idle.pop()
+            if exchange.open:
+                with contextlib.suppress(_StaleConnectionError, ConnectionResetError):
+                    return await self._exchange(exchange, data)
+        _, exchange = await asyncio.get_running_loop().create_connection(_Exchange, *self._address)
+        return await self._exchange(exchange, data)
 
-    async def _exchange(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, body: bytes
-    ) -> tuple[int, bytes]:
-        head = f"POST {path} HTTP/1.1\r\n{self._head}\r\nContent-Length: {len(body)}\r\n\r\n"
+    async def _exchange(self, exchange: _Exchange, data: bytes) -> tuple[int, bytes]:
         try:
-            writer.write(head.encode() + body)
-            status, answer = await _response(reader)
+            answer = await exchange.request(data)
         except BaseException:
-            writer.close()
+            if exchange.transport is not None:
+                exchange.transport.close()
             raise
-        self._idle.append((reader, writer))
-        return status, answer
-
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.open_connection(*self._address)
+        self._idle.append(exchange)
+        return answer
 
     def close(self) -> None:
         """Close every idle connection."""
-        for _, writer in self._idle:
-            writer.close()
+        for exchange in self._idle:
+            if exchange.transport is not None:
+                exchange.transport.close()
         self._idle.clear()
-
-
-async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    status_line = await reader.readline()
-    if not status_line:
-        raise _StaleConnectionError
-    length = 0
-    while (line := await reader.readline()) not in {b"\r\n", b""}:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return int(status_line.split()[1]), await reader.readexactly(length)
 
 
 async def _post(http: RawHttp, n: int, accepted: dict[str, float]) -> None:
@@ -266,11 +315,12 @@ async def measure_latency(
     duration: float = 30,
     pids: Mapping[str, int] | None = None,
 ) -> LatencyReport:
-    """Post at `rate`/s for `duration` s to the ingress at `url`; time 202 -> event on a tap.
+    """Post at `rate`/s for `duration` s to the ingress at `url`; time 202 -> processed.
 
     `pids` (component or server name -> pid) adds the CPU time per command of each (with its
     children) to the report; a child that starts or ends during the run counts partly.
     """
+    os.setpriority(os.PRIO_PROCESS, 0, LOAD_GENERATOR_NICE)
     processes = {name: psutil.Process(pid) for name, pid in (pids or {}).items()}
     processes["load generator"] = psutil.Process()
     rabbit = await aio_pika.connect_robust(amqp_url)
@@ -280,7 +330,8 @@ async def measure_latency(
     try:
         await _backlog_worked_off(rabbit)
         channel = await _consume(rabbit, tap)
-        await _open_loop(http, rate, WARMUP_COMMANDS)
+        await _open_loop(http, rate, round(rate * WARMUP_SECONDS))
+        await _backlog_worked_off(rabbit)
         cpu_before = _cpu_seconds(processes)
         began = time.perf_counter()
         accepted = await _open_loop(http, rate, round(rate * duration))
@@ -291,18 +342,16 @@ async def measure_latency(
         await channel.close()
     finally:
         await rabbit.close()
-    latencies = [(tap.arrived[c] - t) * 1000 for c, t in accepted.items() if c in tap.arrived]
-    committed = await _committed_at(database_url, list(accepted))
-    processed = [(committed[c] - t) * 1000 for c, t in accepted.items() if c in committed]
+    clock, committed = await _committed_at(database_url, list(accepted))
     return LatencyReport(
         rate=rate,
         duration=duration,
         sent=round(rate * duration),
         accepted=len(accepted),
         achieved_rate=len(accepted) / elapsed,
-        latencies_ms=latencies or [float("nan")],
-        processed_ms=processed,
-        tapped=len(latencies),
+        processed_ms=[(committed[c] - t) * 1000 for c, t in accepted.items() if c in committed],
+        clock=clock,
+        event_ms=[(tap.arrived[c] - t) * 1000 for c, t in accepted.items() if c in tap.arrived],
         cpu_ms_per_command={
             name: 1000 * (cpu[name] - cpu_before[name]) / max(1, len(accepted)) for name in cpu
         },
@@ -323,19 +372,29 @@ def _cpu_seconds(processes: Mapping[str, psutil.Process]) -> dict[str, float]:
     return seconds
 
 
-async def _committed_at(database_url: str, command_ids: list[str]) -> dict[str, float]:
-    """When each command's transaction committed (the status row's xmin commit timestamp
-    needs track_commit_timestamp; `updated_at` is the transaction's start, close enough)."""
+async def _committed_at(database_url: str, command_ids: list[str]) -> tuple[str, dict[str, float]]:
+    """When each command's `processed` record committed, and where that time comes from.
+
+    The commit timestamp of the status row's transaction when the server tracks them (the
+    stack's PostgreSQL does); otherwise `updated_at`, the start of that transaction (the
+    processor's commit is one statement), which is up to a statement's run time early.
+    """
     connection = await asyncpg.connect(database_url)
     try:
+        tracked = await connection.fetchval("SELECT current_setting('track_commit_timestamp')")
+        at, clock = (
+            ("pg_xact_commit_timestamp(xmin)", "commit timestamps")
+            if tracked == "on"
+            else ("updated_at", "transaction start: track_commit_timestamp is off")
+        )
         rows = await connection.fetch(
-            "SELECT command_id::text, updated_at FROM command_status"
+            f"SELECT command_id::text, {at} AS at FROM command_status"
             " WHERE command_id = ANY($1::uuid[])",
             command_ids,
         )
     finally:
         await connection.close()
-    return {row["command_id"]: row["updated_at"].timestamp() for row in rows}
+    return clock, {row["command_id"]: row["at"].timestamp() for row in rows}
 
 
 def print_table(title: str, rows: list[tuple[str, str]]) -> None:
@@ -364,7 +423,7 @@ def main(argv: list[str] | None = None) -> None:
         tempfile.TemporaryDirectory() as scratch,
         components(env, args.logs or Path(scratch), ("relay", "processor", "ingress")) as run,
     ):
-        report = asyncio.run(
+        report = uvloop.run(
             measure_latency(
                 f"http://127.0.0.1:{port}",
                 token,
@@ -378,7 +437,7 @@ def main(argv: list[str] | None = None) -> None:
                 },
             )
         )
-    print_table("HTTP-accepted -> processed (event on a tap queue)", report.rows())
+    print_table("HTTP-accepted -> processed", report.rows())
 
 
 if __name__ == "__main__":

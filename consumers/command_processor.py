@@ -42,6 +42,7 @@ from infra.db.command_status import CommandState
 from infra.db.command_unit import SqlAggregateUnitOfWork
 from infra.db.engine import GENERIC_PLANS, create_engine
 from infra.db.group_commit import GroupCommit
+from infra.db.group_load import GroupLoad
 from infra.db.inbox import AlreadyAppliedError
 from infra.db.repositories import ConcurrencyError
 from infra.db.uow import UnitOfWork
@@ -250,8 +251,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         connect_args={"server_settings": GENERIC_PLANS},
     )
     group = GroupCommit()  # commands ready together commit in one statement
+    loads = GroupLoad()  # and read their aggregates with one
     broker = command_broker(
-        settings.amqp, command_router(lambda: SqlAggregateUnitOfWork(engine, group=group))
+        settings.amqp,
+        command_router(lambda: SqlAggregateUnitOfWork(engine, group=group, loads=loads)),
     )
     try:
         await declare_topology(await broker.connect())

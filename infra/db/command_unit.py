@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from events import Actor
     from infra.db.command_status import CommandStatus
     from infra.db.group_commit import GroupCommit
+    from infra.db.group_load import GroupLoad
     from infra.db.uow import CommandStatuses, Outbox
 
 # Raised by hisho_expect_written (migration 0004).
@@ -89,15 +90,19 @@ COMMIT_SQL = (
 class KeptStateRows:
     """`StateRows` that read at once and keep every write for the unit's statement."""
 
-    def __init__(self, connection: asyncpg.Connection) -> None:
+    def __init__(self, connection: asyncpg.Connection, loads: GroupLoad | None = None) -> None:
         self._connection = connection
+        self._loads = loads
         self.created: list[tuple[str, uuid.UUID, int, str]] = []
         self.changed: list[tuple[str, uuid.UUID, int, int, str]] = []
 
     async def load(
         self, aggregate_type: str, aggregate_id: uuid.UUID
     ) -> tuple[int, dict[str, Any]] | None:
-        """The committed `(version, state)`, or None."""
+        """The committed `(version, state)`, or None (read with the group's, if any)."""
+        if self._loads is not None:
+            loaded = await self._loads.load(self._connection, aggregate_type, aggregate_id)
+            return None if loaded is None else (int(loaded[0]), dict(loaded[1]))
         row = await self._connection.fetchrow(LOAD_SQL, aggregate_type, aggregate_id)
         return None if row is None else (int(row[0]), dict(row[1]))
 
@@ -181,12 +186,16 @@ class _Block:
     """What one `async with` block keeps until its statement."""
 
     def __init__(
-        self, connection: AsyncConnection, driver: asyncpg.Connection, clock: Clock
+        self,
+        connection: AsyncConnection,
+        driver: asyncpg.Connection,
+        clock: Clock,
+        loads: GroupLoad | None,
     ) -> None:
         self.connection = connection
         self.driver = driver
         self.inbox = KeptInbox()
-        self.rows = KeptStateRows(driver)
+        self.rows = KeptStateRows(driver, loads)
         self.aggregates = Aggregates(self.rows)
         self.outbox = PreparedOutbox(clock)
         self.command_status = KeptCommandStatus(driver)
@@ -260,11 +269,17 @@ class SqlAggregateUnitOfWork:
     """
 
     def __init__(
-        self, engine: AsyncEngine, *, clock: Clock = utc_now, group: GroupCommit | None = None
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Clock = utc_now,
+        group: GroupCommit | None = None,
+        loads: GroupLoad | None = None,
     ) -> None:
         self._engine = engine
         self._clock = clock
         self._group = group  # shared by the units of one process: their commits go together
+        self._loads = loads  # likewise their aggregate reads
         self._block: _Block | None = None
 
     @property
@@ -299,7 +314,7 @@ class SqlAggregateUnitOfWork:
         if driver is None:  # pragma: no cover  (a checked-out connection has one)
             await connection.close()
             raise RuntimeError("the pooled connection has no driver connection")
-        self._block = _Block(connection, driver, self._clock)
+        self._block = _Block(connection, driver, self._clock, self._loads)
         return self
 
     async def __aexit__(

@@ -42,6 +42,7 @@ SETTINGS = {
     "max_connections": "200",
     "shared_buffers": "128MB",
     "fsync": "on",
+    "track_commit_timestamp": "on",  # when each transaction committed (bench, audit)
     "log_line_prefix": "%m [%p] %q%u@%d ",
 }
 

@@ -11,6 +11,7 @@ import uuid
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
+import asyncpg
 import pytest
 from sqlalchemy import func, select
 
@@ -20,6 +21,7 @@ from events.project import ApprovalPolicy, ChangeApprovalPolicy, CreateProject
 from infra.db.command_status import CommandState
 from infra.db.command_unit import SqlAggregateUnitOfWork
 from infra.db.group_commit import GroupCommit
+from infra.db.group_load import GroupLoad
 from infra.db.inbox import AlreadyAppliedError
 from infra.db.repositories import ConcurrencyError
 from infra.db.state_tables import aggregate_state
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from events import Envelope, Message
+    from infra.settings import Settings
 
 
 def _policy(*approvers: str) -> ApprovalPolicy:
@@ -209,3 +212,59 @@ async def test_one_command_twice_in_a_group_is_applied_once(engine: AsyncEngine)
     assert isinstance(outcomes[1], AlreadyAppliedError | ConcurrencyError)
     assert await _written(engine, change) == {"inbox": 1, "status": 1, "outbox": 1}
     assert await _project(engine, project_id) == (2, ["b"])
+
+
+async def test_units_loading_together_read_with_one_statement(engine: AsyncEngine) -> None:
+    loads, group = GroupLoad(), GroupCommit()
+    projects = [await _created(engine) for _ in range(2)]
+    changes = [_change(projects[0], "b"), _change(projects[1], "c"), _change(projects[0], "d")]
+    units = [SqlAggregateUnitOfWork(engine, group=group, loads=loads) for _ in changes]
+    async with AsyncExitStack() as stack:
+        for unit in units:
+            await stack.enter_async_context(unit)
+        # All three ask in the same turn; two of them for the same project.
+        await asyncio.gather(*(_decide(u, c) for u, c in zip(units, changes, strict=True)))
+        assert (loads.statements, loads.grouped) == (1, 3)
+        outcomes = await asyncio.gather(*(u.commit() for u in units), return_exceptions=True)
+    assert outcomes[:2] == [None, None]
+    assert isinstance(outcomes[2], ConcurrencyError)  # read version 1 too; the first won
+    assert await _project(engine, projects[0]) == (2, ["b"])
+    assert await _project(engine, projects[1]) == (2, ["c"])
+
+
+async def test_a_group_load_answers_none_for_a_missing_aggregate(
+    engine: AsyncEngine, settings: Settings
+) -> None:
+    loads = GroupLoad()
+    existing = await _created(engine)
+    connection = await asyncpg.connect(settings.database_dsn)
+    try:
+        found, missing = await asyncio.gather(
+            loads.load(connection, "project", existing),
+            loads.load(connection, "project", uuid.uuid4()),
+        )
+        alone = await loads.load(connection, "project", existing)
+    finally:
+        await connection.close()
+    assert loads.grouped == 2
+    assert found is not None
+    assert found[0] == 1
+    assert missing is None
+    assert alone == found
+    assert loads.statements == 2
+
+
+async def test_a_lost_connection_fails_every_load_of_its_group(settings: Settings) -> None:
+    loads = GroupLoad()
+    lost = await asyncpg.connect(settings.database_dsn)
+    other = await asyncpg.connect(settings.database_dsn)
+    lost.terminate()
+    try:
+        outcomes = await asyncio.gather(
+            loads.load(lost, "project", uuid.uuid4()),
+            loads.load(other, "project", uuid.uuid4()),
+            return_exceptions=True,
+        )
+    finally:
+        await other.close()
+    assert all(isinstance(outcome, asyncpg.InterfaceError) for outcome in outcomes)
