@@ -319,6 +319,7 @@ async def measure_latency(
 
     `pids` (component or server name -> pid) adds the CPU time per command of each (with its
     children) to the report; a child that starts or ends during the run counts partly.
+    The calling process stays at nice +10 afterwards (it is the load generator).
     """
     os.setpriority(os.PRIO_PROCESS, 0, LOAD_GENERATOR_NICE)
     processes = {name: psutil.Process(pid) for name, pid in (pids or {}).items()}

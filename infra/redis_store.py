@@ -16,7 +16,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from infra.turn_batch import TurnBatch
+from infra.turn_batch import TurnBatch, settle
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -81,20 +81,14 @@ class AutoPipeline:
             replies = await pipe.execute(raise_on_error=False)
         except Exception as exc:  # noqa: BLE001  (handed to every caller of this batch)
             for _, waiter in batch:
-                if not waiter.done():
-                    waiter.set_exception(exc)
+                settle(waiter, [], exc)
             return
         position = 0
         for commands, waiter in batch:
             mine = replies[position : position + len(commands)]
             position += len(commands)
-            if waiter.done():
-                continue  # the caller timed out
             failure = next((reply for reply in mine if isinstance(reply, Exception)), None)
-            if failure is not None:
-                waiter.set_exception(failure)
-            else:
-                waiter.set_result(mine)
+            settle(waiter, mine, failure)
 
 
 class RedisIngressStore:

@@ -40,3 +40,16 @@ class TurnBatch(Generic[T]):
         task = asyncio.ensure_future(self._handle(batch))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
+
+
+def settle(waiter: asyncio.Future[T], result: T, error: BaseException | None = None) -> None:
+    """Give a batch item's `waiter` its outcome, unless it has one already.
+
+    It has one when its task was cancelled, or timed out, while the batch ran.
+    """
+    if waiter.done():
+        return
+    if error is None:
+        waiter.set_result(result)
+    else:
+        waiter.set_exception(error)

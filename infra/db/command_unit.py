@@ -100,10 +100,11 @@ class KeptStateRows:
         self, aggregate_type: str, aggregate_id: uuid.UUID
     ) -> tuple[int, dict[str, Any]] | None:
         """The committed `(version, state)`, or None (read with the group's, if any)."""
-        if self._loads is not None:
-            loaded = await self._loads.load(self._connection, aggregate_type, aggregate_id)
-            return None if loaded is None else (int(loaded[0]), dict(loaded[1]))
-        row = await self._connection.fetchrow(LOAD_SQL, aggregate_type, aggregate_id)
+        row = await (
+            self._connection.fetchrow(LOAD_SQL, aggregate_type, aggregate_id)
+            if self._loads is None
+            else self._loads.load(self._connection, aggregate_type, aggregate_id)
+        )
         return None if row is None else (int(row[0]), dict(row[1]))
 
     async def insert(

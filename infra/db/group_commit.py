@@ -25,7 +25,7 @@ import asyncpg
 from infra.db.command_unit import write
 from infra.db.inbox import AlreadyAppliedError
 from infra.db.repositories import ConcurrencyError
-from infra.turn_batch import TurnBatch
+from infra.turn_batch import TurnBatch, settle
 
 if TYPE_CHECKING:
     from infra.db.command_unit import Writes
@@ -74,11 +74,11 @@ class GroupCommit:
             raise
         except Exception as exc:  # noqa: BLE001  (a lost connection: every unit's outcome)
             for _, _, done in group:
-                _settle(done, exc)
+                settle(done, None, exc)
             return
         self.grouped += len(group)
         for _, _, done in group:
-            _settle(done, None)
+            settle(done, None)
 
     async def _alone(self, waiting: _Waiting) -> None:
         driver, writes, done = waiting
@@ -89,15 +89,6 @@ class GroupCommit:
             done.cancel()
             raise
         except Exception as exc:  # noqa: BLE001  (the unit's own outcome)
-            _settle(done, exc)
+            settle(done, None, exc)
         else:
-            _settle(done, None)
-
-
-def _settle(done: asyncio.Future[None], error: Exception | None) -> None:
-    if done.done():  # the unit's task was cancelled meanwhile
-        return
-    if error is None:
-        done.set_result(None)
-    else:
-        done.set_exception(error)
+            settle(done, None)

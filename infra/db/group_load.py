@@ -21,7 +21,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from infra.db.repositories import LOAD_SQL
-from infra.turn_batch import TurnBatch
+from infra.turn_batch import TurnBatch, settle
 
 if TYPE_CHECKING:
     import asyncpg
@@ -81,9 +81,7 @@ class GroupLoad:
             raise
         except Exception as exc:  # noqa: BLE001  (a lost connection: every asker's outcome)
             for *_, loaded in asked:
-                if not loaded.done():
-                    loaded.set_exception(exc)
+                settle(loaded, None, exc)
             return
         for number, (*_, loaded) in enumerate(asked, start=1):
-            if not loaded.done():
-                loaded.set_result(found.get(number))
+            settle(loaded, found.get(number))
