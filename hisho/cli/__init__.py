@@ -9,6 +9,7 @@ import typer
 from hisho.cli import audit as audit_cli
 from hisho.cli import catalog as catalog_cli
 from hisho.cli import database as database_cli
+from hisho.cli import events as events_cli
 from hisho.cli import keys as keys_cli
 from hisho.cli import run as run_cli
 from hisho.cli import stack as stack_cli
@@ -25,6 +26,7 @@ app.add_typer(stack_cli.app, name="stack")
 app.add_typer(run_cli.app, name="run")
 app.add_typer(audit_cli.app, name="audit")
 app.add_typer(keys_cli.app, name="keys")
+app.add_typer(events_cli.app, name="events")
 catalog_cli.register(app)
 database_cli.register(app)
 up_cli.register(app)
