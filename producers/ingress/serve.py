@@ -44,6 +44,7 @@ def uvicorn_config(app: FastAPI, *, host: str, port: int) -> uvicorn.Config:
         host=host,
         port=port,
         log_level="warning",
+        log_config=None,  # its loggers go through infra.logging (one JSON object a line)
         access_log=False,
         proxy_headers=False,
         lifespan="on",
