@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     relay_poll_interval: Annotated[float, Field(gt=0, le=60)] = 0.5
     relay_notify: bool = False
     relay_confirm_window: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    relay_standbys: Annotated[int, Field(ge=0, le=8)] = 1  # hot standby relays `hisho up` runs
 
     ingress_host: str = "127.0.0.1"
     ingress_port: Port = 8080
