@@ -13,12 +13,14 @@ from fastapi.openapi.utils import get_openapi
 from events import catalog as default_catalog
 from infra.auth import JwtVerifier, Scope, SqlApiKeyStore
 from infra.db.engine import create_engine
+from infra.db.ingress_fallback import SqlIngressFallback
 from infra.redis_store import RedisIngressStore
 from infra.settings import Settings, load_settings
 from infra.telemetry import tracer_provider
 from producers.ingress.accept import CommandAcceptor
 from producers.ingress.auth import Authenticator, guard
 from producers.ingress.commands import add_command_routes
+from producers.ingress.fallback import FallbackIngressStore
 from producers.ingress.fast_path import CommandFastPath
 from producers.ingress.health import add_health_routes
 from producers.ingress.limits import BodyLimitMiddleware
@@ -35,7 +37,12 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from events import Catalog
-    from producers.ingress.ports import CommandPublisher, IngressStore, KeyStore
+    from producers.ingress.ports import (
+        CommandPublisher,
+        IngressFallback,
+        IngressStore,
+        KeyStore,
+    )
 
 
 def utc_now() -> datetime:
@@ -49,6 +56,7 @@ def create_app(
     publisher: CommandPublisher | None = None,
     key_store: KeyStore | None = None,
     redis: IngressStore | None = None,
+    fallback: IngressFallback | None = None,
     engine: AsyncEngine | None = None,
     clock: Callable[[], datetime] = utc_now,
     jwt: JwtVerifier | None = None,
@@ -69,11 +77,13 @@ def create_app(
             settings.amqp, confirm_timeout=settings.ingress_confirm_timeout
         )
         owned.append(publisher.close)
+    # Redis is the fast path; PostgreSQL keeps its records and markers while it is down.
+    store = FallbackIngressStore(redis, fallback or SqlIngressFallback(engine))
     parts = _Parts(
         settings=settings,
         publisher=publisher,
         key_store=key_store or SqlApiKeyStore(engine),
-        redis=redis,
+        redis=store,
         engine=engine,
         clock=clock,
         jwt=jwt or JwtVerifier.from_settings(settings),

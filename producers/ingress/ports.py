@@ -74,3 +74,34 @@ class IngressStore(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+
+
+class IngressFallback(Protocol):
+    """Where idempotency records and accepted markers go while Redis cannot answer.
+
+    Every method may raise `FallbackUnavailableError`.
+    """
+
+    async def claim(self, command_id: UUID, body_hash: str, *, ttl: int) -> Claim:
+        """Claim an idempotency record, or report what it (or the processor's record) holds."""
+        ...
+
+    async def held(self, command_id: UUID, body_hash: str) -> Claim | None:
+        """What a live record stands for with this body; None when there is none."""
+        ...
+
+    async def release(self, command_id: UUID) -> None:
+        """Forget an idempotency record whose publish failed."""
+
+    async def record_accepted(
+        self, command_id: UUID, command_type: str, *, ttl: int, idempotent: bool
+    ) -> None:
+        """Mark a confirmed command accepted."""
+
+    async def accepted_type(self, command_id: UUID) -> str | None:
+        """Return the type of an accepted command, or None."""
+        ...
+
+    async def holds_live_rows(self) -> bool:
+        """Whether anything unexpired is kept (that Redis may not know)."""
+        ...

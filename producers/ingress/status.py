@@ -1,4 +1,7 @@
-"""What became of a command: the processor's record in PostgreSQL, else Redis's marker."""
+"""What became of a command: the processor's record in PostgreSQL, else the accepted marker.
+
+The marker is Redis's, or the PostgreSQL fallback's while Redis is down (`fallback.py`).
+"""
 
 from __future__ import annotations
 
@@ -49,7 +52,7 @@ def database_unavailable(exc: BaseException) -> ProblemError:
 
 
 class StatusReader:
-    """Reads `command_status`; falls back to the ingress's short-lived `accepted` marker."""
+    """Reads `command_status`, then the ingress's short-lived `accepted` marker."""
 
     def __init__(self, engine: AsyncEngine, store: IngressStore) -> None:
         self._engine = engine
@@ -63,13 +66,13 @@ class StatusReader:
         try:
             command_type = await self._store.accepted_type(command_id)
         except RedisUnavailableError as exc:
-            # Without the marker "not processed yet" and "never accepted" look the same:
-            # say so rather than answer a 404 that may be wrong.
+            # Neither Redis nor its PostgreSQL fallback answered: "not processed yet" and
+            # "never accepted" look the same; say so rather than answer a 404 that may be wrong.
             raise ProblemError(
                 503,
                 "status-unavailable",
                 "Status unavailable",
-                "the command is not processed yet and the accepted-marker store is down",
+                "the command is not processed yet and the accepted-marker stores are down",
                 headers=retry_after(1),
             ) from exc
         if command_type is None:
