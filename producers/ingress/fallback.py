@@ -118,12 +118,20 @@ class FallbackIngressStore:
         self._redis_answered()
 
     async def accepted_type(self, command_id: UUID) -> str | None:
-        """Redis's marker; the fallback's when Redis fails or has none while it holds rows."""
+        """Redis's marker; the fallback's when Redis fails or has none while it holds rows.
+
+        Redis failing and the fallback without a marker raises `RedisUnavailableError`: the
+        command may have been accepted (into Redis) before the outage, so None would be a
+        404 that may be wrong.
+        """
         try:
             found = await self._redis.accepted_type(command_id)
         except RedisUnavailableError as exc:
             self._redis_failed(exc)
-            return await _or_unavailable(self._fallback.accepted_type(command_id))
+            kept = await _or_unavailable(self._fallback.accepted_type(command_id))
+            if kept is None:
+                raise
+            return kept
         self._redis_answered()
         if found is None and await self._may_hold():
             # Unreadable: a 503 (raised as Redis's error), not a 404 that may be wrong.
