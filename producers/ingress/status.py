@@ -28,11 +28,11 @@ log = structlog.get_logger("hisho.ingress")
 
 
 class CommandStatusView(BaseModel):
-    """A command's status: `accepted`, then `processed` (with its events) or `rejected`."""
+    """A command's status: `accepted`, then `processed`, `rejected` or `failed` (parked)."""
 
     command_id: UUID
     type: str
-    status: Literal["accepted", "processed", "rejected"]
+    status: Literal["accepted", "processed", "rejected", "failed"]
     result_event_ids: list[UUID] = []
     problem: dict[str, Any] | None = None
     correlation_id: UUID | None = None
