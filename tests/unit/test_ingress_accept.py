@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
 import pytest
@@ -19,7 +20,11 @@ from producers.ingress.accept import (
     command_id_for,
 )
 from producers.ingress.problems import ProblemError
+from producers.ingress.publisher import BrokerUnavailableError
 from tests.ingress_fakes import FakeCommandRecords, FakeIngressStore, FakePublisher
+
+if TYPE_CHECKING:
+    from producers.ingress.publisher import OutgoingCommand
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 ACTOR = Actor(kind=ActorKind.API_KEY, id="0123456789abcdef")
@@ -156,19 +161,42 @@ async def test_without_redis_the_processors_record_answers_a_reused_key() -> Non
     assert [m.message_id for m in publisher.published] == [str(first.command_id)]
 
 
-async def test_a_failed_publish_is_a_503_and_releases_the_key_for_the_retry() -> None:
-    publisher, store = FakePublisher(), FakeIngressStore()
+class RefusingPublisher(FakePublisher):
+    """Records every attempt, then refuses it as the broker does when it takes nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts: list[str] = []
+        self.refusing = True
+
+    async def publish(self, command: OutgoingCommand) -> None:
+        self.attempts.append(command.message_id)
+        if self.refusing:
+            raise BrokerUnavailableError("broker refused")
+        self.published.append(command)
+
+
+async def test_a_refused_publish_is_503_and_leaves_no_trace_for_the_retry() -> None:
+    publisher, store = RefusingPublisher(), FakeIngressStore()
     acceptor, plan_id = _acceptor(publisher, store), uuid4()
-    publisher.failing = True
     with pytest.raises(ProblemError) as caught:
         await acceptor.accept(_request(plan_id, key="k-4"))
     assert caught.value.problem.status == 503
+    assert caught.value.problem.type.endswith("/broker-unavailable")
     assert caught.value.headers["Retry-After"] == "1"
-    assert store.records == {}
+    [refused] = publisher.attempts  # the 503 is the broker's refusal of a real attempt
+    # Nothing says "accepted": no status marker, and the key is free again (a retry must not
+    # be answered as a replay of a command that never reached the broker).
     assert store.markers == {}
-    publisher.failing = False
+    assert store.records == {}
+    publisher.refusing = False
     retried = await acceptor.accept(_request(plan_id, key="k-4"))
-    assert [m.message_id for m in publisher.published] == [str(retried.command_id)]
+    assert retried.replayed is False
+    # The retry carries the refused attempt's id: had the refusal been wrong, the
+    # processor's inbox would still apply the command once.
+    assert publisher.attempts == [refused, str(retried.command_id)]
+    assert [m.message_id for m in publisher.published] == [refused]
+    assert store.markers == {retried.command_id: "SubmitPlan"}
 
 
 async def test_an_unconfirmed_first_try_is_republished_with_the_same_id() -> None:
