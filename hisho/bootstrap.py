@@ -1,7 +1,8 @@
 """The composition root: the only place that wires settings, servers and components together.
 
 `prepare()` makes the outside world ready (local stack, schema, topology); `up()` is
-`hisho up`: prepare, then supervise every component as its own process.
+`hisho up`: prepare, then supervise every component as its own process (the relay once more
+per hot standby) and heal the stack services it started.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from typing import TYPE_CHECKING
 import aio_pika
 import structlog
 
-from hisho.supervisor import Supervisor
+from hisho.run_status import status_path
+from hisho.stack_watch import StackWatch
+from hisho.supervisor import Supervisor, instances
 from infra.auth import SqlApiKeyStore, ensure_bootstrap_admin_key
 from infra.db.engine import create_engine
 from infra.db.migrate import upgrade_to_head
+from infra.logging import renders_json
 from infra.stack.launcher import Stack
 from infra.topology import declare_topology
 
@@ -65,9 +69,13 @@ async def _bootstrap_admin_key(settings: Settings) -> None:
         token = await ensure_bootstrap_admin_key(SqlApiKeyStore(engine))
     finally:
         await engine.dispose()
-    if token is not None:
-        log.warning("local admin API key created; it is shown only now, on stderr")
-        print(f"\nhisho: local admin API key (shown once): {token}\n", file=sys.stderr)  # noqa: T201
+    if token is None:
+        return
+    if renders_json(settings):  # JSON logs: the key is a field of one line like every other
+        log.warning("local admin API key created; it is shown only now", api_key=token)
+        return
+    log.warning("local admin API key created; it is shown only now, on stderr")
+    print(f"\nhisho: local admin API key (shown once): {token}\n", file=sys.stderr)  # noqa: T201
 
 
 async def up(settings: Settings, components: list[str]) -> int:
@@ -83,8 +91,24 @@ async def up(settings: Settings, components: list[str]) -> int:
         await prepare(settings, prepared, stop)
         if stop.is_set():
             return 0
-        return await Supervisor(components).run()  # installs its own signal handlers
+        return await _supervise(settings, components, prepared)
     finally:
         if prepared.stack is not None and prepared.started_services:
             await asyncio.to_thread(prepared.stack.down, prepared.started_services)
             log.info("stack stopped", services=prepared.started_services)
+
+
+async def _supervise(settings: Settings, components: list[str], prepared: Prepared) -> int:
+    """Run the components (and heal the stack services `prepared` started) until a signal."""
+    copies = {"relay": 1 + settings.relay_standbys}
+    supervisor = Supervisor(instances(components, copies), status_file=status_path(settings))
+    watch = None
+    if prepared.stack is not None and prepared.started_services:
+        stack_watch = StackWatch(prepared.stack, prepared.started_services)
+        watch = asyncio.create_task(stack_watch.run(supervisor.stopping))
+    try:
+        return await supervisor.run()  # installs its own signal handlers
+    finally:
+        supervisor.stopping.set()
+        if watch is not None:
+            await watch

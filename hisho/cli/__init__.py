@@ -13,6 +13,7 @@ from hisho.cli import events as events_cli
 from hisho.cli import keys as keys_cli
 from hisho.cli import run as run_cli
 from hisho.cli import stack as stack_cli
+from hisho.cli import status as status_cli
 from hisho.cli import up as up_cli
 from infra.settings import SettingsError
 
@@ -30,6 +31,7 @@ app.add_typer(events_cli.app, name="events")
 catalog_cli.register(app)
 database_cli.register(app)
 up_cli.register(app)
+status_cli.register(app)
 
 
 def main() -> None:

@@ -129,15 +129,25 @@ class Stack:
     def kill_service(self, name: str) -> bool:
         """SIGKILL one service's server process tree, like a crash; True if it was running.
 
-        RabbitMQ's epmd survives, as it would when only the broker crashes.
+        RabbitMQ's epmd survives, as it would when only the broker crashes. The pid record
+        stays, as after a real crash: `crashed()` reports the service.
         """
         with self.layout.locked():
             service = self._services[self._names([name])[0]]
-            pid_file = self.layout.pid_file(service.processes[0])
-            record = pid_file.read()
-            killed = record is not None and kill(record)
-            pid_file.remove()
-            return killed
+            record = self.layout.pid_file(service.processes[0]).read()
+            return record is not None and kill(record)
+
+    def crashed(self, services: Collection[str]) -> list[str]:
+        """Those of `services` with a recorded process that is gone (reaping it if ours).
+
+        A service stopped on purpose (`down`, `stop_service`) has no record left: not crashed.
+        """
+        processes = {name: self._services[name].processes for name in self._names(services)}
+        return [name for name, procs in processes.items() if any(map(self._gone, procs))]
+
+    def _gone(self, process: str) -> bool:
+        pid_file = self.layout.pid_file(process)
+        return pid_file.read() is not None and pid_file.live() is None
 
     def _stop(self, name: str) -> bool:
         service = self._services[name]

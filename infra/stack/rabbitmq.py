@@ -28,6 +28,12 @@ START_TIMEOUT = 120.0
 EPMD_TIMEOUT = 10.0
 CTL_TIMEOUT = 60.0
 
+# The server script runs the Erlang VM as a child of a `/bin/sh` that waits for it, unless
+# input is "allowed": then it execs the VM, so the pid we start and record *is* the server's
+# (SIGTERM stops it gracefully; a crash leaves no shell behind). No shell reads input anyway:
+# `-noinput`, and `+B i` ignores SIGINT as the script's own mode does.
+EXEC_SERVER = {"RABBITMQ_ALLOW_INPUT": "true", "RABBITMQ_SERVER_START_ARGS": "-noinput +B i"}
+
 CONFIG = """\
 # Written by `hisho stack` at every start: edit infra/stack/rabbitmq.py instead.
 loopback_users = none
@@ -51,7 +57,7 @@ log.file = false
 
 
 class RabbitMQ:
-    """The broker (`rabbitmq` process, the server script) and its epmd (`epmd` process)."""
+    """The broker (`rabbitmq` process, the Erlang VM) and its epmd (`epmd` process)."""
 
     name = "rabbitmq"
     port_key = "amqp"
@@ -140,7 +146,7 @@ class RabbitMQ:
                 log=self.layout.log("rabbitmq"),
                 probe=lambda: self.healthy(ports),
                 timeout=START_TIMEOUT,
-                env=env,
+                env=env | EXEC_SERVER,
             )
             or started
         )
