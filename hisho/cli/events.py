@@ -81,18 +81,23 @@ def event_line(body: bytes, routing_key: str) -> str:
     try:
         envelope: dict[str, Any] = json.loads(body)
         position, kind, event_id = envelope["position"], envelope["type"], envelope["id"]
-        data = json.dumps(envelope.get("data"), ensure_ascii=False, separators=(",", ":"))
     except (ValueError, KeyError, TypeError):
         return f"{'?':>6}  {routing_key}  (not an envelope: {len(body)} bytes)"
-    if len(data) > DATA_WIDTH:
-        data = data[: DATA_WIDTH - 1] + "…"
+    aggregate_id = envelope.get("aggregate_id")
     aggregate = "-"
-    if envelope.get("aggregate_id"):
-        aggregate = (
-            f"{envelope.get('aggregate_type')} {envelope['aggregate_id']}"
-            f" v{envelope.get('aggregate_version')}"
-        )
+    if aggregate_id:
+        version = envelope.get("aggregate_version")
+        aggregate = f"{envelope.get('aggregate_type')} {aggregate_id} v{version}"
+    data = short_data(envelope.get("data"), aggregate_id)
     return f"{position or '?':>6}  {kind}  {aggregate}  id {event_id}  {data}"
+
+
+def short_data(data: object, aggregate_id: object) -> str:
+    """The payload as compact JSON without the field that repeats the aggregate id, cut short."""
+    if isinstance(data, dict) and aggregate_id:
+        data = {key: value for key, value in data.items() if value != aggregate_id}
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return text if len(text) <= DATA_WIDTH else text[: DATA_WIDTH - 1] + "…"
 
 
 def json_line(body: bytes, routing_key: str) -> str:
