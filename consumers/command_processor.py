@@ -13,13 +13,19 @@ them.
   statement finds a row moved on or taken (`ConcurrencyError`), writes nothing, and the
   runtime retries the command.
 - A `DomainError` is an answer, not a failure: `rejected` + RFC 9457 problem, committed with
-  the inbox row (a redelivery does not decide again), and the message is acknowledged.
-- An undecodable or invalid message is parked with the reason (infra.consumer_runtime).
+  the inbox row (a redelivery does not decide again), and the message is acknowledged. The
+  commit itself may refuse with one (`aggregate-id-taken`: a new aggregate's id is another
+  type's); nothing of the decision was written, and the rejection is committed instead.
+- An undecodable or invalid message is parked with the reason (infra.consumer_runtime), and
+  so is a command that keeps failing; either way its status becomes `failed` with the reason
+  (consumers.parked_commands).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from enum import StrEnum
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
@@ -28,6 +34,7 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitQueue, RabbitRouter
 from opentelemetry import trace
 
 from consumers import command_handlers, workflow_handlers
+from consumers.parked_commands import record_parked
 from domain.errors import DomainError
 from events import Command, Envelope, InvalidMessageError, Message
 from events.envelope import body_sha256
@@ -127,10 +134,15 @@ async def handle_command(
             if not await uow.inbox.claim(COMMAND_PROCESSOR, envelope.id):
                 return Outcome.DUPLICATE  # a redelivery we already answered
             rejection = await _decide_and_record(envelope, uow, clock())
+            refused: DomainError | None = None
             try:
                 await uow.commit()  # state + inbox + outbox + status: one transaction
             except AlreadyAppliedError:
                 return Outcome.DUPLICATE  # a copy was applied first (the claim was optimistic)
+            except DomainError as error:  # found by writing: a new id another aggregate holds
+                rejection = refused = error
+        if refused is not None and not await _commit_rejection(envelope, uow, refused):
+            return Outcome.DUPLICATE
     if rejection is None:
         return Outcome.PROCESSED
     log.info("command rejected", command_id=str(envelope.id), code=rejection.code)
@@ -152,6 +164,24 @@ async def _decide_and_record(
     event_ids = await uow.aggregates.save(uow.outbox, MessageContext.caused_by(envelope))
     await _record(uow, envelope, CommandState.PROCESSED, event_ids=event_ids)
     return None
+
+
+async def _commit_rejection(
+    envelope: Envelope[Message], uow: CommandUnitOfWork, error: DomainError
+) -> bool:
+    """Commit the rejection the first commit refused with (nothing of that was written).
+
+    False if a copy of the command was applied meanwhile.
+    """
+    async with uow:
+        if not await uow.inbox.claim(COMMAND_PROCESSOR, envelope.id):
+            return False
+        await _record(uow, envelope, CommandState.REJECTED, problem=problem_for(error))
+        try:
+            await uow.commit()  # inbox + status only
+        except AlreadyAppliedError:
+            return False
+    return True
 
 
 async def decide(command: Message, aggregates: Aggregates, at: datetime) -> None:
@@ -210,11 +240,15 @@ def command_router(
     policy: RuntimePolicy = RUNTIME,
     prefetch: int = PREFETCH,
 ) -> RabbitRouter:
-    """A router consuming the command queue; a fresh unit of work per attempt."""
-    router = RabbitRouter(middlewares=[runtime_middleware(policy)])
+    """A router consuming `policy`'s queue (the command queue); a fresh unit of work per attempt.
+
+    A command the runtime parks is marked `failed` first (`consumers.parked_commands`).
+    """
+    recording = replace(policy, on_park=partial(record_parked, uow_factory))
+    router = RabbitRouter(middlewares=[runtime_middleware(recording)])
 
     @router.subscriber(
-        RabbitQueue(COMMAND_QUEUE, declare=False),
+        RabbitQueue(policy.queues.queue, declare=False),
         channel=Channel(prefetch_count=prefetch),
         ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=decode_envelope,

@@ -10,9 +10,11 @@ A consumer's FastStream router installs `runtime_middleware(policy)` and subscri
    the consumer's next delay queue on `hisho.retry` (`x-hisho-retries` counts the rounds),
    and acknowledges the original: the delay queue dead-letters it back after its TTL;
 3. when the error is not transient (a `ContractError` from decoding: bad JSON, unknown type,
-   wrong fields; or a bug), or the delayed rounds are spent too, publishes a copy to
-   `hisho.dead` with the consumer's parking key and the reason in `x-hisho-parked-*`
-   headers, and acknowledges the original, so one bad message never blocks the queue.
+   wrong fields; or a bug), or the delayed rounds are spent too, calls `policy.on_park`
+   (the consumer records the failure: the processor marks the command `failed`), publishes
+   a copy to `hisho.dead` with the consumer's parking key and the reason in
+   `x-hisho-parked-*` headers, and acknowledges the original, so one bad message never
+   blocks the queue. If `on_park` fails, the message waits in the last delay queue instead.
 
 The copy is published with a publisher confirm on the channel the message came from,
 before the acknowledgement: a crash in between redelivers the original, so a message is
@@ -25,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import structlog
 from aiormq import spec
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("hisho.consumer")
 
 T = TypeVar("T")
+ParkHook: TypeAlias = "Callable[[AbstractIncomingMessage, Settlement], Awaitable[None]]"
 
 PARKED_REASON_HEADER = "x-hisho-parked-reason"
 PARKED_ERROR_HEADER = "x-hisho-parked-error"
@@ -79,6 +82,9 @@ class RuntimePolicy:
     first_wait: float = 0.002
     max_wait: float = 0.1
     transient: Callable[[BaseException], bool] = is_transient
+    # Called before a message is parked (e.g. the processor marks its command `failed`); if
+    # it raises, the message is not parked yet but waits in the last delay queue.
+    on_park: ParkHook | None = None
 
 
 @dataclass(frozen=True)
@@ -182,12 +188,44 @@ class RuntimeMiddleware(BaseMiddleware):
         except Exception as exc:  # noqa: BLE001  (settling every failure is this class's job)
             raw: AbstractIncomingMessage = msg.raw_message
             settlement = settlement_for(exc, self.policy, retries_done(raw))
+        settlement = await before_parking(raw, settlement, self.policy)
         try:
             await settle(raw, settlement)
         except Exception:
             log.exception("could not settle; the message goes back to the queue")
             raise
         return None
+
+
+async def before_parking(
+    raw: AbstractIncomingMessage, settlement: Settlement, policy: RuntimePolicy
+) -> Settlement:
+    """Run the consumer's `on_park` before a message is parked; the settlement to carry out.
+
+    If `on_park` fails (the database it records in is down, say), the message is not parked
+    yet: it goes to the last delay queue and is tried again from there (parked next time if
+    it still fails and `on_park` works). With no delay queue, the error escapes and the
+    message goes back to its queue.
+    """
+    if settlement.action != "park" or policy.on_park is None:
+        return settlement
+    try:
+        await policy.on_park(raw, settlement)
+    except Exception as failure:
+        delays = policy.queues.retry_delays_ms
+        if not delays:
+            raise
+        log.warning("could not record a parking; held back", error=repr(failure))
+        reason = f"parking held back ({type(failure).__name__}: {failure}): {settlement.reason}"
+        key = policy.queues.retry_routing_key(delays[-1])
+        return replace(
+            settlement,
+            action="retry",
+            exchange=RETRY_EXCHANGE,
+            routing_key=key,
+            reason=reason[:_MAX_REASON],
+        )
+    return settlement
 
 
 async def settle(raw: AbstractIncomingMessage, settlement: Settlement) -> None:

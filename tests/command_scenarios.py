@@ -158,4 +158,48 @@ async def rejection_is_decided_once(driver: CommandDriver) -> None:
     assert await driver.events_caused_by(envelope.id) == []
 
 
-SCENARIOS = (approval_flow, redelivery_has_one_effect, rejection_is_decided_once)
+async def an_id_of_another_aggregate_type_is_rejected(driver: CommandDriver) -> None:
+    """A new aggregate whose id is another type's: `aggregate-id-taken` (409), nothing kept."""
+    policy = ApprovalPolicy(approvers=("alice",), required_approvals=1)
+    project_id = uuid.uuid4()
+    await processed(driver, CreateProject(project_id=project_id, name="Taken", policy=policy))
+    step = HumanStep(step_id=uuid.uuid4(), title="t", assignee="alice", instructions="do")
+    colliding: tuple[tuple[Command, str], ...] = (
+        (DraftPlan(plan_id=project_id, project_id=project_id, title="T", steps=(step,)), "plan"),
+        (
+            RegisterPersona(
+                persona_id=project_id,
+                name="Aiko",
+                role="writer",
+                provider="fake",
+                model="fake-1",
+                system_prompt="Write well.",
+            ),
+            "persona",
+        ),
+    )
+    for data, new_type in colliding:
+        envelope = command_envelope(data)
+        await driver.send(envelope)
+        status = await driver.outcome(envelope.id)
+        assert status.status is CommandState.REJECTED
+        assert status.problem is not None
+        assert status.problem["code"] == "aggregate-id-taken"
+        assert status.problem["type"] == "https://hisho.dev/problems/aggregate-id-taken"
+        assert status.problem["status"] == 409
+        assert status.problem["detail"] == (
+            f"{project_id} is the id of a project: a new {new_type} needs an id no aggregate has"
+        )
+        assert await driver.events_caused_by(envelope.id) == []
+    # The project is untouched and usable: a plan of its own is drafted as usual.
+    await processed(
+        driver, DraftPlan(plan_id=uuid.uuid4(), project_id=project_id, title="T", steps=(step,))
+    )
+
+
+SCENARIOS = (
+    approval_flow,
+    redelivery_has_one_effect,
+    rejection_is_decided_once,
+    an_id_of_another_aggregate_type_is_rejected,
+)

@@ -25,12 +25,18 @@ STATUS_COLUMNS = (
     "command_id, type, status, result_event_ids, problem, correlation_id, actor, body_sha256"
 )
 # What an upsert of a status row replaces (after `INSERT INTO command_status (...) <rows>`).
+# An outcome only moves forward: accepted -> failed -> processed | rejected. A decided
+# command (processed, rejected) is never marked failed (a copy of it parked later), nor is a
+# failed one marked accepted again; a re-drive that succeeds replaces `failed`.
+# `accepted_at` is never replaced.
 ON_CONFLICT_REPLACE = (
     " ON CONFLICT (command_id) DO UPDATE SET"
     " type = excluded.type, status = excluded.status,"
     " result_event_ids = excluded.result_event_ids, problem = excluded.problem,"
     " correlation_id = excluded.correlation_id, actor = excluded.actor,"
     " body_sha256 = excluded.body_sha256, updated_at = now()"
+    " WHERE command_status.status NOT IN ('processed', 'rejected')"
+    " AND (excluded.status <> 'accepted' OR command_status.status = 'accepted')"
 )
 # On a unit of work's raw asyncpg connection (asyncpg prepares it once per connection);
 # only fixed column names are formatted in.
@@ -47,6 +53,7 @@ class CommandState(StrEnum):
     ACCEPTED = "accepted"
     PROCESSED = "processed"
     REJECTED = "rejected"
+    FAILED = "failed"  # parked by the runtime (problem: why); a re-drive may still decide it
 
 
 @dataclass(frozen=True)

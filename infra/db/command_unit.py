@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Self
 import asyncpg
 
 from infra.clock import Clock, utc_now
+from infra.db.aggregate_ids import is_id_taken, taken_error
 from infra.db.command_status import (
     GET_SQL,
     ON_CONFLICT_REPLACE,
@@ -251,7 +252,8 @@ async def write(driver: asyncpg.Connection, units: Sequence[Writes]) -> None:
     """Write `units` in one statement; nothing of them if it raises.
 
     `AlreadyAppliedError` if a claimed message was applied already, `ConcurrencyError` if a
-    read went stale (with one unit: that unit's; with several: any of them).
+    read went stale, `AggregateIdTakenError` if a new aggregate's id is another type's (with
+    one unit: that unit's; with several: any of them).
     """
     try:
         await driver.fetchval(COMMIT_SQL, *commit_params(units))
@@ -260,6 +262,9 @@ async def write(driver: asyncpg.Connection, units: Sequence[Writes]) -> None:
             raise AlreadyAppliedError(str(exc)) from exc
         if exc.sqlstate == STALE_SQLSTATE:
             raise ConcurrencyError(str(exc)) from exc
+        if is_id_taken(exc):
+            created = [(kind, key) for unit in units for kind, key, *_ in unit.created]
+            raise await taken_error(driver, exc, created) from exc
         raise
 
 

@@ -9,10 +9,10 @@ nothing. (PostgreSQL's `commit_delay` groups WAL flushes only; this also saves t
 and statements.)
 
 All or nothing stays per statement: if the group's statement fails because of one unit (a
-claim already applied, a stale read, a command twice in one group), nothing of it was
-written, and each unit is committed again on its own (in the order they asked), so each gets
-its own outcome. A lost connection fails every unit of the group alike (transient: the
-runtime retries them).
+claim already applied, a stale read, an id another aggregate holds, a command twice in one
+group), nothing of it was written, and each unit is committed again on its own (in the order
+they asked), so each gets its own outcome. A lost connection fails every unit of the group
+alike (transient: the runtime retries them).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
+from infra.db.aggregate_ids import AggregateIdTakenError
 from infra.db.command_unit import write
 from infra.db.inbox import AlreadyAppliedError
 from infra.db.repositories import ConcurrencyError
@@ -61,9 +62,14 @@ class GroupCommit:
         self.statements += 1
         try:
             await write(group[0][0], [writes for _, writes, _ in group])
-        except (AlreadyAppliedError, ConcurrencyError, asyncpg.PostgresError):
-            # PostgreSQL refused the group (one unit's claim or read, a command twice in
-            # it, ...): nothing was written; each unit goes again on its own, in the order
+        except (
+            AlreadyAppliedError,
+            ConcurrencyError,
+            AggregateIdTakenError,
+            asyncpg.PostgresError,
+        ):
+            # PostgreSQL refused the group (one unit's claim, read or new id, a command twice
+            # in it, ...): nothing was written; each unit goes again on its own, in the order
             # they asked, so the first of two rivals wins as it would have alone.
             for waiting in group:
                 await self._alone(waiting)

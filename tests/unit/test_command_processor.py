@@ -22,6 +22,7 @@ from infra.db.repositories import Aggregates, ConcurrencyError
 from infra.message_context import MessageContext
 from tests.command_scenarios import ACTOR, SCENARIOS, command_envelope
 from tests.fakes import FakeAggregateUnitOfWork
+from tests.processor_fakes import FakeProcessorUnitOfWork
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -37,7 +38,7 @@ class FakeDriver:
     """Runs `handle_command` directly on one in-memory unit of work."""
 
     def __init__(self) -> None:
-        self.uow = FakeAggregateUnitOfWork()
+        self.uow: FakeAggregateUnitOfWork = FakeProcessorUnitOfWork()
         self.outcomes: list[Outcome] = []
 
     async def send(self, envelope: Envelope[Message]) -> None:
