@@ -140,11 +140,11 @@ async def test_with_redis_unreachable_one_key_still_gives_one_command_id(
     assert (first.status_code, again.status_code) == (202, 202)
     command_id = first.json()["command_id"]
     assert again.json()["command_id"] == command_id
-    # Published twice with one id: the processor's inbox applies it once.
-    assert [env["id"] for env in published] == [command_id, command_id]
-    # Without the accepted marker the ingress cannot tell "not processed yet" from "unknown".
-    assert status.status_code == 503
-    assert status.json()["type"] == "https://hisho.dev/problems/status-unavailable"
+    # The key and the accepted marker were kept in PostgreSQL: replayed, published once.
+    assert again.headers["idempotent-replayed"] == "true"
+    assert [env["id"] for env in published] == [command_id]
+    assert status.status_code == 200
+    assert status.json()["status"] == "accepted"
 
 
 async def test_with_redis_unreachable_the_processors_record_answers_a_reused_key(
