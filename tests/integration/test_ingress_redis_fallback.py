@@ -231,6 +231,8 @@ async def test_with_redis_back_and_empty_the_outages_keys_hold_and_new_keys_are_
     assert await _kept(engine, later_id) == (None, None)
     async with Redis.from_url(private_redis.url) as direct:
         assert await direct.get(f"hisho:ingress:cmd:{later_id}") == b"SubmitPlan"
-        assert (await direct.get(f"hisho:ingress:idem:{later_id}")).endswith(b":published")
+        record = await direct.get(f"hisho:ingress:idem:{later_id}")
+    assert isinstance(record, bytes)
+    assert record.endswith(b":published")
     ids = [during.json()["command_id"], fresh.json()["command_id"], later_id]
     assert [env["id"] for env in published] == ids
