@@ -1,0 +1,274 @@
+"""Parking on the real broker and database: a parked command says `failed` at its status URL.
+
+Whatever parks it (a body the catalog refuses, a bug, transient errors outlasting the whole
+retry ladder), the command's status row becomes `failed` with the parking reason; a re-drive
+that succeeds replaces it; a parked copy of a command already answered leaves the answer.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, cast
+
+import aio_pika
+
+from consumers.command_processor import RUNTIME, command_broker, command_router
+from events import catalog
+from events.project import ApprovalPolicy, CreateProject
+from infra.consumer_runtime import (
+    PARKED_REASON_HEADER,
+    RETRIES_HEADER,
+    RETRY_REASON_HEADER,
+    RuntimePolicy,
+)
+from infra.db.command_status import CommandState
+from infra.topology import (
+    COMMAND_PROCESSOR,
+    COMMANDS_EXCHANGE,
+    DEAD_EXCHANGE,
+    RETRY_EXCHANGE,
+    ConsumerQueues,
+    declare_queues,
+)
+from tests.command_scenarios import command_envelope
+from tests.processor_support import (
+    CountingUnitOfWork,
+    Deliveries,
+    backlog_worked_off,
+    command_status,
+    eventually,
+    headers_of,
+    publish,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from aio_pika.abc import AbstractMessage, AbstractQueue, AbstractRobustConnection
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from events import Envelope, Message
+    from infra.db.command_status import CommandStatus
+    from infra.db.command_unit import KeptInbox
+    from infra.settings import Settings
+
+POLICY = ApprovalPolicy(approvers=("alice",), required_approvals=1)
+
+
+class FailingUnitOfWork(CountingUnitOfWork):
+    """The real unit of work whose inbox claim raises `failures[id]` for chosen messages.
+
+    `failures` maps a message id to (error, times); times < 0 fails every time. `attempts`
+    counts claims per message.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        failures: dict[uuid.UUID, tuple[Exception, int]],
+        attempts: dict[uuid.UUID, int],
+    ) -> None:
+        super().__init__(engine, Deliveries())
+        self._failures = failures
+        self._attempts = attempts
+
+    @property
+    def inbox(self) -> KeptInbox:
+        inner, failures, attempts = super().inbox, self._failures, self._attempts
+
+        class Failing:
+            async def claim(self, consumer: str, message_id: uuid.UUID) -> bool:
+                attempts[message_id] = attempts.get(message_id, 0) + 1
+                error, times = failures.get(message_id, (None, 0))
+                if error is not None and times != 0:
+                    failures[message_id] = (error, times - 1)
+                    raise error
+                return await inner.claim(consumer, message_id)
+
+        return cast("KeptInbox", Failing())
+
+
+@asynccontextmanager
+async def processor(
+    settings: Settings,
+    factory: Callable[[], CountingUnitOfWork],
+    policy: RuntimePolicy = RUNTIME,
+) -> AsyncIterator[None]:
+    """The real router in this process, consuming `policy`'s queue."""
+    broker = command_broker(settings.amqp, command_router(factory, policy=policy))
+    async with broker:
+        await broker.start()
+        if policy.queues.queue == RUNTIME.queues.queue:
+            await backlog_worked_off(settings)
+        yield
+
+
+@asynccontextmanager
+async def tap(
+    amqp: AbstractRobustConnection, exchange: str, keys: tuple[str, ...]
+) -> AsyncIterator[AbstractQueue]:
+    """A private queue seeing what is published to `exchange` with `keys`."""
+    channel = await amqp.channel()
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    for key in keys:
+        await queue.bind(exchange, key)
+    try:
+        yield queue
+    finally:
+        await channel.close()
+
+
+async def copy_of(queue: AbstractQueue, message_id: str) -> AbstractMessage:
+    """The next copy of `message_id` in `queue` (others' messages are skipped)."""
+
+    async def find() -> AbstractMessage:
+        while (message := await queue.get(fail=False, no_ack=True)) is not None:
+            if message.message_id == message_id:
+                return message
+        raise AssertionError(f"no copy of {message_id} yet")
+
+    return await eventually(find)
+
+
+async def final_status(engine: AsyncEngine, command_id: uuid.UUID, state: str) -> CommandStatus:
+    async def reached() -> CommandStatus:
+        status = await command_status(engine, command_id)
+        assert status is not None, "no status row yet"
+        assert status.status == state, status
+        return status
+
+    return await eventually(reached)
+
+
+def project_command() -> Envelope[Message]:
+    return command_envelope(CreateProject(project_id=uuid.uuid4(), name="P", policy=POLICY))
+
+
+def with_extra_field(envelope: Envelope[Message]) -> bytes:
+    doc = json.loads(catalog.encode(envelope))
+    doc["data"]["colour"] = "red"
+    return json.dumps(doc).encode()
+
+
+async def test_an_invalid_command_parked_is_failed_with_the_reason(
+    settings: Settings, amqp: AbstractRobustConnection, engine: AsyncEngine
+) -> None:
+    envelope = project_command()
+    async with (
+        tap(amqp, DEAD_EXCHANGE, (COMMAND_PROCESSOR,)) as parked,
+        processor(settings, lambda: FailingUnitOfWork(engine, {}, {})),
+    ):
+        await publish(
+            amqp, with_extra_field(envelope), routing_key=envelope.type, message_id=str(envelope.id)
+        )
+        copy = await copy_of(parked, str(envelope.id))
+        status = await final_status(engine, envelope.id, CommandState.FAILED)
+    reason = headers_of(copy)[PARKED_REASON_HEADER]
+    assert reason.startswith("invalid message: CreateProject.colour: Extra inputs")
+    assert status.type == "CreateProject"
+    assert status.problem is not None
+    assert status.problem["code"] == "command-parked"
+    assert status.problem["detail"] == reason
+    assert status.problem["error"] == "InvalidMessageError"
+    assert status.accepted_at is not None
+    assert status.result_event_ids == ()
+
+
+async def test_a_command_parked_by_a_bug_is_failed_and_a_redrive_processes_it(
+    settings: Settings, amqp: AbstractRobustConnection, engine: AsyncEngine
+) -> None:
+    envelope = project_command()
+    failures = {envelope.id: (cast("Exception", RuntimeError("bug")), 1)}
+    async with (
+        tap(amqp, DEAD_EXCHANGE, (COMMAND_PROCESSOR,)) as parked,
+        processor(settings, lambda: FailingUnitOfWork(engine, failures, {})),
+    ):
+        await publish(
+            amqp, catalog.encode(envelope), routing_key=envelope.type, message_id=str(envelope.id)
+        )
+        copy = await copy_of(parked, str(envelope.id))
+        failed = await final_status(engine, envelope.id, CommandState.FAILED)
+        assert failed.problem is not None
+        assert failed.problem["detail"] == "unexpected error: RuntimeError: bug"
+        assert failed.body_sha256 is not None  # the ingress can still compare a reused key
+        # An operator re-drives the parked message; the bug is gone now.
+        await publish(amqp, copy.body, routing_key=envelope.type, message_id=str(envelope.id))
+        processed = await final_status(engine, envelope.id, CommandState.PROCESSED)
+    assert processed.problem is None
+    assert len(processed.result_event_ids) == 1
+    assert processed.accepted_at == failed.accepted_at
+
+
+async def test_a_parked_copy_of_an_answered_command_leaves_its_answer(
+    settings: Settings, amqp: AbstractRobustConnection, engine: AsyncEngine
+) -> None:
+    envelope = project_command()
+    async with (
+        tap(amqp, DEAD_EXCHANGE, (COMMAND_PROCESSOR,)) as parked,
+        processor(settings, lambda: FailingUnitOfWork(engine, {}, {})),
+    ):
+        await publish(
+            amqp, catalog.encode(envelope), routing_key=envelope.type, message_id=str(envelope.id)
+        )
+        answered = await final_status(engine, envelope.id, CommandState.PROCESSED)
+        await publish(
+            amqp, with_extra_field(envelope), routing_key=envelope.type, message_id=str(envelope.id)
+        )
+        await copy_of(parked, str(envelope.id))  # parked only after its on_park ran
+    after = await command_status(engine, envelope.id)
+    assert after == answered
+
+
+async def test_a_command_failing_every_time_climbs_the_whole_ladder_then_is_parked_failed(
+    settings: Settings, amqp: AbstractRobustConnection, engine: AsyncEngine
+) -> None:
+    # A consumer queue of its own with short delays; the real router and runtime consume it.
+    queues = ConsumerQueues(
+        consumer=f"ladder_{uuid.uuid4().hex[:12]}",
+        source=COMMANDS_EXCHANGE,
+        retry_delays_ms=(100, 200, 300),
+    )
+    policy = RuntimePolicy(
+        queues=queues, attempts=3, first_wait=0.001, max_wait=0.005, transient=RUNTIME.transient
+    )
+    channel = await amqp.channel()
+    await declare_queues(channel, queues)
+    envelope = project_command()
+    failures = {envelope.id: (cast("Exception", ConnectionResetError("database went away")), -1)}
+    attempts: dict[uuid.UUID, int] = {}
+    keys = tuple(queues.retry_routing_key(d) for d in queues.retry_delays_ms)
+    try:
+        async with (
+            tap(amqp, RETRY_EXCHANGE, keys) as retried,
+            processor(settings, lambda: FailingUnitOfWork(engine, failures, attempts), policy),
+        ):
+            message = aio_pika.Message(catalog.encode(envelope), message_id=str(envelope.id))
+            await channel.default_exchange.publish(message, routing_key=queues.queue)
+            parked = await eventually(lambda: _one(channel, queues.parked))
+            status = await final_status(engine, envelope.id, CommandState.FAILED)
+            rounds = [await copy_of(retried, str(envelope.id)) for _ in keys]
+    finally:
+        for name in (queues.queue, queues.parked, *map(queues.retry_queue, queues.retry_delays_ms)):
+            await channel.queue_delete(name)
+        await channel.close()
+    assert [(m.routing_key, headers_of(m)[RETRIES_HEADER]) for m in rounds] == [
+        (key, n) for n, key in enumerate(keys, start=1)
+    ]
+    assert {headers_of(m)[RETRY_REASON_HEADER] for m in rounds} == {
+        "ConnectionResetError: database went away"
+    }
+    assert attempts[envelope.id] == policy.attempts * (1 + len(keys))  # in-process, each round
+    reason = "gave up after 3 delayed retries: ConnectionResetError: database went away"
+    assert headers_of(parked)[PARKED_REASON_HEADER] == reason
+    assert headers_of(parked)[RETRIES_HEADER] == len(keys)
+    assert status.problem is not None
+    assert status.problem["detail"] == reason
+    assert status.problem["error"] == "ConnectionResetError"
+
+
+async def _one(channel: aio_pika.abc.AbstractChannel, queue_name: str) -> AbstractMessage:
+    message = await (await channel.get_queue(queue_name)).get(fail=False, no_ack=True)
+    assert message is not None, f"nothing in {queue_name} yet"
+    return message
