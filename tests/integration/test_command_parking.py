@@ -46,7 +46,7 @@ from tests.processor_support import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from aio_pika.abc import AbstractMessage, AbstractQueue, AbstractRobustConnection
+    from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from events import Envelope, Message
@@ -120,10 +120,10 @@ async def tap(
         await channel.close()
 
 
-async def copy_of(queue: AbstractQueue, message_id: str) -> AbstractMessage:
+async def copy_of(queue: AbstractQueue, message_id: str) -> AbstractIncomingMessage:
     """The next copy of `message_id` in `queue` (others' messages are skipped)."""
 
-    async def find() -> AbstractMessage:
+    async def find() -> AbstractIncomingMessage:
         while (message := await queue.get(fail=False, no_ack=True)) is not None:
             if message.message_id == message_id:
                 return message
@@ -268,7 +268,7 @@ async def test_a_command_failing_every_time_climbs_the_whole_ladder_then_is_park
     assert status.problem["error"] == "ConnectionResetError"
 
 
-async def _one(channel: aio_pika.abc.AbstractChannel, queue_name: str) -> AbstractMessage:
+async def _one(channel: aio_pika.abc.AbstractChannel, queue_name: str) -> AbstractIncomingMessage:
     message = await (await channel.get_queue(queue_name)).get(fail=False, no_ack=True)
     assert message is not None, f"nothing in {queue_name} yet"
     return message
