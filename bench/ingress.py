@@ -1,65 +1,124 @@
-"""Ingress benchmark: accepted commands/s of the ingress vs a bare FastAPI endpoint (issue 5),
-then HTTP-accepted -> processed latency (bench/processor_latency.py).
+"""Ingress benchmark: the ingress vs a bare FastAPI endpoint at saturation, driven by `wrk`
+(issue 13), then HTTP-accepted -> processed latency (bench/processor_latency.py).
 
-    .venv/bin/python bench/ingress.py [--requests 2000] [--concurrency 32] [--rounds 3]
+    .venv/bin/python bench/ingress.py [--seconds 10] [--rounds 1] [--connections 32]
                                        [--rate 300] [--duration 30] [--skip-latency]
 
-Both servers run at the same time, each in its own process with the same uvicorn settings
-(`_uvicorn_config`); the same load generator (httpx, N keep-alive connections to 127.0.0.1,
-a bounded count per run) drives them in alternating rounds, so a drift in the machine's load
-hits both alike. Reported per target: the median 202/s over the rounds, request latency, and
-the server process's CPU time per request (steadier than wall time on a busy machine).
-Target: ingress/bare >= 0.6. Services come from HISHO_*_URL or the local stack.
+The load generator is `wrk` (C, one thread, keep-alive; Debian's package, installed with
+`apt-get install -y wrk` when missing and run as root), with a Lua script that POSTs a fresh
+`SubmitPlan` with the bench's API key: at tens of microseconds of CPU per request it is not
+the bottleneck, so each server runs at saturation. The bare endpoint (`--serve bare`) and
+`hisho run ingress` run in their own processes on uvloop with the same uvicorn settings, on
+127.0.0.1, one at a time under load (a warm-up first, then `--seconds` each, alternating for
+`--rounds`). Reported per server: 202/s, latency, errors, server CPU per request (psutil) and
+CPU x rate (cores used: ~1 at saturation of one process), and wrk's own CPU; then the
+throughput ratio and the CPU-per-request ratio, ingress/bare (target >= 0.6 for both).
+
+Everything runs in a private database and vhost created for the run and dropped after it
+(tests/isolation.py), on the servers HISHO_*_URL or the local stack name.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import itertools
 import os
-import socket
-import statistics
+import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from string import Template
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
-import httpx
-import psutil
-import uvicorn
-from fastapi import FastAPI
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/ingress.py`
 
-from infra.auth import Scope, SqlApiKeyStore
-from infra.db.engine import create_engine
-from infra.db.migrate import upgrade_to_head
-from infra.settings import Settings, load_settings
+from bench.ingress_report import Measured, WrkResult, parse_wrk, report
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGET_RATIO = 0.6
+WRK_INSTALL = ["apt-get", "install", "-y", "wrk"]
+WARMUP_SECONDS = 2
+PATH = "/v1/commands/SubmitPlan"
+BENCH_REDIS_DB = 14  # not the user's (0) nor the test session's (15)
+
+LUA = Template("""\
+-- written by bench/ingress.py: POST a fresh SubmitPlan with the bench's API key
+wrk.method = "POST"
+wrk.headers["Authorization"] = "Bearer $token"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, nil, string.format('{"plan_id":"$prefix-%012x"}', n))
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("hisho-bench requests=%d duration_us=%d status_errors=%d "
+    .. "connect_errors=%d read_errors=%d write_errors=%d timeouts=%d p50_us=%d p99_us=%d\\n",
+    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+""")
+
+
+# --- wrk
+
+
+def ensure_wrk() -> str:
+    """The wrk binary; installed from Debian's packages when missing and root."""
+    if found := shutil.which("wrk"):
+        return found
+    if os.geteuid() != 0:
+        raise SystemExit(f"bench: wrk is missing; install it with: sudo {' '.join(WRK_INSTALL)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    print(f"bench: installing wrk: {' '.join(WRK_INSTALL)}", flush=True)
+    if subprocess.run(WRK_INSTALL, env=env, check=False).returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env, check=True)
+        subprocess.run(WRK_INSTALL, env=env, check=True)
+    if found := shutil.which("wrk"):
+        return found
+    raise SystemExit("bench: wrk was installed but is not on PATH")
+
+
+def wrk_script(token: str) -> str:
+    """The Lua script: method, headers, a unique plan id per request, a parseable summary."""
+    prefix = str(uuid4())[:23]  # 8-4-4-4 of a random v4 UUID; the counter fills the last 12
+    return LUA.substitute(token=token, prefix=prefix)
+
+
+def wrk_command(wrk: str, script: Path, url: str, connections: int, seconds: int) -> list[str]:
+    """One wrk run: one thread, `connections` keep-alive connections, `seconds` long."""
+    return [
+        wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+        "-s", str(script), f"{url}{PATH}",
+    ]  # fmt: skip
+
+
+def run_wrk(command: list[str]) -> tuple[WrkResult, float]:
+    """Run wrk to its end; its result and the CPU seconds it used (reaped child rusage)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"bench: wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return parse_wrk(done.stdout), cpu
 
 
 # --- the servers under test
 
 
-def _uvicorn_config(app: FastAPI, port: int) -> uvicorn.Config:
-    """One uvicorn configuration for both servers, the ingress's own, so only the app differs."""
-    from producers.ingress.serve import uvicorn_config  # noqa: PLC0415  (after sys.path)
-
-    return uvicorn_config(app, host="127.0.0.1", port=port)
-
-
-def bare_app() -> FastAPI:
+def bare_app() -> Any:  # noqa: ANN401  (a FastAPI app; fastapi is imported in the server only)
     """The baseline: a FastAPI endpoint that parses the JSON body and answers 202."""
+    from fastapi import FastAPI  # noqa: PLC0415
+
     app = FastAPI()
 
     @app.post("/v1/commands/{command_type}", status_code=202)
@@ -74,191 +133,152 @@ def bare_app() -> FastAPI:
     return app
 
 
-def _serve(kind: str, port: int) -> None:
-    if kind == "bare":
-        app = bare_app()
-    else:
-        from producers.ingress import create_app  # noqa: PLC0415
+def serve_bare(port: int) -> None:
+    """Serve the baseline as `hisho run ingress` serves the ingress: uvloop, same config."""
+    import uvicorn  # noqa: PLC0415
+    import uvloop  # noqa: PLC0415
 
-        app = create_app(settings=load_settings())
-    asyncio.run(uvicorn.Server(_uvicorn_config(app, port)).serve())
+    from producers.ingress.serve import uvicorn_config  # noqa: PLC0415
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "HISHO_AMQP_URL": settings.amqp,
-        "HISHO_DATABASE_URL": settings.database_dsn,
-        "HISHO_REDIS_URL": settings.redis,
-        "HISHO_INGRESS_RATE_LIMIT": "100000000",
-        "HISHO_LOG_LEVEL": "warning",
-        "PYTHONPATH": str(ROOT),
-    }
+    uvloop.run(uvicorn.Server(uvicorn_config(bare_app(), host="127.0.0.1", port=port)).serve())
 
 
 @dataclass
 class Server:
-    """A server under test: its URL and its process (for CPU time)."""
+    """A server under test: its name, URL and process id (for its CPU time)."""
 
     kind: str
     url: str
-    process: psutil.Process
+    pid: int
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the server process has used so far."""
-        times = self.process.cpu_times()
+        import psutil  # noqa: PLC0415
+
+        times = psutil.Process(self.pid).cpu_times()
         return float(times.user + times.system)
 
 
 @contextlib.contextmanager
-def server(kind: str, settings: Settings) -> Iterator[Server]:
-    """Run the bare app or the ingress in its own process; yield it once it is ready."""
-    port = _free_port()
-    args = [sys.executable, __file__, "--serve", kind, "--port", str(port)]
-    process = subprocess.Popen(args, env=_env(settings), cwd=ROOT)
+def bare_server(env: dict[str, str]) -> Iterator[Server]:
+    """Run the bare endpoint in its own process; yield it once it answers."""
+    import httpx  # noqa: PLC0415
+
+    from tests.components_support import free_port  # noqa: PLC0415
+
+    port = free_port()
+    args = [sys.executable, __file__, "--serve", "bare", "--port", str(port)]
+    process = subprocess.Popen(args, env=env, cwd=ROOT)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                     break
             time.sleep(0.1)
         else:
-            raise SystemExit(f"{kind} server did not become ready")
-        yield Server(kind, url, psutil.Process(process.pid))
+            raise SystemExit("bench: the bare server did not start")
+        yield Server("bare", url, process.pid)
     finally:
         process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.wait(timeout=20)
 
 
-# --- the load generator
+@contextlib.contextmanager
+def private_resources() -> Iterator[None]:
+    """Point HISHO_*_URL at a database and vhost of the run's own; drop them afterwards."""
+    from tests.isolation import TestResources, user_servers  # noqa: PLC0415
 
-
-@dataclass
-class Run:
-    """What one load run against one server measured."""
-
-    sent: int = 0
-    accepted: int = 0
-    seconds: float = 0.0
-    cpu_seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-
-    @property
-    def per_second(self) -> float:
-        """Accepted commands per second."""
-        return self.accepted / self.seconds if self.seconds else 0.0
-
-
-async def load(target: Server, token: str, count: int, concurrency: int) -> Run:
-    """POST `count` SubmitPlan commands over `concurrency` connections; count the 202s."""
-    run, numbers = Run(), itertools.count()
-    headers = {"Authorization": f"Bearer {token}"}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=target.url, limits=limits, timeout=30) as client:
-
-        async def post() -> int:
-            body = {"plan_id": str(uuid4())}
-            response = await client.post("/v1/commands/SubmitPlan", json=body, headers=headers)
-            return response.status_code
-
-        async def worker() -> None:
-            while next(numbers) < count:
-                started = time.perf_counter()
-                status = await post()
-                run.latencies.append(time.perf_counter() - started)
-                run.sent += 1
-                run.accepted += status == 202
-
-        await asyncio.gather(*(post() for _ in range(concurrency)))  # warm the connections
-        cpu, started = target.cpu_seconds(), time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        run.seconds = time.perf_counter() - started
-        run.cpu_seconds = target.cpu_seconds() - cpu
-    return run
-
-
-def _ms(values: list[float], quantile: float) -> float:
-    ordered = sorted(values)
-    return 1000 * ordered[min(len(ordered) - 1, int(quantile * len(ordered)))] if values else 0.0
-
-
-def report(runs: dict[str, list[Run]]) -> None:
-    """Print one row per target (medians over the rounds) and the ratio."""
-    columns = ("runs", "202", "202/s", "p50 ms", "p99 ms", "cpu us/req")
-    print(f"{'target':8} " + " ".join(f"{name:>10}" for name in columns))
-    rates: dict[str, float] = {}
-    for kind, kind_runs in runs.items():
-        rates[kind] = statistics.median(run.per_second for run in kind_runs)
-        latencies = [latency for run in kind_runs for latency in run.latencies]
-        accepted = sum(run.accepted for run in kind_runs)
-        cpu = sum(run.cpu_seconds for run in kind_runs) / max(1, sum(r.sent for r in kind_runs))
-        print(
-            f"{kind:8} {len(kind_runs):>10} {accepted:>10} {rates[kind]:>10.0f} "
-            f"{_ms(latencies, 0.5):>10.1f} {_ms(latencies, 0.99):>10.1f} {cpu * 1e6:>10.0f}"
-        )
-    per_round = [i.per_second / b.per_second for b, i in zip(*runs.values(), strict=True)]
-    ratio = rates["ingress"] / rates["bare"] if rates["bare"] else 0.0
-    verdict = "meets" if ratio >= TARGET_RATIO else "MISSES"
-    rounds = ", ".join(f"{value:.2f}" for value in per_round)
-    print(f"ratio ingress/bare: {ratio:.2f} (rounds: {rounds}) - {verdict} the >= 0.6 target")
-
-
-async def _token(settings: Settings) -> str:
-    await upgrade_to_head(settings)
-    engine = create_engine(settings, pool_size=1)
+    servers = user_servers()
+    resources = TestResources.create(servers)
+    saved = dict(os.environ)
+    os.environ.update(resources.environment())
+    os.environ["HISHO_REDIS_URL"] = f"{servers.redis.rsplit('/', 1)[0]}/{BENCH_REDIS_DB}"
     try:
-        issued = await SqlApiKeyStore(engine).create(scopes=[Scope.COMMANDS_WRITE], name="bench")
+        yield
     finally:
-        await engine.dispose()
-    return issued.token
+        os.environ.clear()
+        os.environ.update(saved)
+        resources.drop()
 
 
-def throughput(settings: Settings, args: argparse.Namespace) -> None:
-    """Alternate the same load between the two servers for `rounds` rounds; report."""
-    token = asyncio.run(_token(settings))
-    runs: dict[str, list[Run]] = {"bare": [], "ingress": []}
-    with server("bare", settings) as bare, server("ingress", settings) as ingress:
+@contextlib.contextmanager
+def ingress_server(log_dir: Path) -> Iterator[tuple[dict[str, str], str, Server]]:
+    """`hisho run ingress` on a migrated database and declared topology; with a key."""
+    from tests.components_support import components, free_port  # noqa: PLC0415
+    from tests.ingress_support import cli_key, hisho_cli  # noqa: PLC0415
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "HISHO_INGRESS_PORT": str(port),
+        "HISHO_INGRESS_RATE_LIMIT": "100000000",
+        "HISHO_LOG_LEVEL": "warning",
+        "PYTHONPATH": str(ROOT),
+    }
+    hisho_cli(env, "migrate")
+    hisho_cli(env, "topology")
+    _, token = cli_key(env, "commands:write")
+    with components(env, log_dir, ("ingress",)) as running:
+        pid = running.processes["ingress"].pid
+        yield env, token, Server("ingress", f"http://127.0.0.1:{port}", pid)
+
+
+# --- the measurement
+
+
+def measure(target: Server, command: list[str], seconds: int) -> Measured:
+    """One wrk run against `target`, with the server's and wrk's CPU over it."""
+    cpu = target.cpu_seconds()
+    result, client_cpu = run_wrk(command)
+    return Measured(target.kind, result, target.cpu_seconds() - cpu, client_cpu, seconds)
+
+
+def throughput(args: argparse.Namespace, wrk: str, scratch: Path) -> None:
+    """Warm both servers up, then alternate `rounds` measured runs; print the report."""
+    script = scratch / "submit_plan.lua"
+    print(f"cores: {os.cpu_count()}, load average before: {_load()}", flush=True)
+    with ingress_server(scratch) as (env, token, ingress), bare_server(env) as bare:
+        script.write_text(wrk_script(token))
+        runs: dict[str, list[Measured]] = {"bare": [], "ingress": []}
+        for target in (bare, ingress):
+            run_wrk(wrk_command(wrk, script, target.url, args.connections, WARMUP_SECONDS))
         for _ in range(args.rounds):
             for target in (bare, ingress):
-                run = asyncio.run(load(target, token, args.requests, args.concurrency))
-                runs[target.kind].append(run)
-    report(runs)
+                command = wrk_command(wrk, script, target.url, args.connections, args.seconds)
+                print(f"$ {' '.join(command)}", flush=True)
+                runs[target.kind].append(measure(target, command, args.seconds))
+    print(f"load average after: {_load()}")
+    print("\n".join(report(runs)))
+
+
+def _load() -> str:
+    return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 def main() -> None:
-    """Run the benchmark (or, with --serve, one of the servers under test)."""
+    """Run the benchmark (or, with --serve bare, the baseline server)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--serve", choices=["bare", "ingress"])
+    parser.add_argument("--serve", choices=["bare"])
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10, help="per server and round")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rate", type=float, default=300)
     parser.add_argument("--duration", type=float, default=30)
     parser.add_argument("--skip-latency", action="store_true")
     args = parser.parse_args()
     if args.serve:
-        _serve(args.serve, args.port)
+        serve_bare(args.port)
         return
-    throughput(load_settings(), args)
-    if not args.skip_latency:
-        # HTTP-accepted -> processed: relay, processor and ingress as `hisho up` runs them.
-        from bench import processor_latency  # noqa: PLC0415
+    wrk = ensure_wrk()
+    with private_resources(), tempfile.TemporaryDirectory() as scratch:
+        throughput(args, wrk, Path(scratch))
+        if not args.skip_latency:
+            # HTTP-accepted -> processed: relay, processor and ingress as `hisho up` runs them.
+            from bench import processor_latency  # noqa: PLC0415
 
-        processor_latency.main(["--rate", str(args.rate), "--duration", str(args.duration)])
+            processor_latency.main(["--rate", str(args.rate), "--duration", str(args.duration)])
 
 
 if __name__ == "__main__":
