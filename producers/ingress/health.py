@@ -40,7 +40,7 @@ async def _redis(store: IngressStore) -> str:
     try:
         await store.ping()
     except RedisUnavailableError:
-        return "degraded: unreachable (idempotency cache and rate limit off)"
+        return "degraded: unreachable (idempotency and markers in postgresql, rate limit off)"
     return "ok"
 
 
