@@ -20,6 +20,7 @@ import psutil
 from hisho.cli.up import components
 from infra.settings import Settings
 from infra.stack.launcher import Stack
+from tests.components_support import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -73,14 +74,15 @@ def _hisho_up(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
 
 
 def test_up_reaches_ready_and_stops_cleanly_on_sigterm(settings: Settings) -> None:
-    env = {**os.environ, "HISHO_LOG_FORMAT": "json"}
+    # Its own ingress port: another `hisho up` (the user's) may serve the default one.
+    env = {**os.environ, "HISHO_LOG_FORMAT": "json", "HISHO_INGRESS_PORT": str(free_port())}
     with _hisho_up(env) as proc:
         events = _read_events_until(proc, "ready", READY_DEADLINE)
         assert events, "hisho up printed no JSON log line"
         assert events[-1]["event"] == "ready", [e.get("event") for e in events]
-        assert events[-1]["components"] == components()
+        assert events[-1]["components"] == sorted([*components(), "relay-2"])  # + a standby
         children = psutil.Process(proc.pid).children()
-        assert len(children) == len(components())
+        assert len(children) == len(components()) + settings.relay_standbys
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=STOP_DEADLINE) == 0
