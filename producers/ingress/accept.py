@@ -6,6 +6,11 @@ request carries the same id, whether or not Redis remembers the key. Redis adds 
 answers: `409` for a different body, and no second publish once one was confirmed. Without
 Redis the processor's record (`command_status.body_sha256`) gives both answers once the
 first request is processed.
+
+A request without a key gets one from the server (random) before it is published, and its
+id is derived the same way. When the broker's confirm does not come the outcome is unknown
+(`504`, naming the key): a retry with that key carries the same id and cannot create a
+second command. A `503` is only given when the broker certainly did not take the command.
 """
 
 from __future__ import annotations
@@ -23,8 +28,12 @@ from events import Actor, Envelope, Message
 from events.envelope import body_sha256
 from infra.redis_store import Claim, RedisUnavailableError
 from infra.telemetry import context_from_traceparent, current_traceparent
-from producers.ingress.problems import ProblemError, broker_unavailable
-from producers.ingress.publisher import BrokerUnavailableError, OutgoingCommand
+from producers.ingress.problems import ProblemError, broker_unavailable, outcome_unknown
+from producers.ingress.publisher import (
+    BrokerUnavailableError,
+    OutgoingCommand,
+    PublishOutcomeUnknownError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -64,6 +73,16 @@ class CommandRequest:
 
 
 @dataclass(frozen=True)
+class _Attempt:
+    """One publish of a command: its id, body hash, idempotency key and what the key held."""
+
+    command_id: UUID
+    digest: str
+    key: str  # the client's Idempotency-Key, or the one the server assigned
+    claim: Claim | None  # None: no claim was made (a server-assigned key, or no Redis)
+
+
+@dataclass(frozen=True)
 class AcceptedCommand:
     """What the ingress answers for an accepted command."""
 
@@ -94,8 +113,11 @@ class CommandAcceptor:
         self._accepted_ttl = accepted_ttl
 
     async def accept(self, request: CommandRequest) -> AcceptedCommand:
-        """Publish `request` once, or raise a 409/503 problem; nothing else is written."""
-        command_id = command_id_for(request.caller, request.idempotency_key)
+        """Publish `request` once, or raise a 409/503/504 problem; nothing else is written."""
+        # Without a client key the server assigns one before publishing, so that an answer
+        # of unknown outcome (504) can name a key whose retry carries the same command id.
+        key = request.idempotency_key or str(uuid.uuid4())
+        command_id = command_id_for(request.caller, key)
         digest = body_sha256(request.entry.type, request.data)
         claim = await self._claim(command_id, digest) if request.idempotency_key else None
         if claim is Claim.CONFLICT:
@@ -107,7 +129,7 @@ class CommandAcceptor:
             )
         if claim is Claim.PUBLISHED:
             return AcceptedCommand(command_id, replayed=True)
-        await self._publish(request, command_id, digest, release=claim is Claim.NEW)
+        await self._publish(request, _Attempt(command_id, digest, key, claim))
         await self._quietly(
             self._store.record_accepted(
                 command_id,
@@ -118,9 +140,7 @@ class CommandAcceptor:
         )
         return AcceptedCommand(command_id, replayed=claim is Claim.IN_FLIGHT)
 
-    async def _publish(
-        self, request: CommandRequest, command_id: UUID, digest: str, *, release: bool
-    ) -> None:
+    async def _publish(self, request: CommandRequest, attempt: _Attempt) -> None:
         # One span per command, a child of the caller's trace when it sent one; its context
         # travels in the envelope (not attached here: nothing else in this request traces).
         span = self._tracer.start_span(
@@ -130,14 +150,38 @@ class CommandAcceptor:
         )
         try:
             traceparent = current_traceparent(trace.set_span_in_context(span))
-            await self._publisher.publish(self._outgoing(request, command_id, digest, traceparent))
+            await self._publisher.publish(
+                self._outgoing(request, attempt.command_id, attempt.digest, traceparent)
+            )
         except BrokerUnavailableError as exc:
             span.record_exception(exc)
-            if release:
-                await self._quietly(self._store.release(command_id))
+            if attempt.claim is Claim.NEW:  # ours, and nothing was accepted: free the key
+                await self._quietly(self._store.release(attempt.command_id))
             raise broker_unavailable(f"the broker did not confirm the command: {exc}") from exc
+        except PublishOutcomeUnknownError as exc:
+            span.record_exception(exc)
+            await self._outcome_unknown(attempt, exc)
         finally:
             span.end()
+
+    async def _outcome_unknown(self, attempt: _Attempt, exc: PublishOutcomeUnknownError) -> None:
+        """Raise the 504; keep the key claimed, so a retry with another body is a 409.
+
+        A claim of the client's key stays as it is (pending: a retry publishes again with
+        the same id). A key the server assigned is claimed now, for the same reason.
+        """
+        log.warning("command outcome unknown", command_id=str(attempt.command_id), error=str(exc))
+        if attempt.claim is None:
+            try:
+                ttl = self._idempotency_ttl
+                await self._store.claim(attempt.command_id, attempt.digest, ttl=ttl)
+            except RedisUnavailableError as failure:
+                log.warning("redis unavailable", error=str(failure))
+        raise outcome_unknown(
+            f"the broker's confirm did not come: {exc}",
+            command_id=attempt.command_id,
+            idempotency_key=attempt.key,
+        ) from exc
 
     async def _claim(self, command_id: UUID, digest: str) -> Claim | None:
         try:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from producers.ingress.status import StatusReader
 
 _P = inspect.Parameter
-_COMMAND_ERRORS = problem_responses(401, 403, 409, 413, 415, 422, 429, 503)
+_COMMAND_ERRORS = problem_responses(401, 403, 409, 413, 415, 422, 429, 503, 504)
 
 
 class Accepted(BaseModel):

@@ -24,7 +24,10 @@ class CommandPublisher(Protocol):
         """Begin connecting."""
 
     async def publish(self, command: OutgoingCommand) -> None:
-        """Publish with a confirm, or raise `BrokerUnavailableError`."""
+        """Publish with a confirm; raise `BrokerUnavailableError` or `PublishOutcomeUnknownError`.
+
+        The first: not taken (the ingress answers 503). The second: sent, no confirm (504).
+        """
 
     async def close(self) -> None:
         """Disconnect."""

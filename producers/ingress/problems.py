@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import structlog
 from fastapi.exceptions import RequestValidationError
@@ -42,6 +43,10 @@ class Problem(BaseModel):
     instance: str | None = None
     errors: list[FieldError] | None = None
     checks: dict[str, str] | None = None
+    # command-outcome-unknown: what to retry with (RFC 9457 extension members)
+    command_id: UUID | None = None
+    status_url: str | None = None
+    idempotency_key: str | None = None
 
 
 class ProblemError(Exception):
@@ -99,10 +104,30 @@ def forbidden(scope: str) -> ProblemError:
 
 
 def broker_unavailable(detail: str) -> ProblemError:
-    """503: the broker did not confirm; nothing was accepted."""
+    """503: the broker certainly did not take the command; nothing was accepted."""
     return ProblemError(
         503, "broker-unavailable", "Broker unavailable", detail, headers=retry_after(1)
     )
+
+
+def outcome_unknown(detail: str, *, command_id: UUID, idempotency_key: str) -> ProblemError:
+    """504: the command may have been accepted; a retry with `idempotency_key` is safe."""
+    error = ProblemError(
+        504,
+        "command-outcome-unknown",
+        "Command outcome unknown",
+        f"{detail}; the command may have been accepted: retry with this idempotency_key "
+        "as Idempotency-Key (the same command id, applied once)",
+        headers=retry_after(1),
+    )
+    error.problem = error.problem.model_copy(
+        update={
+            "command_id": command_id,
+            "status_url": f"/v1/commands/{command_id}",
+            "idempotency_key": idempotency_key,
+        }
+    )
+    return error
 
 
 def _pointer(parts: tuple[Any, ...]) -> str:
@@ -197,6 +222,10 @@ _DESCRIPTIONS = {
     422: "Invalid input; `errors` names each field",
     429: "Rate limit exceeded; see Retry-After",
     503: "A dependency is unavailable; nothing was accepted; see Retry-After",
+    504: (
+        "The broker's confirm did not come: the command may have been accepted. Retry with "
+        "the `idempotency_key` of the answer (same command id, applied once); see Retry-After"
+    ),
 }
 
 
@@ -223,7 +252,7 @@ def finish_openapi(schema: dict[str, Any]) -> dict[str, Any]:
                 content = response.get("content", {})
                 if status[0] in "45" and "application/json" in content:
                     content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
-                if status in {"429", "503"}:
+                if status in {"429", "503", "504"}:
                     response["headers"] = {
                         "Retry-After": {"schema": {"type": "string"}, "required": True}
                     }

@@ -1,10 +1,19 @@
 """Publish commands to `hisho.commands` with publisher confirms; fail fast without them.
 
 A `202` means the broker confirmed the message (persistent, routed to at least one queue:
-`mandatory` with returns raised). Anything else — not connected, channel closed, nack,
-unroutable, no confirm within `confirm_timeout` — raises `BrokerUnavailableError` and the
-ingress answers `503`. The robust connection reconnects in the background; while it is
-down `publish` fails at once instead of waiting for it.
+`mandatory` with returns raised). A failure is one of two kinds, and the ingress answers
+them differently:
+
+- `BrokerUnavailableError`: the broker certainly did not take the message — not connected
+  or the channel closed before the publish began, a nack, a returned (unroutable) message.
+  The ingress answers `503`.
+- `PublishOutcomeUnknownError`: the message may have been taken — no confirm within
+  `confirm_timeout`, or the channel or connection lost while the publish was under way. A
+  late confirm is still a confirm: the ingress answers `504` and the client retries with
+  the command's idempotency key (the same command id, which the processor applies once).
+
+The robust connection reconnects in the background; while it is down `publish` fails at
+once instead of waiting for it.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import aio_pika
 import aiormq
 import structlog
-from aiormq.exceptions import AMQPError, ChannelInvalidStateError
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
 
 from infra.topology import COMMANDS_EXCHANGE
 
@@ -32,7 +41,11 @@ _FAILURES = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, Time
 
 
 class BrokerUnavailableError(Exception):
-    """The broker did not confirm a message; it must be treated as not accepted."""
+    """The broker certainly did not take a message: it was not accepted."""
+
+
+class PublishOutcomeUnknownError(Exception):
+    """A message was (or may have been) sent, but no confirm came: it may have been accepted."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +145,7 @@ class AmqpCommandPublisher:
                 await connection.close()
 
     async def publish(self, command: OutgoingCommand) -> None:
-        """Publish and wait for the broker's confirm, or raise `BrokerUnavailableError`."""
+        """Publish and wait for the broker's confirm; raise one of the two errors above."""
         channel = self._channel
         if channel is None or not self.ready:
             raise BrokerUnavailableError("not connected to the broker")
@@ -149,8 +162,12 @@ class AmqpCommandPublisher:
                     properties=properties,
                     mandatory=True,
                 )
-        except _FAILURES as exc:
-            raise BrokerUnavailableError(str(exc) or type(exc).__name__) from exc
+        except DeliveryError as exc:  # a nack, or returned unroutable (PublishError)
+            raise BrokerUnavailableError(_describe(exc)) from exc
+        except ChannelInvalidStateError as exc:  # refused on a closed channel, before sending
+            raise BrokerUnavailableError(_describe(exc)) from exc
+        except _FAILURES as exc:  # a timeout, or a channel or connection lost on the way
+            raise PublishOutcomeUnknownError(_describe(exc)) from exc
 
     async def close(self) -> None:
         """Stop connecting and close the connection."""
@@ -160,3 +177,7 @@ class AmqpCommandPublisher:
                 await self._connector
             self._connector = None
         await self._drop_connection()
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__

@@ -11,6 +11,7 @@ import pytest
 
 from producers.ingress import create_app
 from producers.ingress.publisher import AmqpCommandPublisher
+from tests.amqp_delay_proxy import loss_noticed
 from tests.ingress_support import IngressKeys, TcpProxy, ingress_client, make_test_keys, tap
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ async def test_broker_down_is_503_and_not_ready_then_accepted_again(
         async with ingress_client(app) as client, tap(amqp, "SubmitPlan") as commands:
             before = await _post(client, keys)
             proxy.cut()
+            await loss_noticed(publisher)  # else the outcome is unknown (504)
             during = [await _post(client, keys) for _ in range(3)]
             not_ready = await client.get("/readyz")
             proxy.restore()

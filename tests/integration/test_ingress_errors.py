@@ -18,6 +18,7 @@ import pytest
 
 from producers.ingress import create_app
 from producers.ingress.publisher import AmqpCommandPublisher
+from tests.amqp_delay_proxy import loss_noticed
 from tests.ingress_support import (
     IngressKeys,
     Tap,
@@ -234,6 +235,7 @@ async def test_an_unconfirmed_publish_is_503_and_nothing_is_accepted(
     try:
         async with ingress_client(app) as client, tap(amqp, "SubmitPlan") as commands:
             proxy.cut()
+            await loss_noticed(publisher)  # else the outcome is unknown (504)
             response = await client.post(
                 "/v1/commands/SubmitPlan", json=_plan(), headers=IngressKeys.bearer(keys.writer)
             )

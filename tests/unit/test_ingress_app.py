@@ -7,6 +7,7 @@ from uuid import uuid4
 
 import pytest
 
+from producers.ingress.publisher import PublishOutcomeUnknownError
 from tests.ingress_fakes import ADMIN, READER, WRITER, FakedIngress
 from tests.ingress_support import ingress_client
 
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     import httpx
+
+    from producers.ingress.publisher import OutgoingCommand
 
 PROBLEM = "application/problem+json"
 INVALID = 'Bearer realm="hisho", error="invalid_token"'
@@ -278,3 +281,73 @@ async def test_an_unreachable_key_store_is_503_not_500(
         "/v1/commands/SubmitPlan", json={"plan_id": str(uuid4())}, headers=_auth()
     )
     _assert_problem(response, 503, "auth-unavailable")
+
+
+def _losing_first_publish(ingress: FakedIngress) -> None:
+    """The broker takes each message, but the confirm of an id's first publish is lost."""
+    seen: set[str] = set()
+    publisher = ingress.publisher
+
+    async def publish(command: OutgoingCommand) -> None:
+        publisher.published.append(command)  # it reached the broker...
+        if command.message_id not in seen:
+            seen.add(command.message_id)
+            raise PublishOutcomeUnknownError("confirm timeout")  # ...but no confirm came
+
+    publisher.publish = publish  # type: ignore[method-assign]
+
+
+async def test_a_lost_confirm_is_504_naming_a_key_whose_retry_carries_the_same_id(
+    client: httpx.AsyncClient, ingress: FakedIngress
+) -> None:
+    _losing_first_publish(ingress)
+    body = {"plan_id": str(uuid4())}
+    lost = await client.post("/v1/commands/SubmitPlan", json=body, headers=_auth())
+    problem = _assert_problem(lost, 504, "command-outcome-unknown")
+    assert lost.headers["retry-after"] == "1"
+    command_id, key = problem["command_id"], problem["idempotency_key"]
+    assert problem["status_url"] == f"/v1/commands/{command_id}"
+    retry = {**_auth(), "Idempotency-Key": key}
+    again = await client.post("/v1/commands/SubmitPlan", json=body, headers=retry)
+    assert again.status_code == 202, again.text
+    assert again.json()["command_id"] == command_id
+    assert [m.message_id for m in ingress.publisher.published] == [command_id, command_id]
+    other = await client.post(
+        "/v1/commands/SubmitPlan", json={"plan_id": str(uuid4())}, headers=retry
+    )
+    _assert_problem(other, 409, "idempotency-conflict")
+    assert len(ingress.publisher.published) == 2
+
+
+async def test_a_lost_confirm_keeps_the_clients_key_for_its_retry(
+    client: httpx.AsyncClient, ingress: FakedIngress
+) -> None:
+    _losing_first_publish(ingress)
+    headers = {**_auth(), "Idempotency-Key": f"mine-{uuid4()}"}
+    body = {"plan_id": str(uuid4())}
+    lost = await client.post("/v1/commands/SubmitPlan", json=body, headers=headers)
+    problem = _assert_problem(lost, 504, "command-outcome-unknown")
+    assert problem["idempotency_key"] == headers["Idempotency-Key"]
+    again = await client.post("/v1/commands/SubmitPlan", json=body, headers=headers)
+    replayed = await client.post("/v1/commands/SubmitPlan", json=body, headers=headers)
+    assert [again.status_code, replayed.status_code] == [202, 202]
+    assert again.json()["command_id"] == replayed.json()["command_id"] == problem["command_id"]
+    assert len(ingress.publisher.published) == 2  # the lost one and its retry; not the replay
+
+
+async def test_a_refused_publish_frees_the_key_for_another_body(
+    client: httpx.AsyncClient, ingress: FakedIngress
+) -> None:
+    headers = {**_auth(), "Idempotency-Key": f"refused-{uuid4()}"}
+    ingress.publisher.failing = True
+    refused = await client.post(
+        "/v1/commands/SubmitPlan", json={"plan_id": str(uuid4())}, headers=headers
+    )
+    problem = _assert_problem(refused, 503, "broker-unavailable")
+    assert "command_id" not in problem  # nothing was accepted: nothing to follow
+    ingress.publisher.failing = False
+    other = await client.post(
+        "/v1/commands/SubmitPlan", json={"plan_id": str(uuid4())}, headers=headers
+    )
+    assert other.status_code == 202
+    assert len(ingress.publisher.published) == 1

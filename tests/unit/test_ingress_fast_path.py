@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from producers.ingress.publisher import PublishOutcomeUnknownError
 from tests.ingress_fakes import READER, WRITER, FakedIngress
 from tests.ingress_support import ingress_client
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from producers.ingress.publisher import OutgoingCommand
 
 PLAN = "11111111-2222-4333-8444-555555555555"
+LOST = "99999999-2222-4333-8444-555555555555"  # a plan id whose first confirm is lost
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 JSON = {"Authorization": f"Bearer {WRITER}", "Content-Type": "application/json"}
 PROJECT = {"project_id": PLAN, "name": "p", "policy": {"approvers": ["a"], "required_approvals": 1}}
@@ -131,6 +133,25 @@ CASES: list[tuple[str, str, bytes, dict[str, str]]] = [
         {**JSON, "traceparent": f"00-{TRACE}-b7ad6b7169203331-01"},
     ),
     ("unknown type", "Nope", b"{}", JSON),
+    ("lost confirm", "SubmitPlan", b'{"plan_id":"%s"}' % LOST.encode(), JSON),
+    (
+        "lost confirm, keyed",
+        "SubmitPlan",
+        b'{"plan_id":"%s"}' % LOST.encode(),
+        {**JSON, "Idempotency-Key": "lost"},
+    ),
+    (
+        "lost confirm, retried",
+        "SubmitPlan",
+        b'{"plan_id":"%s"}' % LOST.encode(),
+        {**JSON, "Idempotency-Key": "lost"},
+    ),
+    (
+        "lost confirm, other body",
+        "SubmitPlan",
+        b'{"plan_id":"%s"}' % PLAN.encode(),
+        {**JSON, "Idempotency-Key": "lost"},
+    ),
 ]
 
 _NOISE = [
@@ -150,7 +171,23 @@ def _normalised(value: object) -> str:
 
 def _ingress() -> FakedIngress:
     # Key lookups are compared too: a key cache that outlives the run keeps them exact.
-    return FakedIngress(ingress_key_cache_seconds=300)
+    ingress = FakedIngress(ingress_key_cache_seconds=300)
+    _lose_first_confirms(ingress)
+    return ingress
+
+
+def _lose_first_confirms(ingress: FakedIngress) -> None:
+    """The first publish of each LOST command reaches the broker, but its confirm is lost."""
+    publisher, lost = ingress.publisher, set()
+    publish = publisher.publish
+
+    async def losing(command: OutgoingCommand) -> None:
+        await publish(command)
+        if LOST.encode() in command.body and command.message_id not in lost:
+            lost.add(command.message_id)
+            raise PublishOutcomeUnknownError("fake confirm timeout")
+
+    publisher.publish = losing  # type: ignore[method-assign]
 
 
 def _shortcut_slots(app: FastAPI) -> list[dict[str, Any]]:
@@ -223,15 +260,20 @@ async def test_the_fast_path_answers_every_case_as_the_route_does() -> None:
     fast_answers = await _answers(fast, fast.app)
     route_answers = await _answers(route, _route_only(route.app))
     assert fast_answers == route_answers
-    assert len(fast.publisher.published) == 7  # the cases that are accepted, above
-    assert taken == [11, 15]  # answered (202, 401, 403, 409); declined, for the route
+    # the cases that are accepted, above, and the two of unknown outcome
+    assert len(fast.publisher.published) == 10
+    assert taken == [15, 15]  # answered (202, 401, 403, 409, 504); declined, for the route
 
 
 async def _crash(command: OutgoingCommand) -> None:
     raise RuntimeError(f"a bug publishing {command.type}")
 
 
-@pytest.mark.parametrize("failure", ["broker", "redis", "key store", "crash"])
+async def _lost(command: OutgoingCommand) -> None:
+    raise PublishOutcomeUnknownError(f"no confirm for {command.type}")
+
+
+@pytest.mark.parametrize("failure", ["broker", "redis", "key store", "crash", "lost"])
 async def test_the_fast_path_fails_as_the_route_does(failure: str) -> None:
     async def answers(ingress: FakedIngress, app: FastAPI) -> list[str]:
         ingress.publisher.failing = failure == "broker"
@@ -239,6 +281,8 @@ async def test_the_fast_path_fails_as_the_route_does(failure: str) -> None:
         ingress.keys.failing = failure == "key store"
         if failure == "crash":
             ingress.publisher.publish = _crash  # type: ignore[method-assign]
+        if failure == "lost":
+            ingress.publisher.publish = _lost  # type: ignore[method-assign]
         return await _answers(ingress, app, cases=2, raise_app_exceptions=False)
 
     fast, route = _ingress(), _ingress()
