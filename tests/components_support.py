@@ -57,6 +57,7 @@ class Components:
     env: dict[str, str]
     log_dir: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    stop_deadline: float = STOP_DEADLINE
     _ready_r: int = -1
     _ready_w: int = -1
 
@@ -99,23 +100,32 @@ class Components:
         process.wait(timeout=STOP_DEADLINE)
 
     def stop(self, name: str) -> int:
-        """SIGTERM a component; return its exit code (SIGKILL if it does not stop in time)."""
+        """SIGTERM a component; return its exit code.
+
+        One that does not stop within `stop_deadline` is SIGKILLed, and TimeoutExpired raised.
+        """
         process = self.processes.pop(name)
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
         try:
-            return process.wait(timeout=STOP_DEADLINE)
+            return process.wait(timeout=self.stop_deadline)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
             raise
 
     def stop_all(self) -> dict[str, int]:
-        """SIGTERM every component still recorded; return their exit codes."""
+        """SIGTERM every component still recorded; return every one's exit code.
+
+        A component that hung on SIGTERM is in the result too, with the code of the SIGKILL
+        that ended it (-9), so a check that every code is 0 fails for it.
+        """
         codes: dict[str, int] = {}
-        for name in list(self.processes):
-            with contextlib.suppress(subprocess.TimeoutExpired):
+        for name, process in list(self.processes.items()):
+            try:
                 codes[name] = self.stop(name)
+            except subprocess.TimeoutExpired:
+                codes[name] = process.returncode
         for fd in (self._ready_r, self._ready_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
