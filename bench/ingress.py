@@ -151,12 +151,27 @@ class Server:
     url: str
     pid: int
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used so far."""
-        import psutil  # noqa: PLC0415
 
-        times = psutil.Process(self.pid).cpu_times()
-        return float(times.user + times.system)
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """User + system CPU time a process (and its children: PostgreSQL's backends) used so far."""
+    import psutil  # noqa: PLC0415
+
+    process = psutil.Process(pid)
+    total = 0.0
+    for member in [process, *(process.children(recursive=True) if children else [])]:
+        with contextlib.suppress(psutil.Error):
+            times = member.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def stack_pids() -> dict[str, int]:
+    """The local stack's servers (RabbitMQ, PostgreSQL, Redis) by name; none for remote ones."""
+    from infra.settings import load_settings  # noqa: PLC0415
+    from infra.stack import Stack  # noqa: PLC0415
+
+    pids = Stack(load_settings()).pids()
+    return {name: pid for name, pid in pids.items() if name != "epmd"}
 
 
 @contextlib.contextmanager
@@ -227,11 +242,14 @@ def ingress_server(log_dir: Path) -> Iterator[tuple[dict[str, str], str, Server]
 # --- the measurement
 
 
-def measure(target: Server, command: list[str], seconds: int) -> Measured:
-    """One wrk run against `target`, with the server's and wrk's CPU over it."""
-    cpu = target.cpu_seconds()
+def measure(target: Server, command: list[str], services: dict[str, int]) -> Measured:
+    """One wrk run against `target`, with the server's, wrk's and the stack's CPU over it."""
+    before = {name: cpu_seconds(pid, children=True) for name, pid in services.items()}
+    cpu = cpu_seconds(target.pid)
     result, client_cpu = run_wrk(command)
-    return Measured(target.kind, result, target.cpu_seconds() - cpu, client_cpu, seconds)
+    server_cpu = cpu_seconds(target.pid) - cpu
+    stack = {name: cpu_seconds(pid, children=True) - before[name] for name, pid in services.items()}
+    return Measured(target.kind, result, server_cpu, client_cpu, stack)
 
 
 def throughput(args: argparse.Namespace, wrk: str, scratch: Path) -> None:
@@ -241,13 +259,14 @@ def throughput(args: argparse.Namespace, wrk: str, scratch: Path) -> None:
     with ingress_server(scratch) as (env, token, ingress), bare_server(env) as bare:
         script.write_text(wrk_script(token))
         runs: dict[str, list[Measured]] = {"bare": [], "ingress": []}
+        services = stack_pids()
         for target in (bare, ingress):
             run_wrk(wrk_command(wrk, script, target.url, args.connections, WARMUP_SECONDS))
         for _ in range(args.rounds):
             for target in (bare, ingress):
                 command = wrk_command(wrk, script, target.url, args.connections, args.seconds)
                 print(f"$ {' '.join(command)}", flush=True)
-                runs[target.kind].append(measure(target, command, args.seconds))
+                runs[target.kind].append(measure(target, command, services))
     print(f"load average after: {_load()}")
     print("\n".join(report(runs)))
 

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 TARGET_RATIO = 0.6
 SATURATED_CORES = 0.85  # one server process at >= this share of a core is saturated
@@ -57,7 +57,7 @@ class Measured:
     wrk: WrkResult
     server_cpu: float
     client_cpu: float
-    planned_seconds: float = 0.0
+    stack_cpu: dict[str, float] = field(default_factory=dict)  # service -> CPU seconds
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,7 @@ class Totals:
     client_cpu: float
     p50_ms: float  # the median run's
     p99_ms: float  # the worst run's
+    stack_cpu: dict[str, float]
 
     @classmethod
     def of(cls, runs: list[Measured]) -> Totals:
@@ -88,6 +89,10 @@ class Totals:
             client_cpu=sum(run.client_cpu for run in runs),
             p50_ms=ordered[len(ordered) // 2].wrk.p50_ms,
             p99_ms=max(run.wrk.p99_ms for run in runs),
+            stack_cpu={
+                name: sum(run.stack_cpu.get(name, 0.0) for run in runs)
+                for name in sorted({name for run in runs for name in run.stack_cpu})
+            },
         )
 
     @property
@@ -137,6 +142,11 @@ def report(runs: dict[str, list[Measured]]) -> list[str]:
             f"{t.client_cpu_per_request_us:>10.1f}"
         )
         lines.append(f"{kind:8} {cells}")
+    for kind, t in totals.items():
+        if t.stack_cpu and t.requests:
+            each = ", ".join(f"{n} {1e6 * c / t.requests:.0f}" for n, c in t.stack_cpu.items())
+            used = (t.server_cpu + t.client_cpu + sum(t.stack_cpu.values())) / t.seconds
+            lines.append(f"  stack CPU us/req under {kind}: {each}; cores used in all: {used:.2f}")
     bare, ingress = totals.get("bare"), totals.get("ingress")
     if bare is None or ingress is None or not bare.rate or not ingress.cpu_per_request_us:
         return [*lines, "no ratio: a server completed no request"]

@@ -116,3 +116,20 @@ def test_the_report_says_when_the_target_is_met_and_when_the_bare_endpoint_is_no
 def test_no_ratio_when_a_server_completed_nothing() -> None:
     lines = report({"bare": [run("bare", 0, 10, 0.0)], "ingress": [run("ingress", 10, 10, 1.0)]})
     assert lines[-1] == "no ratio: a server completed no request"
+
+
+def test_the_stacks_cpu_per_request_is_reported_per_server_with_the_cores_used_in_all() -> None:
+    bare = run("bare", 20_000, 10, 10.0)
+    ingress = Measured(
+        "ingress",
+        run("ingress", 5_000, 10, 8.0).wrk,
+        server_cpu=8.0,
+        client_cpu=0.5,
+        stack_cpu={"postgres": 0.05, "rabbitmq": 6.0, "redis": 0.25},
+    )
+    lines = report({"bare": [bare], "ingress": [ingress]})
+    assert lines[3] == (
+        "  stack CPU us/req under ingress: postgres 10, rabbitmq 1200, redis 50;"
+        " cores used in all: 1.48"
+    )
+    assert lines[4].startswith("throughput ratio ingress/bare: 0.25")
