@@ -4,11 +4,19 @@ command the ingress answered 202 ends processed or rejected, none lost, none app
 Commands: `CreateProject` for fresh ids (must end `processed` with exactly one event) mixed
 with `SubmitPlan` for unknown plans (must end `rejected` with none). A command applied twice
 would show as a second event or as a `processed` command turned `rejected` (project exists).
+
+The kill lands while work is in flight, and the test knows which: the processor is frozen
+(SIGSTOP) until commands answered 202 are found without a final status, then killed while
+still frozen. There must be some (a kill of an idle processor proves nothing), and each of
+them must end as expected with its events written once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +39,7 @@ if TYPE_CHECKING:
 COMMANDS = 300
 CONCURRENCY = 16
 KILL_AFTER, RESTART_AFTER = 80, 160  # accepted commands before the kill, before the restart
+FREEZE_DEADLINE = 30.0
 
 
 class Flow:
@@ -61,11 +70,42 @@ class Flow:
             await self.accepted.wait_for(lambda: len(self.expected) >= count)
 
 
-async def kill_and_restart(flow: Flow, run: Components) -> None:
+async def kill_and_restart(flow: Flow, run: Components, engine: AsyncEngine) -> set[uuid.UUID]:
+    """Kill -9 the processor with work in flight, restart it later; return that work."""
     await flow.when_accepted(KILL_AFTER)
+    in_flight = await freeze_with_work_in_flight(flow, run.processes["processor"].pid, engine)
     await asyncio.to_thread(run.kill, "processor")
     await flow.when_accepted(RESTART_AFTER)
     await asyncio.to_thread(run.start, "processor")
+    return in_flight
+
+
+async def freeze_with_work_in_flight(flow: Flow, pid: int, engine: AsyncEngine) -> set[uuid.UUID]:
+    """SIGSTOP the processor at a moment some 202'd commands are unfinished; return them.
+
+    Frozen, the processor finishes nothing more (it is the only one), so the commands seen
+    unfinished are exactly those still to do when the kill lands.
+    """
+    deadline = time.monotonic() + FREEZE_DEADLINE
+    while True:
+        os.kill(pid, signal.SIGSTOP)
+        accepted = list(flow.expected)
+        unfinished = set(accepted) - await finished(engine, accepted)
+        if unfinished:
+            return unfinished
+        os.kill(pid, signal.SIGCONT)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no accepted command in flight within {FREEZE_DEADLINE}s")
+        await asyncio.sleep(0.005)
+
+
+async def finished(engine: AsyncEngine, command_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """The commands among `command_ids` with a final status."""
+    query = select(command_status.c.command_id).where(
+        command_status.c.command_id.in_(command_ids), command_status.c.status != "accepted"
+    )
+    async with engine.connect() as conn:
+        return set((await conn.execute(query)).scalars().all())
 
 
 async def test_processor_killed_mid_flow_loses_nothing_and_applies_nothing_twice(
@@ -85,15 +125,19 @@ async def test_processor_killed_mid_flow_loses_nothing_and_applies_nothing_twice
                 async with gate:
                     await flow.post(n)
 
-            chaos = asyncio.create_task(kill_and_restart(flow, run))
+            chaos = asyncio.create_task(kill_and_restart(flow, run, engine))
             await asyncio.gather(*(bounded(n) for n in range(COMMANDS)))
-            await chaos
+            in_flight = await chaos
         outcomes = await eventually(lambda: final_outcomes(engine, flow.expected), 60.0)
         assert run.stop("processor") == 0
+    assert in_flight, "the kill met no command in flight"
     assert outcomes == flow.expected
     counts = await event_counts(engine, list(flow.expected))
     wanted = {cid: int(outcome == "processed") for cid, outcome in flow.expected.items()}
     assert {cid: counts.get(cid, 0) for cid in flow.expected} == wanted
+    # Spelled out for the commands the kill interrupted: done as promised, and once.
+    interrupted = {cid: (outcomes[cid], counts.get(cid, 0)) for cid in in_flight}
+    assert interrupted == {cid: (flow.expected[cid], wanted[cid]) for cid in in_flight}
 
 
 async def final_outcomes(
