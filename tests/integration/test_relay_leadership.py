@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -24,12 +25,14 @@ from tests.relay_harness import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from aio_pika.abc import AbstractRobustConnection
 
     from infra.settings import Settings
 
+TAKEOVER_BOUND = 2.0  # seconds: docs/relay.md's requirement (it measured 1-50 ms); generous
 _WAITING = """SELECT count(*) FROM pg_stat_activity
     WHERE application_name = $1 AND wait_event_type = 'Lock' AND wait_event = 'advisory'"""
 
@@ -76,5 +79,50 @@ async def test_two_relays_one_publishes_the_other_waits_then_takes_over(
             first.stop()
             if second is not None:
                 second.stop()
+            await db.close()
+            await channel.close()
+
+
+async def test_after_a_kill_9_of_the_leader_the_standby_publishes_within_the_bound(
+    settings: Settings,
+    amqp: AbstractRobustConnection,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    key, collector = unique_routing_key(), Collector()
+    channel = await amqp.channel()
+    await collector.consume(await plain_queue(channel, key))
+    async with private_database(settings) as private:
+        db = await asyncpg.connect(private.database_dsn)
+        leader = RelayProcess(private, tmp_path / "leader.log")
+        standby = None
+        try:
+            assert await wait_for_leader(db, [leader.pid]) == leader.pid
+            standby = RelayProcess(private, tmp_path / "standby.log")
+
+            async def standby_waits() -> bool:
+                return bool(await db.fetchval(_WAITING, f"hisho-relay:{standby.pid}") == 1)
+
+            await eventually(standby_waits, timeout=30, what="the standby to wait on the lock")
+            leader.kill()
+            killed_at = time.monotonic()
+            await insert_probes(db, key, probes(5, 2))  # committed after the kill
+            assert await wait_for_leader(db, [standby.pid]) == standby.pid
+            took_over = time.monotonic() - killed_at
+
+            async def all_received() -> bool:
+                return len(collector.ids()) == 10
+
+            await eventually(all_received, timeout=30, what="10 events from the standby")
+            flowing = time.monotonic() - killed_at
+            record_property("takeover_seconds", round(took_over, 3))
+            record_property("events_again_seconds", round(flowing, 3))
+            assert took_over < TAKEOVER_BOUND, took_over
+            assert flowing < TAKEOVER_BOUND, flowing
+            assert_complete_without_gaps(collector.deliveries, await log_positions(db))
+        finally:
+            leader.stop()
+            if standby is not None:
+                standby.stop()
             await db.close()
             await channel.close()
