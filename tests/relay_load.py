@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import aio_pika
@@ -114,6 +114,9 @@ class Chaos:
     writer: LoadWriter
     tmp_path: Path
     _db: asyncpg.Connection | None = None
+    # Filled in by `run_under_load` at the end: the log (id -> position) and what arrived.
+    log: dict[str, int] = field(default_factory=dict)
+    delivered: set[str] = field(default_factory=set)
 
     async def db(self) -> asyncpg.Connection:
         """A connection to the log's database (a new one after the old one broke)."""
@@ -134,6 +137,22 @@ class Chaos:
             return len(self.writer.acknowledged) >= target
 
         await eventually(reached, timeout=60, what=f"{more} more events written")
+
+    async def pending(self) -> set[str]:
+        """Ids of the committed rows not yet marked published (on a new connection if the
+        old one died with its server)."""
+        query = "SELECT id FROM outbox WHERE published_at IS NULL"
+        try:
+            rows = await (await self.db()).fetch(query)
+        except _CONNECTION_ERRORS:
+            await self.close()
+            self._db = None
+            rows = await (await self.db()).fetch(query)
+        return {str(row["id"]) for row in rows}
+
+    def acknowledged_ids(self) -> set[str]:
+        """Ids of the rows the writer has seen committed so far."""
+        return {str(event_id) for event_id in self.writer.acknowledged}
 
 
 async def run_under_load(
@@ -164,6 +183,7 @@ async def run_under_load(
             await _all_delivered(chaos, collector)
             log = await log_positions(await chaos.db())
             await chaos.close()
+        chaos.log, chaos.delivered = log, collector.ids()
         assert chaos.writer.acknowledged <= {uuid.UUID(i) for i in log}
         assert_complete_without_gaps(collector.deliveries, log)
         assert_aggregate_order(collector.deliveries)
