@@ -153,14 +153,22 @@ class Server:
 
 
 def cpu_seconds(pid: int, *, children: bool = False) -> float:
-    """User + system CPU time a process (and its children: PostgreSQL's backends) used so far."""
+    """User + system CPU time a process used so far; with `children`, its descendants' too.
+
+    A descendant that ended and was reaped (a PostgreSQL backend) is in its parent's
+    `children_*` times, a live one in its own, so neither is lost nor counted twice.
+    """
     import psutil  # noqa: PLC0415
 
     process = psutil.Process(pid)
-    total = 0.0
-    for member in [process, *(process.children(recursive=True) if children else [])]:
+    times = process.cpu_times()
+    total = times.user + times.system
+    if not children:
+        return total
+    total += times.children_user + times.children_system
+    for child in process.children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            times = member.cpu_times()
+            times = child.cpu_times()
             total += times.user + times.system
     return total
 

@@ -147,6 +147,8 @@ def report(runs: dict[str, list[Measured]]) -> list[str]:
             each = ", ".join(f"{n} {1e6 * c / t.requests:.0f}" for n, c in t.stack_cpu.items())
             used = (t.server_cpu + t.client_cpu + sum(t.stack_cpu.values())) / t.seconds
             lines.append(f"  stack CPU us/req under {kind}: {each}; cores used in all: {used:.2f}")
+    if any(t.stack_cpu for t in totals.values()):
+        lines.append("  (the stack's servers serve every client on the box: others' work counts)")
     bare, ingress = totals.get("bare"), totals.get("ingress")
     if bare is None or ingress is None or not bare.rate or not ingress.cpu_per_request_us:
         return [*lines, "no ratio: a server completed no request"]

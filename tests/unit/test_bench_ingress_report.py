@@ -132,4 +132,5 @@ def test_the_stacks_cpu_per_request_is_reported_per_server_with_the_cores_used_i
         "  stack CPU us/req under ingress: postgres 10, rabbitmq 1200, redis 50;"
         " cores used in all: 1.48"
     )
-    assert lines[4].startswith("throughput ratio ingress/bare: 0.25")
+    assert lines[4].startswith("  (the stack's servers serve every client")
+    assert lines[5].startswith("throughput ratio ingress/bare: 0.25")
