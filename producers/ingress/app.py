@@ -19,11 +19,12 @@ from infra.settings import Settings, load_settings
 from infra.telemetry import tracer_provider
 from producers.ingress.accept import CommandAcceptor
 from producers.ingress.auth import Authenticator, guard
-from producers.ingress.commands import add_command_routes
+from producers.ingress.commands import add_command_routes, unknown_command
 from producers.ingress.fallback import FallbackIngressStore
 from producers.ingress.fast_path import CommandFastPath
 from producers.ingress.health import add_health_routes
 from producers.ingress.limits import BodyLimitMiddleware
+from producers.ingress.methods import MethodFallback
 from producers.ingress.problems import finish_openapi, install_problem_handlers
 from producers.ingress.publisher import AmqpCommandPublisher
 from producers.ingress.rate_limit import RateLimiter
@@ -100,6 +101,8 @@ def create_app(
     )
     install_problem_handlers(app)
     fast_path = _include_routers(app, parts, commands)
+    # Last: 405 with Allow and OPTIONS for every known path (FastAPI's docs routes included).
+    app.router.routes.append(MethodFallback(app.router.routes, not_found=unknown_command))
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.ingress_max_body_bytes, shortcut=fast_path
     )

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Response
-from pydantic import BaseModel
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette.routing import Match
 
 from infra.auth import Principal
 from producers.ingress.accept import AcceptedCommand, CommandAcceptor, CommandRequest
@@ -17,10 +19,14 @@ from producers.ingress.status import CommandStatusView
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from starlette.types import Scope
+
     from events import Catalog, CatalogEntry
     from producers.ingress.status import StatusReader
 
 _P = inspect.Parameter
+_UUID = TypeAdapter(UUID)
+_COMMANDS = "/v1/commands/"
 _COMMAND_ERRORS = problem_responses(401, 403, 409, 413, 415, 422, 429, 503, 504)
 
 
@@ -116,8 +122,33 @@ def _status_endpoint(
     return command_status
 
 
-async def _unknown_command(command_type: str) -> None:
-    raise ProblemError(
+class _CommandIdRoute(APIRoute):
+    """The status URL's route: its path is known only for a command id (a UUID).
+
+    So `/v1/commands/StartTask` is the command type's path alone (GET there is 405 with
+    `Allow: POST`), and a POST to `/v1/commands/<uuid>` is 405 with `Allow: GET`.
+    """
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        """Match as a route does, but only when the last segment is a UUID."""
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            try:
+                _UUID.validate_python(child["path_params"]["command_id"])
+            except ValidationError:
+                return Match.NONE, {}
+        return match, child
+
+
+def unknown_command(scope: Scope) -> ProblemError | None:
+    """The 404 for a POST to `/v1/commands/<not a command type>` (a `MethodFallback` hook)."""
+    path: str = scope["path"]
+    command_type = path[len(_COMMANDS) :]
+    if scope["method"] != "POST" or not path.startswith(_COMMANDS) or not command_type:
+        return None
+    if "/" in command_type:
+        return None
+    return ProblemError(
         404,
         "unknown-command-type",
         "Unknown command type",
@@ -134,7 +165,7 @@ def add_command_routes(
     writer: Callable[..., Awaitable[Principal]],
     reader: Callable[..., Awaitable[Principal]],
 ) -> None:
-    """Add one POST operation per catalog command, the catch-all 404, and the status URL."""
+    """Add one POST operation per catalog command and the status URL (see `unknown_command`)."""
     for entry in commands.entries():
         if entry.kind != "command":
             continue
@@ -154,12 +185,10 @@ def add_command_routes(
             },
         )
     router.add_api_route(
-        "/v1/commands/{command_type}", _unknown_command, methods=["POST"], include_in_schema=False
-    )
-    router.add_api_route(
         "/v1/commands/{command_id}",
         _status_endpoint(statuses, reader),
         methods=["GET"],
+        route_class_override=_CommandIdRoute,
         operation_id="get_command_status",
         tags=["commands"],
         response_model=CommandStatusView,

@@ -351,3 +351,78 @@ async def test_a_refused_publish_frees_the_key_for_another_body(
     )
     assert other.status_code == 202
     assert len(ingress.publisher.published) == 1
+
+
+COMMAND_ID = "11111111-2222-4333-8444-555555555555"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/v1/commands/StartTask", "POST, OPTIONS"),
+        ("PUT", "/v1/commands/SubmitPlan", "POST, OPTIONS"),
+        ("DELETE", f"/v1/commands/{COMMAND_ID}", "GET, OPTIONS"),
+        ("POST", f"/v1/commands/{COMMAND_ID}", "GET, OPTIONS"),
+        ("PATCH", f"/v1/plans/{COMMAND_ID}", "GET, OPTIONS"),
+        ("POST", "/v1/projects", "GET, OPTIONS"),
+        ("HEAD", "/healthz", "GET, OPTIONS"),
+        ("PUT", "/openapi.json", "GET, HEAD, OPTIONS"),
+    ],
+)
+async def test_a_method_a_known_path_does_not_have_is_405_with_allow(
+    client: httpx.AsyncClient, ingress: FakedIngress, method: str, path: str, allow: str
+) -> None:
+    response = await client.request(
+        method, path, json={"plan_id": COMMAND_ID}, headers=_auth(ADMIN)
+    )
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == allow
+    if method != "HEAD":  # a HEAD answer has no body
+        body = _assert_problem(response, 405, "method-not-allowed")
+        assert method in body["detail"]
+    assert ingress.publisher.published == []
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        ("/v1/commands/CreateProject", "POST, OPTIONS"),
+        (f"/v1/commands/{COMMAND_ID}", "GET, OPTIONS"),
+        (f"/v1/commands/{COMMAND_ID.upper()}", "GET, OPTIONS"),
+        ("/v1/tasks", "GET, OPTIONS"),
+        ("/readyz", "GET, OPTIONS"),
+        ("/docs", "GET, HEAD, OPTIONS"),
+    ],
+)
+async def test_options_on_a_known_path_is_204_with_allow_and_needs_no_credentials(
+    client: httpx.AsyncClient, path: str, allow: str
+) -> None:
+    response = await client.options(path)
+    assert (response.status_code, response.content) == (204, b"")
+    assert response.headers["allow"] == allow
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "slug"),
+    [
+        ("GET", "/v2/nothing", "not-found"),
+        ("OPTIONS", "/v2/nothing", "not-found"),
+        ("DELETE", "/v1/commands/a/b", "not-found"),
+        ("GET", "/v1/commands/not-a-command-or-id", "not-found"),
+        ("OPTIONS", "/v1/commands/not-a-command-or-id", "not-found"),
+        ("POST", "/v1/commands/LaunchRocket", "unknown-command-type"),
+    ],
+)
+async def test_an_unknown_path_is_404_whatever_the_method(
+    client: httpx.AsyncClient, method: str, path: str, slug: str
+) -> None:
+    response = await client.request(method, path, headers=_auth())
+    _assert_problem(response, 404, slug)
+    assert "allow" not in response.headers
+
+
+async def test_a_path_with_a_trailing_slash_is_still_redirected(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/v1/plans/", headers=_auth(READER))
+    assert (response.status_code, response.headers["location"]) == (307, "http://ingress/v1/plans")
