@@ -162,7 +162,7 @@ def cpu_seconds(pid: int, *, children: bool = False) -> float:
 
     process = psutil.Process(pid)
     times = process.cpu_times()
-    total = times.user + times.system
+    total = float(times.user + times.system)
     if not children:
         return total
     total += times.children_user + times.children_system
