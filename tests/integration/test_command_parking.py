@@ -24,6 +24,7 @@ from infra.consumer_runtime import (
     RuntimePolicy,
 )
 from infra.db.command_status import CommandState
+from infra.redis_store import RedisIngressStore
 from infra.topology import (
     COMMAND_PROCESSOR,
     COMMANDS_EXCHANGE,
@@ -32,6 +33,7 @@ from infra.topology import (
     ConsumerQueues,
     declare_queues,
 )
+from producers.ingress.status import StatusReader
 from tests.command_scenarios import command_envelope
 from tests.processor_support import (
     CountingUnitOfWork,
@@ -174,6 +176,15 @@ async def test_an_invalid_command_parked_is_failed_with_the_reason(
     assert status.problem["error"] == "InvalidMessageError"
     assert status.accepted_at is not None
     assert status.result_event_ids == ()
+    # The status URL says so: the ingress's reader shows `failed` with the reason.
+    store = RedisIngressStore.from_url(settings.redis, timeout=1.0)
+    try:
+        view = await StatusReader(engine, store).status(envelope.id)
+    finally:
+        await store.aclose()
+    assert view.status == "failed"
+    assert view.problem == status.problem
+    assert view.accepted_at is not None
 
 
 async def test_a_command_parked_by_a_bug_is_failed_and_a_redrive_processes_it(
