@@ -170,7 +170,7 @@ def cpu_seconds(pid: int, *, children: bool = False) -> float:
         with contextlib.suppress(psutil.Error):
             times = child.cpu_times()
             total += times.user + times.system
-    return total
+    return float(total)
 
 
 def stack_pids() -> dict[str, int]:
