@@ -76,7 +76,7 @@ command_status = Table(
     metadata,
     Column("command_id", UUID(as_uuid=True), primary_key=True),
     Column("type", Text, nullable=False),
-    Column("status", Text, nullable=False),  # accepted | processed | rejected
+    Column("status", Text, nullable=False),  # accepted | failed | processed | rejected
     Column("result_event_ids", ARRAY(UUID(as_uuid=True)), nullable=False, server_default="{}"),
     Column("problem", JSONB),
     Column("correlation_id", UUID(as_uuid=True)),
