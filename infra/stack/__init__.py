@@ -13,9 +13,10 @@ The API is synchronous; from async tests call it in a thread::
     stack.status()                              # -> [ServiceStatus(name, port, pid, health, log)]
     stack.down()
 
-`stop_service` stops gracefully, `kill_service` crashes a service, `start_service` brings it
-back; `pids()` lists live recorded processes, `rabbitmqctl(*args)` talks to the private node,
-`using(services)` holds services up for a block (what `hisho stack exec` does).
+`stop_service` stops gracefully, `kill_service` crashes a service (its pid record stays, so
+`crashed(services)` names it), `start_service` brings it back; `pids()` lists live recorded
+processes, `rabbitmqctl(*args)` talks to the private node, `using(services)` holds services
+up for a block (what `hisho stack exec` does).
 """
 
 from infra.stack.launcher import SERVICES, ServiceStatus, Stack
