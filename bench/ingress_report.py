@@ -163,8 +163,6 @@ def _ratios(runs: dict[str, list[Measured]], bare: Totals, ingress: Totals) -> l
         for b, i in zip(runs["bare"], runs["ingress"], strict=False)
         if b.wrk.accepted and i.wrk.seconds
     )
-    saturated = "saturated" if bare.cores >= SATURATED_CORES else "NOT saturated"
-    wrk_cores = bare.client_cpu / bare.seconds
     throughput_line = (
         f"throughput ratio ingress/bare: {throughput:.2f} (rounds: {rounds}) - "
         f"{_verdict(throughput)} the >= {TARGET_RATIO} target"
@@ -174,8 +172,18 @@ def _ratios(runs: dict[str, list[Measured]], bare: Totals, ingress: Totals) -> l
         f" / ingress {ingress.cpu_per_request_us:.0f} us: the ingress spends {1 / cpu:.2f}x"
         f" the CPU) - {_verdict(cpu)} the >= {TARGET_RATIO} target"
     )
-    saturation_line = (
-        f"bare endpoint: {bare.cpu_per_request_us:.0f} us CPU per request x {bare.rate:.0f}/s"
-        f" = {bare.cores:.2f} core ({saturated}; wrk used {wrk_cores:.2f} core)"
+    return [
+        throughput_line,
+        cpu_line,
+        _saturation(bare, "bare endpoint"),
+        _saturation(ingress, "ingress"),
+    ]
+
+
+def _saturation(totals: Totals, name: str = "") -> str:
+    saturated = "saturated" if totals.cores >= SATURATED_CORES else "NOT saturated"
+    wrk_cores = totals.client_cpu / totals.seconds
+    return (
+        f"{name}: {totals.cpu_per_request_us:.0f} us CPU per request x {totals.rate:.0f}/s"
+        f" = {totals.cores:.2f} core ({saturated}; wrk used {wrk_cores:.2f} core)"
     )
-    return [throughput_line, cpu_line, saturation_line]

@@ -99,6 +99,9 @@ def test_the_report_gives_both_ratios_and_the_bare_endpoints_cores() -> None:
     assert lines[5] == (
         "bare endpoint: 500 us CPU per request x 2000/s = 1.00 core (saturated; wrk used 0.10 core)"
     )
+    assert lines[6] == (
+        "ingress: 1400 us CPU per request x 600/s = 0.98 core (saturated; wrk used 0.10 core)"
+    )
 
 
 def test_the_report_says_when_the_target_is_met_and_when_the_bare_endpoint_is_not_saturated() -> (
