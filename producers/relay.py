@@ -116,35 +116,42 @@ class Relay:
         if self._stop.is_set():
             return
         window = self._settings.relay_confirm_window
+        dsn = self._settings.database_dsn
         async with ConfirmingPublisher(self._settings.amqp, window=window) as publisher:
-            log.info("relay.standby")
-            notify_ready("relay")  # serving: as a hot standby now, as the leader soon
-            connection = await acquire_leadership(self._settings.database_dsn, self._stop)
-            if connection is None:
-                return
+            # Hot: the broker connection, the marks connection and the lock connection's
+            # codecs are ready before the wait, so a takeover starts claiming at once.
+            marks = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT)
             try:
-                await self._lead(connection, publisher)
+                log.info("relay.standby")
+                notify_ready("relay")  # serving: as a hot standby now, as the leader soon
+                connection = await acquire_leadership(dsn, self._stop, prepare=use_json_codecs)
+                if connection is None:
+                    return
+                try:
+                    await self._lead(connection, marks, publisher)
+                finally:
+                    connection.terminate()  # releases the lock at once
+                    log.info("relay.term_ended")
             finally:
-                connection.terminate()  # releases the lock at once
-                log.info("relay.term_ended")
+                marks.terminate()
 
-    async def _lead(self, connection: asyncpg.Connection, publisher: ConfirmingPublisher) -> None:
-        await use_json_codecs(connection)
+    async def _lead(
+        self,
+        connection: asyncpg.Connection,
+        marks: asyncpg.Connection,
+        publisher: ConfirmingPublisher,
+    ) -> None:
         await set_notify_trigger(connection, enabled=self._settings.relay_notify)
         if self._settings.relay_notify:
             await connection.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-        marks = await asyncpg.connect(self._settings.database_dsn, timeout=CONNECT_TIMEOUT)
-        try:
-            store = RelayStore(connection, marks)
-            batches: asyncio.Queue[_Batch] = asyncio.Queue()
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._mark_confirmed(store, batches))
-                try:
-                    await self._feed(store, publisher, batches)
-                finally:
-                    batches.put_nowait(_END)
-        finally:
-            marks.terminate()
+        store = RelayStore(connection, marks)
+        batches: asyncio.Queue[_Batch] = asyncio.Queue()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._mark_confirmed(store, batches))
+            try:
+                await self._feed(store, publisher, batches)
+            finally:
+                batches.put_nowait(_END)
 
     async def _feed(
         self,

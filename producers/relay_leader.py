@@ -10,8 +10,12 @@ from __future__ import annotations
 import asyncio
 import os
 from contextlib import suppress
+from typing import TYPE_CHECKING
 
 import asyncpg
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 # Arbitrary but fixed: "hishoREL". Advisory locks are per database.
 RELAY_LOCK_KEY = 0x686973686F52454C
@@ -25,14 +29,28 @@ def application_name() -> str:
 
 
 async def acquire_leadership(
-    dsn: str, stop: asyncio.Event, *, key: int = RELAY_LOCK_KEY
+    dsn: str,
+    stop: asyncio.Event,
+    *,
+    key: int = RELAY_LOCK_KEY,
+    prepare: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
 ) -> asyncpg.Connection | None:
-    """A new connection holding the relay lock, or None if `stop` was set while waiting."""
+    """A new connection holding the relay lock, or None if `stop` was set while waiting.
+
+    `prepare` runs on the connection before it waits: a hot standby does its set-up then,
+    not after the leader died.
+    """
     connection = await asyncpg.connect(
         dsn,
         timeout=CONNECT_TIMEOUT,
         server_settings={"application_name": application_name()},
     )
+    if prepare is not None:
+        try:
+            await prepare(connection)
+        except BaseException:
+            connection.terminate()
+            raise
     acquire = asyncio.ensure_future(connection.execute("SELECT pg_advisory_lock($1)", key))
     stopping = asyncio.ensure_future(stop.wait())
     try:
