@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.routing import Match
@@ -15,6 +16,7 @@ from infra.auth import Principal
 from producers.ingress.accept import AcceptedCommand, CommandAcceptor, CommandRequest
 from producers.ingress.problems import ProblemError, problem_responses
 from producers.ingress.status import CommandStatusView
+from producers.ingress.storable import unstorable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -52,6 +54,8 @@ def _post_endpoint(
 ) -> Callable[..., Awaitable[Accepted]]:
     async def post_command(**params: Any) -> Accepted:  # noqa: ANN401
         principal: Principal = params["principal"]
+        if errors := unstorable(params["body"]):  # NUL, lone surrogates: 422 as validation
+            raise RequestValidationError(errors)
         request = CommandRequest(
             entry=entry,
             data=params["body"],

@@ -6,7 +6,8 @@ the reference: it documents the operation and answers every request this path de
 
 This path takes a request only when the route's own parsing would succeed, decided by the
 route's rules: a JSON media type (`require_json`'s and FastAPI's), a body `json.loads`
-reads and the command's model validates as FastAPI validates it, and valid optional
+reads and the command's model validates as FastAPI validates it, with no text the
+database cannot store (`storable.unstorable`, the route's own check), and valid optional
 headers. Only then does it run what the route runs, in the route's order and with the same
 code (`admit`: 401, 403, 429; then the acceptor: 409, 503), and answer `202` with the bytes
 the route would send. A declined request has had no side effect yet (no rate-limit hit, no
@@ -28,6 +29,7 @@ from producers.ingress.auth import admit
 from producers.ingress.commands import Accepted
 from producers.ingress.limits import is_json, media_type
 from producers.ingress.problems import ProblemError, problem_response
+from producers.ingress.storable import unstorable
 
 if TYPE_CHECKING:
     from starlette.types import Scope as AsgiScope
@@ -140,6 +142,8 @@ def _parse(entry: CatalogEntry, headers: Headers, body: bytes) -> _Parsed | None
         data = entry.model.model_validate(json.loads(body), from_attributes=True)
         correlation_id = None if correlation is None else _UUID.validate_python(correlation)
     except (ValueError, RecursionError):  # JSON, UTF-8 and pydantic errors are ValueErrors
+        return None
+    if unstorable(data):  # text PostgreSQL cannot store: the route's 422
         return None
     return _Parsed(data, key, correlation_id, _text(headers, b"traceparent"))
 

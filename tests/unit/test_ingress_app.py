@@ -426,3 +426,51 @@ async def test_a_path_with_a_trailing_slash_is_still_redirected(
 ) -> None:
     response = await client.get("/v1/plans/", headers=_auth(READER))
     assert (response.status_code, response.headers["location"]) == (307, "http://ingress/v1/plans")
+
+
+def _project(name: bytes = b"p", approver: bytes = b"a") -> bytes:
+    # Escapes written out as the client sends them: json.dumps would escape them itself.
+    return (
+        b'{"project_id": "%s", "name": "%s", "policy": {"approvers": ["%s"], '
+        b'"required_approvals": 1}}' % (str(uuid4()).encode(), name, approver)
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        (_project(approver=b"a\\u0000b"), ["body.policy.approvers.0"]),
+        (_project(name=b"\\u0000", approver=b"\\u0000"), ["body.name", "body.policy.approvers.0"]),
+        # pydantic refuses these itself (and the tuple it leaves empty is too short)
+        (_project(approver=b"\\ud800"), ["body.policy.approvers.0", "body.policy.approvers"]),
+        (_project(name=b"\\udfff!"), ["body.name"]),
+        (_project(name=b"\xed\xa0\x80"), ["body.name"]),  # raw bytes: json.loads decodes them
+    ],
+    ids=["nul nested", "nul twice", "lone surrogate nested", "low surrogate", "raw surrogate"],
+)
+async def test_text_the_database_cannot_store_is_422_naming_the_field(
+    client: httpx.AsyncClient, ingress: FakedIngress, body: bytes, fields: list[str]
+) -> None:
+    response = await client.post(
+        "/v1/commands/CreateProject",
+        content=body,
+        headers={**_auth(), "Content-Type": "application/json"},
+    )
+    problem = _assert_problem(response, 422, "validation")
+    assert [error["field"] for error in problem["errors"]] == fields
+    assert ingress.publisher.published == []
+
+
+@pytest.mark.parametrize("key", ["a\\u0000", "\\u0000", "\\ud800"])
+async def test_an_unstorable_key_is_422_not_accepted(
+    client: httpx.AsyncClient, ingress: FakedIngress, key: str
+) -> None:
+    body = b'{"plan_id": "%s", "%s": 1}' % (str(uuid4()).encode(), key.encode())
+    response = await client.post(
+        "/v1/commands/SubmitPlan",
+        content=body,
+        headers={**_auth(), "Content-Type": "application/json"},
+    )
+    problem = _assert_problem(response, 422, "validation")
+    assert problem["errors"]
+    assert ingress.publisher.published == []

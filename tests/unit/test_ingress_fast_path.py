@@ -133,6 +133,22 @@ CASES: list[tuple[str, str, bytes, dict[str, str]]] = [
         {**JSON, "traceparent": f"00-{TRACE}-b7ad6b7169203331-01"},
     ),
     ("unknown type", "Nope", b"{}", JSON),
+    (
+        "nul nested",
+        "CreateProject",
+        json.dumps(
+            {**PROJECT, "policy": {"approvers": ["a\x00"], "required_approvals": 1}}
+        ).encode(),
+        JSON,
+    ),
+    ("nul in a key", "SubmitPlan", b'{"plan_id":"%s","\\u0000":1}' % PLAN.encode(), JSON),
+    ("lone surrogate", "CreateProject", json.dumps({**PROJECT, "name": "\ud800"}).encode(), JSON),
+    (
+        "nul, no credentials",
+        "CreateProject",
+        json.dumps({**PROJECT, "name": "\x00"}).encode(),
+        {"Content-Type": "application/json"},
+    ),
     ("lost confirm", "SubmitPlan", b'{"plan_id":"%s"}' % LOST.encode(), JSON),
     (
         "lost confirm, keyed",
@@ -290,7 +306,7 @@ async def test_the_fast_path_answers_every_case_as_the_route_does() -> None:
     assert len(fast.publisher.published) == 10
     # answered (202, 401, 403, 409, 504); declined, for the route (and PUT, PATCH, DELETE and
     # the two POSTs beside a command's path; GET and OPTIONS have no body to buffer)
-    assert taken == [15, 20]
+    assert taken == [15, 24]
     methods = [json.loads(answer) for answer in fast_answers[len(CASES) : -1]]
     assert [answer["status"] for answer in methods] == [405, 405, 405, 405, 204, 405, 404]
 
