@@ -1,9 +1,16 @@
-"""RabbitMQ stopped and PostgreSQL killed under load, on a private second stack."""
+"""RabbitMQ stopped and PostgreSQL killed under load, on a private second stack.
+
+Each test names the work in flight when the outage hit: rows the writer saw committed
+before it that were still unpublished once the server was gone. There must be some (an
+outage on an idle relay proves nothing), and every one of them must arrive afterwards.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,12 +66,19 @@ async def test_rabbitmq_stopped_and_restarted_under_load_loses_nothing(
 ) -> None:
     stack, settings = private_stack
 
+    in_flight: set[str] = set()
+
     async def restart_rabbitmq(chaos: Chaos) -> None:
+        committed = chaos.acknowledged_ids()
         await asyncio.to_thread(stack.stop_service, "rabbitmq")
+        # Nothing is marked published while the broker is away: still pending now means
+        # caught by the outage.
+        in_flight.update(committed & await chaos.pending())
         await chaos.written(500)  # commits pile up in the outbox while the broker is away
         await asyncio.to_thread(stack.start_service, "rabbitmq")
 
-    await run_under_load(settings, tmp_path, restart_rabbitmq)
+    chaos = await run_under_load(settings, tmp_path, restart_rabbitmq)
+    _assert_in_flight_delivered(chaos, in_flight)
 
 
 async def test_postgresql_killed_and_restarted_under_load_loses_nothing(
@@ -72,11 +86,34 @@ async def test_postgresql_killed_and_restarted_under_load_loses_nothing(
 ) -> None:
     stack, settings = private_stack
 
+    in_flight: set[str] = set()
+
     async def crash_postgres(chaos: Chaos) -> None:
-        failures = chaos.writer.failures
+        failures, committed = chaos.writer.failures, chaos.acknowledged_ids()
         await asyncio.to_thread(stack.kill_service, "postgres")
         await asyncio.sleep(1)  # the outage: writers and relays all lose their sessions
-        await asyncio.to_thread(stack.start_service, "postgres")
+        # The relays are held (SIGSTOP) while the server comes back, so the first look at
+        # the recovered log sees what was pending when the kill landed.
+        _signal_relays(chaos, signal.SIGSTOP)
+        try:
+            await asyncio.to_thread(stack.start_service, "postgres")
+            in_flight.update(committed & await chaos.pending())
+        finally:
+            _signal_relays(chaos, signal.SIGCONT)
         assert chaos.writer.failures > failures
 
-    await run_under_load(settings, tmp_path, crash_postgres)
+    chaos = await run_under_load(settings, tmp_path, crash_postgres)
+    _assert_in_flight_delivered(chaos, in_flight)
+
+
+def _signal_relays(chaos: Chaos, signum: signal.Signals) -> None:
+    for relay in chaos.relays:
+        if relay.process.poll() is None:
+            os.kill(relay.pid, signum)
+
+
+def _assert_in_flight_delivered(chaos: Chaos, in_flight: set[str]) -> None:
+    """Work was in flight at the outage, and every piece of it was logged and arrived."""
+    assert in_flight, "the outage met no committed event still unpublished"
+    assert in_flight <= chaos.log.keys()
+    assert in_flight <= chaos.delivered
