@@ -116,13 +116,14 @@ async def test_tail_json_prints_each_envelope_as_one_json_line(
 
 
 @pytest.mark.usefixtures("amqp")  # declares the topology
-async def test_tail_ends_with_0_on_sigterm_and_on_its_timeout(
+async def test_tail_ends_with_0_on_ctrl_c_sigterm_and_its_timeout(
     settings: Settings,
 ) -> None:
     env = component_env(settings)
-    tail = await TailProcess.start(env)
-    tail.process.send_signal(signal.SIGTERM)
-    assert (await tail.finished())[0] == 0
+    for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, and what a supervisor sends
+        tail = await TailProcess.start(env)
+        tail.process.send_signal(signum)
+        assert await tail.finished() == (0, []), signum
     timed = await TailProcess.start(env, "--pattern", "task.#", "--timeout", "0.5")
     assert (await timed.finished())[0] == 0
 
