@@ -29,6 +29,7 @@ from tests.ingress_support import cli_key, hisho_cli
 from tests.processor_support import backlog_worked_off, eventually
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -109,7 +110,10 @@ async def finished(engine: AsyncEngine, command_ids: list[uuid.UUID]) -> set[uui
 
 
 async def test_processor_killed_mid_flow_loses_nothing_and_applies_nothing_twice(
-    settings: Settings, engine: AsyncEngine, tmp_path: Path
+    settings: Settings,
+    engine: AsyncEngine,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
 ) -> None:
     port = free_port()
     env = component_env(settings, HISHO_INGRESS_PORT=str(port))
@@ -130,6 +134,7 @@ async def test_processor_killed_mid_flow_loses_nothing_and_applies_nothing_twice
             in_flight = await chaos
         outcomes = await eventually(lambda: final_outcomes(engine, flow.expected), 60.0)
         assert run.stop("processor") == 0
+    record_property("in_flight_at_kill", len(in_flight))
     assert in_flight, "the kill met no command in flight"
     assert outcomes == flow.expected
     counts = await event_counts(engine, list(flow.expected))
