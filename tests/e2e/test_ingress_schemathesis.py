@@ -55,6 +55,7 @@ MAX_EXAMPLES = 3  # per operation and phase
 STATEFUL_STEPS = 4
 SETTLE_DEADLINE = 60.0
 PHASES = ("examples", "coverage", "fuzzing", "stateful")
+STATUS_OPERATION = "GET /v1/commands/{command_id}"
 MUST_RUN = ("coverage", "fuzzing", "stateful")  # the document has no examples of its own
 
 
@@ -83,12 +84,15 @@ class Fuzzed:
     failures: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     operations: int = 0
+    followed: int = 0  # status URLs of accepted commands read (the stateful link at work)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def saw(self, response: Any) -> None:
+    def saw(self, label: str, response: Any) -> None:
         """Note one response (called from the engine's worker thread)."""
         with self.lock:
             self.statuses.add(response.status_code)
+            if label == STATUS_OPERATION and response.status_code == 200:
+                self.followed += 1
             if response.status_code == 202:
                 self.accepted.add(uuid.UUID(json.loads(response.content)["command_id"]))
 
@@ -143,7 +147,7 @@ def fuzz(url: str, token: str) -> Fuzzed:
 
     @schema.hook
     def after_call(context: Any, case: Any, response: Any) -> None:
-        found.saw(response)
+        found.saw(case.operation.label, response)
 
     for event in schemathesis.engine.from_schema(schema).execute():
         _note(found, event)
@@ -230,11 +234,13 @@ async def test_every_phase_conforms_and_nothing_accepted_is_parked(
     parked |= await parked_in_queue(amqp)
     record_property("accepted", len(found.accepted))
     record_property("statuses", sorted(found.statuses))
+    record_property("status_urls_followed", found.followed)
     assert found.operations > 30  # every command, the status URL, state reads, operations
     ran = {name: found.phases.get(name) for name in MUST_RUN}
     assert set(ran.values()) <= {Status.SUCCESS, Status.FAILURE}, found.phases
     assert not found.errors, "\n".join(found.errors)
     assert not found.failures, "\n\n".join(found.failures)
     assert {200, 202} <= found.statuses, found.statuses  # the credentials were used
+    assert found.followed > 0  # random ids are 404: only the link finds real commands
     assert sorted(accepted & parked) == [], "commands answered 202 were parked"
     assert set(done.values()) <= {"processed", "rejected"}, done
