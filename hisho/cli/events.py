@@ -13,7 +13,7 @@ import logging
 import re
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, TextIO
 from urllib.parse import urlsplit
 
@@ -118,57 +118,59 @@ class Tail:
     count: int | None = None
     timeout: float | None = None
     out: TextIO = sys.stdout
+    _stop: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _seen: int = field(default=0, init=False)
+    _lost: list[BaseException | None] = field(default_factory=list, init=False)
 
     async def run(self, amqp_url: str) -> int:
         """Bind, print events until a signal, `count` events or `timeout`; the exit code."""
-        connection = await _connect(amqp_url)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):  # before "watching" is said
+            loop.add_signal_handler(signum, self._stop.set)
         try:
-            return await self._watch(connection)
+            connection = await _connect(amqp_url)
+            try:
+                return await self._watch(connection)
+            finally:
+                connection.close_callbacks.discard(self._on_close)
+                await connection.close()
         finally:
-            await connection.close()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
 
     async def _watch(self, connection: AbstractConnection) -> int:
-        stop, seen, lost = asyncio.Event(), [0], []
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-
-        def on_close(_: object, exc: BaseException | None) -> None:
-            lost.append(exc)
-            stop.set()
-
-        connection.close_callbacks.add(on_close)
-
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            if stop.is_set():
-                return
-            render = json_line if self.as_json else event_line
-            try:
-                print(render(message.body, message.routing_key or ""), file=self.out, flush=True)
-            except BrokenPipeError:  # `hisho events tail | head -3`: the reader is gone
-                stop.set()
-                return
-            seen[0] += 1
-            if self.count is not None and seen[0] >= self.count:
-                stop.set()
-
         queue = await _bind(connection, self.pattern)
-        await queue.consume(on_message, no_ack=True)
+        connection.close_callbacks.add(self._on_close)
+        await queue.consume(self._on_message, no_ack=True)
         print(
             f"hisho events tail: watching {EVENTS_EXCHANGE} for {self.pattern!r} (Ctrl-C ends)",
             file=sys.stderr,
             flush=True,
         )
         try:
-            await asyncio.wait_for(stop.wait(), self.timeout)
+            await asyncio.wait_for(self._stop.wait(), self.timeout)
         except TimeoutError:
             return EXIT_FAILED if self.count is not None else 0
-        finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
-        if lost:
-            raise TailError(f"lost the connection to RabbitMQ: {_reason(lost[0])}")
+        if self._lost:
+            raise TailError(f"lost the connection to RabbitMQ: {_reason(self._lost[0])}")
         return 0
+
+    def _on_close(self, _: object, exc: BaseException | None) -> None:
+        self._lost.append(exc)
+        self._stop.set()
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        if self._stop.is_set():
+            return
+        render = json_line if self.as_json else event_line
+        try:
+            print(render(message.body, message.routing_key or ""), file=self.out, flush=True)
+        except BrokenPipeError:  # `hisho events tail | head -3`: the reader is gone
+            self._stop.set()
+            return
+        self._seen += 1
+        if self.count is not None and self._seen >= self.count:
+            self._stop.set()
 
 
 async def _connect(amqp_url: str) -> AbstractConnection:
