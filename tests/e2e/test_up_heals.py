@@ -121,7 +121,7 @@ async def test_kill_9_of_the_leading_relay_the_standby_takes_over_within_the_bou
 
 
 async def test_kill_9_of_rabbitmq_is_healed_and_the_work_in_flight_processed_once(
-    up: PrivateUp, admin_headers: dict[str, str]
+    up: PrivateUp, admin_headers: dict[str, str], record_property: Callable[[str, object], None]
 ) -> None:
     server = up.stack.pids()["rabbitmq"]
     assert psutil.Process(server).name() == "beam.smp"  # the recorded pid is the server's
@@ -132,6 +132,7 @@ async def test_kill_9_of_rabbitmq_is_healed_and_the_work_in_flight_processed_onc
         mark = up.mark()
         os.kill(server, signal.SIGKILL)
         in_flight = len(accepted) - sum((await _statuses(db, accepted)).values())
+        record_property("commands_in_flight_at_kill", in_flight)
         assert in_flight > 0, "the kill landed after every command was processed"
         up.wait_for(
             _is("stack service exited; restarting", service="rabbitmq"), timeout=30, after=mark
