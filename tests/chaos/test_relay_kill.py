@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from infra.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+TAKEOVER_BOUND = 2.0  # seconds: docs/relay.md's requirement (measured: tens of ms); generous
 
 _IN_FLIGHT = "SELECT id, position FROM outbox WHERE position IS NOT NULL AND published_at IS NULL"
 FREEZE_DEADLINE = 20.0
@@ -71,6 +72,7 @@ async def test_the_standby_takes_over_after_a_kill_9_mid_batch_and_nothing_is_lo
 
     chaos = await run_under_load(settings, tmp_path, kill_leader_mid_batch)
     record_property("takeover_seconds", round(takeover[0], 3))
+    assert takeover[0] < TAKEOVER_BOUND, takeover
     record_property("in_flight_at_kill", len(in_flight))
     assert in_flight, "the kill met no batch in flight"
     # Each row in flight at the kill was published once in the log, at the position the
