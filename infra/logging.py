@@ -61,7 +61,7 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
         *(
             [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
             if as_json
-            else [structlog.dev.ConsoleRenderer()]
+            else [structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)]
         ),
     ]
     structlog.configure(
