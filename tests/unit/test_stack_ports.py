@@ -81,7 +81,9 @@ def test_port_is_free_sees_a_listener_on_loopback() -> None:
 
 
 def test_recorded_ports_are_what_settings_and_the_launcher_use(tmp_path: Path) -> None:
-    settings = Settings(stack_dir=tmp_path, stack_amqp_port=41000, stack_redis_port=41001)
+    settings = Settings(
+        stack_dir=tmp_path, stack_amqp_port=41000, stack_redis_port=41001, redis_url=None
+    )
     assert preferred_ports(settings)["amqp_stream"] == 41000 + STREAM_PORT_OFFSET
     record_ports(tmp_path / "ports.json", {**preferred_ports(settings), "redis": 45000})
     assert settings.stack_ports["redis"] == 45000
