@@ -29,6 +29,13 @@ if TYPE_CHECKING:
 _P = inspect.Parameter
 _UUID = TypeAdapter(UUID)
 _COMMANDS = "/v1/commands/"
+# OpenAPI link: a 202's `command_id` is what the status URL takes (clients and fuzzers follow it).
+_STATUS_LINK = {
+    "status": {
+        "operationId": "get_command_status",
+        "parameters": {"command_id": "$response.body#/command_id"},
+    }
+}
 _COMMAND_ERRORS = problem_responses(401, 403, 409, 413, 415, 422, 429, 503, 504)
 
 
@@ -184,7 +191,10 @@ def add_command_routes(
             summary=entry.type,
             description=(entry.model.__doc__ or "").strip(),
             responses={
-                202: {"headers": {"Location": {"schema": {"type": "string"}}}},
+                202: {
+                    "headers": {"Location": {"schema": {"type": "string"}}},
+                    "links": _STATUS_LINK,
+                },
                 **_COMMAND_ERRORS,
             },
         )

@@ -147,7 +147,9 @@ def test_a_taken_port_is_replaced_and_recorded_for_every_hisho_process(
     assert used != taken_port
     recorded = json.loads((stack.settings.stack_dir / "ports.json").read_text())
     assert recorded["redis"] == used
-    fresh = Settings(stack_dir=stack.settings.stack_dir, stack_redis_port=taken_port)
+    fresh = Settings(
+        stack_dir=stack.settings.stack_dir, stack_redis_port=taken_port, redis_url=None
+    )
     assert fresh.redis == f"redis://127.0.0.1:{used}/0"
     assert redis_ping(used)
 

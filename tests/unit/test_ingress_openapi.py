@@ -57,3 +57,17 @@ async def test_openapi_has_one_operation_per_command_and_problem_responses(
             assert list(content) == ["application/problem+json"]
     assert "HTTPValidationError" not in schema["components"]["schemas"]
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_every_commands_202_links_to_its_status_url(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    accepted = [
+        op["post"]["responses"]["202"]
+        for path, op in document["paths"].items()
+        if path.startswith("/v1/commands/") and "post" in op
+    ]
+    assert accepted
+    for response in accepted:
+        link = response["links"]["status"]
+        assert link["operationId"] == "get_command_status"
+        assert link["parameters"] == {"command_id": "$response.body#/command_id"}
