@@ -1,8 +1,8 @@
 """RabbitMQ stopped and PostgreSQL killed under load, on a private second stack.
 
-Each test names the work in flight when the outage hit: rows the writer saw committed
-before it that were still unpublished once the server was gone. There must be some (an
-outage on an idle relay proves nothing), and every one of them must arrive afterwards.
+Each test names the work in flight when the outage hit: the relays are held (SIGSTOP) until
+rows the writer saw committed are unpublished, then the server goes away under them. There
+must be some (an outage on an idle relay proves nothing), and every one must arrive.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 from infra.settings import Settings
 from infra.stack import Stack
 from infra.stack.ports import ephemeral_port
+from tests.relay_harness import eventually
 from tests.relay_load import Chaos, run_under_load
 
 if TYPE_CHECKING:
@@ -69,11 +70,11 @@ async def test_rabbitmq_stopped_and_restarted_under_load_loses_nothing(
     in_flight: set[str] = set()
 
     async def restart_rabbitmq(chaos: Chaos) -> None:
-        committed = chaos.acknowledged_ids()
-        await asyncio.to_thread(stack.stop_service, "rabbitmq")
-        # Nothing is marked published while the broker is away: still pending now means
-        # caught by the outage.
-        in_flight.update(committed & await chaos.pending())
+        in_flight.update(await _hold_relays_with_work_pending(chaos))
+        try:
+            await asyncio.to_thread(stack.stop_service, "rabbitmq")
+        finally:
+            _signal_relays(chaos, signal.SIGCONT)
         await chaos.written(500)  # commits pile up in the outbox while the broker is away
         await asyncio.to_thread(stack.start_service, "rabbitmq")
 
@@ -89,21 +90,39 @@ async def test_postgresql_killed_and_restarted_under_load_loses_nothing(
     in_flight: set[str] = set()
 
     async def crash_postgres(chaos: Chaos) -> None:
-        failures, committed = chaos.writer.failures, chaos.acknowledged_ids()
-        await asyncio.to_thread(stack.kill_service, "postgres")
-        await asyncio.sleep(1)  # the outage: writers and relays all lose their sessions
-        # The relays are held (SIGSTOP) while the server comes back, so the first look at
-        # the recovered log sees what was pending when the kill landed.
-        _signal_relays(chaos, signal.SIGSTOP)
+        in_flight.update(await _hold_relays_with_work_pending(chaos))
         try:
+            failures = chaos.writer.failures
+            await asyncio.to_thread(stack.kill_service, "postgres")
+            await asyncio.sleep(1)  # the outage: writers and relays all lose their sessions
             await asyncio.to_thread(stack.start_service, "postgres")
-            in_flight.update(committed & await chaos.pending())
         finally:
             _signal_relays(chaos, signal.SIGCONT)
         assert chaos.writer.failures > failures
 
     chaos = await run_under_load(settings, tmp_path, crash_postgres)
     _assert_in_flight_delivered(chaos, in_flight)
+
+
+async def _hold_relays_with_work_pending(chaos: Chaos) -> set[str]:
+    """Freeze the relays (SIGSTOP) until some rows the writer saw committed are unpublished.
+
+    The outage then lands on exactly that work in flight (returned); the caller resumes the
+    relays (SIGCONT). An outage on a relay that had caught up would prove nothing.
+    """
+    _signal_relays(chaos, signal.SIGSTOP)
+    caught: set[str] = set()
+
+    async def some_pending() -> bool:
+        caught.update(chaos.acknowledged_ids() & await chaos.pending())
+        return bool(caught)
+
+    try:
+        await eventually(some_pending, timeout=30, what="committed rows left unpublished")
+    except BaseException:
+        _signal_relays(chaos, signal.SIGCONT)
+        raise
+    return caught
 
 
 def _signal_relays(chaos: Chaos, signum: signal.Signals) -> None:
