@@ -21,6 +21,7 @@ Everything runs in a private database and vhost created for the run and dropped 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import resource
@@ -277,6 +278,23 @@ def throughput(args: argparse.Namespace, wrk: str, scratch: Path) -> None:
                 runs[target.kind].append(measure(target, command, services))
     print(f"load average after: {_load()}")
     print("\n".join(report(runs)))
+    print(f"purged {asyncio.run(purge_commands())} benchmark commands from the private vhost")
+
+
+async def purge_commands() -> int:
+    """Drop the commands the load left in the (private) command queue: nobody is to run them."""
+    import aio_pika  # noqa: PLC0415
+
+    from infra.topology import COMMAND_QUEUE  # noqa: PLC0415
+
+    connection = await aio_pika.connect(os.environ["HISHO_AMQP_URL"])
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(COMMAND_QUEUE, passive=True)
+        purged = await queue.purge()
+        return int(purged.message_count or 0)
+    finally:
+        await connection.close()
 
 
 def _load() -> str:
