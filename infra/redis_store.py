@@ -11,6 +11,7 @@ import asyncio
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -19,6 +20,7 @@ from redis.retry import Retry
 from infra.turn_batch import TurnBatch, settle
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
     from uuid import UUID
 
 # GET the idempotency record; when absent, SET it to `<hash>:pending` with a TTL. One round
@@ -33,6 +35,14 @@ return false
 
 class RedisUnavailableError(Exception):
     """Redis did not answer in time (down, unreachable or failing)."""
+
+
+async def quietly(operation: Awaitable[None]) -> None:
+    """Await a best-effort Redis write: an outage is logged, not raised."""
+    try:
+        await operation
+    except RedisUnavailableError as exc:
+        structlog.get_logger("hisho.ingress").warning("redis unavailable", error=str(exc))
 
 
 class Claim(StrEnum):

@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanKind
 
 from events import Actor, Envelope, Message
 from events.envelope import body_sha256
-from infra.redis_store import Claim, RedisUnavailableError
+from infra.redis_store import Claim, RedisUnavailableError, quietly
 from infra.telemetry import context_from_traceparent, current_traceparent
 from producers.ingress.problems import ProblemError, broker_unavailable, outcome_unknown
 from producers.ingress.publisher import (
@@ -36,7 +36,7 @@ from producers.ingress.publisher import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
     from datetime import datetime
 
     from opentelemetry.trace import Tracer
@@ -130,7 +130,7 @@ class CommandAcceptor:
         if claim is Claim.PUBLISHED:
             return AcceptedCommand(command_id, replayed=True)
         await self._publish(request, _Attempt(command_id, digest, key, claim))
-        await self._quietly(
+        await quietly(
             self._store.record_accepted(
                 command_id,
                 request.entry.type,
@@ -156,7 +156,7 @@ class CommandAcceptor:
         except BrokerUnavailableError as exc:
             span.record_exception(exc)
             if attempt.claim is Claim.NEW:  # ours, and nothing was accepted: free the key
-                await self._quietly(self._store.release(attempt.command_id))
+                await quietly(self._store.release(attempt.command_id))
             raise broker_unavailable(f"the broker did not confirm the command: {exc}") from exc
         except PublishOutcomeUnknownError as exc:
             span.record_exception(exc)
@@ -194,13 +194,6 @@ class CommandAcceptor:
         if recorded is None:
             return None
         return Claim.PUBLISHED if recorded == digest else Claim.CONFLICT
-
-    @staticmethod
-    async def _quietly(operation: Awaitable[None]) -> None:
-        try:
-            await operation
-        except RedisUnavailableError as exc:
-            log.warning("redis unavailable", error=str(exc))
 
     def _outgoing(
         self, request: CommandRequest, command_id: UUID, digest: str, traceparent: str | None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 import structlog
 
 from infra.db.ingress_fallback import FallbackUnavailableError
-from infra.redis_store import Claim, RedisUnavailableError
+from infra.redis_store import Claim, RedisUnavailableError, quietly
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -80,7 +80,7 @@ class FallbackIngressStore:
             return claim
         if held in (Claim.CONFLICT, Claim.PUBLISHED):
             # The fallback decides; leave Redis without a record so every retry asks it too.
-            await self._quietly(self._redis.release(command_id))
+            await quietly(self._redis.release(command_id))
             return held
         return claim
 
@@ -162,13 +162,6 @@ class FallbackIngressStore:
         if self._degraded:
             self._degraded = False
             log.info("redis answers again: ingress state back in redis")
-
-    @staticmethod
-    async def _quietly(operation: Awaitable[None]) -> None:
-        try:
-            await operation
-        except RedisUnavailableError as exc:
-            log.warning("redis unavailable", error=str(exc))
 
 
 async def _or_unavailable(operation: Awaitable[T]) -> T:
