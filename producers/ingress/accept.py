@@ -3,9 +3,10 @@
 Exactly-once in effect: a command id is what the processor's inbox deduplicates. With an
 `Idempotency-Key` the id is derived from (caller, key), so every retry of one logical
 request carries the same id, whether or not Redis remembers the key. Redis adds the fast
-answers: `409` for a different body, and no second publish once one was confirmed. Without
-Redis the processor's record (`command_status.body_sha256`) gives both answers once the
-first request is processed.
+answers: `409` for a different body, and no second publish once one was confirmed. While
+Redis is unavailable the store keeps the keys and markers in PostgreSQL instead
+(`producers.ingress.fallback`); when both fail, the processor's record
+(`command_status.body_sha256`) gives both answers once the first request is processed.
 
 A request without a key gets one from the server (random) before it is published, and its
 id is derived the same way. When the broker's confirm does not come the outcome is unknown
@@ -91,7 +92,7 @@ class AcceptedCommand:
 
 
 class CommandAcceptor:
-    """Publishes commands with confirms, keeping idempotency and status markers in Redis."""
+    """Publishes commands with confirms, keeping idempotency and status markers in its store."""
 
     def __init__(
         self,
