@@ -8,6 +8,7 @@ per hot standby) and heal the stack services it started.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from infra.stack.launcher import Stack
 from infra.topology import declare_topology
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from infra.settings import Settings
 
 log = structlog.get_logger("hisho")
@@ -62,6 +65,19 @@ async def _declare_topology(settings: Settings) -> None:
         await connection.close()
 
 
+ADMIN_KEY_FILE = "admin-key"
+
+
+def _write_secret(path: Path, secret: str) -> Path:
+    """Write `secret` to `path`, readable by this user only (the file is the one copy)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(f"{secret}\n")
+    path.chmod(0o600)
+    return path
+
+
 async def _bootstrap_admin_key(settings: Settings) -> None:
     """First start only: create a local admin API key and print it once (it is stored hashed)."""
     engine = create_engine(settings, pool_size=1)
@@ -71,8 +87,9 @@ async def _bootstrap_admin_key(settings: Settings) -> None:
         await engine.dispose()
     if token is None:
         return
-    if renders_json(settings):  # JSON logs: the key is a field of one line like every other
-        log.warning("local admin API key created; it is shown only now", api_key=token)
+    if renders_json(settings):  # logs are kept and shipped: the secret never goes into them
+        path = _write_secret(settings.stack_dir.parent / ADMIN_KEY_FILE, token)
+        log.warning("local admin API key created; written once to a file", path=str(path))
         return
     log.warning("local admin API key created; it is shown only now, on stderr")
     print(f"\nhisho: local admin API key (shown once): {token}\n", file=sys.stderr)  # noqa: T201
