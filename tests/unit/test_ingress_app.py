@@ -268,9 +268,10 @@ async def test_an_unconfirmed_publish_is_503_with_retry_after(
     response = await client.post(
         "/v1/commands/SubmitPlan", json={"plan_id": str(uuid4())}, headers=_auth()
     )
-    _assert_problem(response, 503, "broker-unavailable")
+    problem = _assert_problem(response, 503, "broker-unavailable")
     assert response.headers["retry-after"] == "1"
-    assert ingress.publisher.published == []
+    assert "command_id" not in problem  # nothing was accepted: nothing to follow
+    assert ingress.store.markers == {}  # no status URL says `accepted`
 
 
 async def test_an_unreachable_key_store_is_503_not_500(
