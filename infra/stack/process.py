@@ -89,6 +89,7 @@ def owned_process(record: PidRecord) -> psutil.Process | None:
         if abs(proc.create_time() - record.create_time) > 0.05:  # noqa: PLR2004  (pid reused)
             return None
         if proc.status() == psutil.STATUS_ZOMBIE:
+            _reap(record.pid)  # it may have died after the reap above: a zombie is never left
             return None
     except psutil.Error:
         return None
