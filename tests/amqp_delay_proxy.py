@@ -3,8 +3,8 @@
 `delay(seconds)` makes every byte the broker sends from then on reach the client `seconds`
 later (a publisher confirm that arrives late, say); bytes keep their order, so a later,
 shorter delay never overtakes an earlier one. `flushed()` waits until nothing is held back.
-Client -> broker bytes always pass at once. `close()` drops every connection and stops
-listening: the broker is gone for the client.
+Client -> broker bytes always pass at once. Everything else is `TcpProxy`'s: `start_url()`
+gives the URL through the proxy, `close()` drops every connection and stops listening.
 """
 
 from __future__ import annotations
@@ -14,29 +14,20 @@ import contextlib
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from tests.ingress_support import TcpProxy
 
-class AmqpDelayProxy:
+
+class AmqpDelayProxy(TcpProxy):
     """Forwards 127.0.0.1:<port> to the broker of an AMQP URL, delaying replies on demand."""
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
+        super().__init__(parts.hostname or "127.0.0.1", parts.port or 5672)
         self._url = url
-        self._target = (parts.hostname or "127.0.0.1", parts.port or 5672)
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._delay = 0.0
         self._held = 0  # chunks read from the broker and not yet written to the client
         self._idle = asyncio.Event()
         self._idle.set()
-
-    async def start(self) -> str:
-        """Listen on a free loopback port; return the URL rewritten to go through it."""
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        parts = urlsplit(self._url)
-        credentials = f"{parts.username}:{parts.password}@" if parts.username else ""
-        return parts._replace(netloc=f"{credentials}127.0.0.1:{port}").geturl()
 
     def delay(self, seconds: float) -> None:
         """Hold back what the broker sends from now on by `seconds` (0: pass at once)."""
@@ -47,38 +38,7 @@ class AmqpDelayProxy:
         async with asyncio.timeout(timeout):
             await self._idle.wait()
 
-    async def close(self) -> None:
-        """Drop every connection and stop listening."""
-        if self._server is not None:
-            self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
-
-    async def _serve(self, client_in: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        try:
-            broker_in, broker = await asyncio.open_connection(*self._target)
-        except OSError:
-            client.transport.abort()
-            return
-        self._writers.update({client, broker})
-        try:
-            await asyncio.gather(
-                _pipe(client_in, broker), self._replies(broker_in, client), return_exceptions=True
-            )
-        finally:
-            for writer in (client, broker):
-                self._writers.discard(writer)
-                writer.transport.abort()
-
-    async def _replies(self, broker_in: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
+    async def _reply(self, broker_in: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
         """Broker -> client, each chunk due at read time + the delay then set, in order."""
         loop = asyncio.get_running_loop()
         due: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
@@ -107,23 +67,14 @@ class AmqpDelayProxy:
         finally:
             writer.cancel()
             self._release(due.qsize())  # the connection is gone: nothing more will be written
+            self._writers.discard(client)
+            client.transport.abort()
 
     def _release(self, chunks: int) -> None:
         self._held -= chunks
         if self._held <= 0:
             self._held = 0
             self._idle.set()
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        writer.transport.abort()
 
 
 class _Publisher(Protocol):

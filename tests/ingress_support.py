@@ -94,8 +94,12 @@ class TcpProxy:
             return
         self._writers.update({writer, up_writer})
         await asyncio.gather(
-            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
+            self._pipe(reader, up_writer), self._reply(up_reader, writer), return_exceptions=True
         )
+
+    async def _reply(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Server -> client: passed at once here (a subclass may hold it back)."""
+        await self._pipe(reader, writer)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

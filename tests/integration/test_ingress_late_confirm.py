@@ -58,7 +58,7 @@ async def proxy(settings: Settings) -> AsyncIterator[AmqpDelayProxy]:
 @pytest.fixture
 async def publisher(proxy: AmqpDelayProxy) -> AsyncIterator[AmqpCommandPublisher]:
     publishing = AmqpCommandPublisher(
-        await proxy.start(), confirm_timeout=CONFIRM_TIMEOUT, reconnect_interval=0.2
+        await proxy.start_url(), confirm_timeout=CONFIRM_TIMEOUT, reconnect_interval=0.2
     )
     yield publishing
     await publishing.close()
