@@ -29,7 +29,7 @@ import aio_pika
 import asyncpg
 
 from infra.topology import EVENTS_EXCHANGE
-from producers.relay_leader import current_leader
+from producers.relay.leader import current_leader
 from tests.relay_harness import insert_probes, probes
 from tests.up_support import private_up
 

@@ -17,8 +17,8 @@ import aio_pika
 import asyncpg
 
 from infra.topology import EVENTS_EXCHANGE
-from producers.relay_publisher import amqp_properties
-from producers.relay_store import ChainedEvent
+from producers.relay.publisher import amqp_properties
+from producers.relay.store import ChainedEvent
 
 if TYPE_CHECKING:
     import aiormq

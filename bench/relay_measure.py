@@ -16,8 +16,8 @@ from infra.eventlog.notify import NOTIFY_CHANNEL, set_notify_trigger
 from infra.eventlog.verify import use_json_codecs
 from infra.topology import EVENTS_EXCHANGE
 from producers import relay
-from producers.relay_publisher import amqp_properties
-from producers.relay_store import ChainedEvent, RelayStore
+from producers.relay.publisher import amqp_properties
+from producers.relay.store import ChainedEvent, RelayStore
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine

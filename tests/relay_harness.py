@@ -20,7 +20,7 @@ from pydantic import PostgresDsn
 from infra.db.migrate import upgrade_to_head
 from infra.settings import PROJECT_ROOT, Settings
 from infra.topology import EVENTS_EXCHANGE
-from producers.relay_leader import current_leader
+from producers.relay.leader import current_leader
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable

@@ -14,7 +14,7 @@ from infra.eventlog.chain import GENESIS, link_hash
 from infra.eventlog.verify import use_json_codecs
 from infra.partitions import partition_slot
 from producers import relay
-from producers.relay_store import LostLeadershipError, RelayStore
+from producers.relay.store import LostLeadershipError, RelayStore
 from tests.relay_consumers import (
     Collector,
     assert_aggregate_order,

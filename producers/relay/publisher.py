@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from aio_pika.abc import AbstractChannel, AbstractConnection
 
-    from producers.relay_store import ChainedEvent
+    from producers.relay.store import ChainedEvent
 
 APP_ID = "hisho-relay"
 CONNECT_TIMEOUT = 5.0

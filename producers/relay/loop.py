@@ -6,7 +6,7 @@ Positions are gap-free, strictly increasing, never skip a committed row, and kee
 aggregate's `aggregate_version` order.
 
 * One writer. Only the leader writes `position`, and it is the process holding the
-  session advisory lock `RELAY_LOCK_KEY` (`producers.relay_leader`). Every position is
+  session advisory lock `RELAY_LOCK_KEY` (`producers.relay.leader`). Every position is
   written on *that same connection*: the lock is the fence. A leader that lost its
   connection has lost its lock too, and it cannot write a position through a connection
   that no longer exists. Standbys block in `pg_advisory_lock` and take over the moment the
@@ -60,9 +60,9 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from infra.eventlog.notify import NOTIFY_CHANNEL, set_notify_trigger
 from infra.eventlog.verify import use_json_codecs
 from infra.readiness import notify_ready
-from producers.relay_leader import acquire_leadership
-from producers.relay_publisher import ConfirmingPublisher
-from producers.relay_store import ChainedEvent, RelayStore
+from producers.relay.leader import acquire_leadership
+from producers.relay.publisher import ConfirmingPublisher
+from producers.relay.store import ChainedEvent, RelayStore
 
 if TYPE_CHECKING:
     from infra.settings import Settings

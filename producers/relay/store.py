@@ -1,8 +1,8 @@
 """The relay's SQL: read the chain's tail, claim and chain pending rows, mark them published.
 
 Every statement runs on the one asyncpg connection that holds the relay's advisory lock
-(see `producers.relay`), serialized by an `asyncio.Lock` so the claimer and the marker can
-share it.
+(see `producers.relay.loop`), serialized by an `asyncio.Lock` so the claimer and the marker
+can share it.
 """
 
 from __future__ import annotations
