@@ -103,9 +103,10 @@ def create_app(
     fast_path = _include_routers(app, parts, commands)
     # Last: 405 with Allow and OPTIONS for every known path (FastAPI's docs routes included).
     app.router.routes.append(MethodFallback(app.router.routes, not_found=unknown_command))
-    app.add_middleware(
-        BodyLimitMiddleware, max_bytes=settings.ingress_max_body_bytes, shortcut=fast_path
-    )
+    # The last added is the outermost: the body limit buffers, then the fast path answers
+    # well-formed command POSTs and passes the rest on to FastAPI.
+    app.add_middleware(CommandFastPath, commands=commands, **fast_path)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.ingress_max_body_bytes)
     _problem_openapi(app)
     return app
 
@@ -122,8 +123,8 @@ class _Parts:
     tracing: TracerProvider
 
 
-def _include_routers(app: FastAPI, parts: _Parts, commands: Catalog) -> CommandFastPath:
-    """Add every route; return the fast path that answers well-formed command POSTs."""
+def _include_routers(app: FastAPI, parts: _Parts, commands: Catalog) -> dict[str, Any]:
+    """Add every route; return what the fast path shares with the command routes."""
     settings = parts.settings
     authenticator = Authenticator(
         parts.key_store, jwt=parts.jwt, cache_seconds=settings.ingress_key_cache_seconds
@@ -159,9 +160,7 @@ def _include_routers(app: FastAPI, parts: _Parts, commands: Catalog) -> CommandF
         states=StateReader(parts.engine),
         reader=guard(authenticator, limiter, Scope.STATE_READ),
     )
-    return CommandFastPath(
-        commands=commands, authenticator=authenticator, limiter=limiter, acceptor=acceptor
-    )
+    return {"authenticator": authenticator, "limiter": limiter, "acceptor": acceptor}
 
 
 def _lifespan(

@@ -10,7 +10,7 @@ import structlog
 from fastapi import Request  # noqa: TC002  (FastAPI reads the dependency's annotation)
 
 from infra.auth.api_keys import TOKEN_PREFIX
-from producers.ingress.limits import require_json
+from producers.ingress.command_spec import require_json
 from producers.ingress.problems import ProblemError, forbidden, retry_after, unauthorized
 
 if TYPE_CHECKING:

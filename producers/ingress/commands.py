@@ -6,14 +6,20 @@ import inspect
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Response
+from fastapi import APIRouter, Body, Depends, Path
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.routing import Match
 
 from infra.auth import Principal
-from producers.ingress.accept import AcceptedCommand, CommandAcceptor, CommandRequest
+from producers.ingress.command_spec import (
+    COMMANDS_PATH,
+    HEADERS,
+    Accepted,
+    AcceptedResponse,
+    command_request,
+)
 from producers.ingress.problems import ProblemError, problem_responses
 from producers.ingress.status import CommandStatusView
 from producers.ingress.storable import unstorable
@@ -24,11 +30,11 @@ if TYPE_CHECKING:
     from starlette.types import Scope
 
     from events import Catalog, CatalogEntry
+    from producers.ingress.accept import CommandAcceptor
     from producers.ingress.status import StatusReader
 
 _P = inspect.Parameter
 _UUID = TypeAdapter(UUID)
-_COMMANDS = "/v1/commands/"
 # OpenAPI link: a 202's `command_id` is what the status URL takes (clients and fuzzers follow it).
 _STATUS_LINK = {
     "status": {
@@ -39,79 +45,26 @@ _STATUS_LINK = {
 _COMMAND_ERRORS = problem_responses(401, 403, 409, 413, 415, 422, 429, 503, 504)
 
 
-class Accepted(BaseModel):
-    """A command the broker confirmed: follow `status_url` to see what became of it."""
-
-    command_id: UUID
-    status_url: str
-
-
-def _answer(accepted: AcceptedCommand, response: Response) -> Accepted:
-    url = f"/v1/commands/{accepted.command_id}"
-    response.headers["Location"] = url
-    if accepted.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return Accepted(command_id=accepted.command_id, status_url=url)
-
-
 def _post_endpoint(
     entry: CatalogEntry,
     acceptor: CommandAcceptor,
     writer: Callable[..., Awaitable[Principal]],
-) -> Callable[..., Awaitable[Accepted]]:
-    async def post_command(**params: Any) -> Accepted:  # noqa: ANN401
-        principal: Principal = params["principal"]
+) -> Callable[..., Awaitable[AcceptedResponse]]:
+    async def post_command(**params: Any) -> AcceptedResponse:  # noqa: ANN401
         if errors := unstorable(params["body"]):  # NUL, lone surrogates: 422 as validation
             raise RequestValidationError(errors)
-        request = CommandRequest(
-            entry=entry,
-            data=params["body"],
-            actor=principal.actor,
-            caller=principal.caller,
-            idempotency_key=params["idempotency_key"],
-            correlation_id=params["correlation_id"],
-            traceparent=params["traceparent"],
-        )
-        return _answer(await acceptor.accept(request), params["response"])
+        request = command_request(entry, params["body"], params["principal"], params)
+        return AcceptedResponse(await acceptor.accept(request))
 
-    # FastAPI reads the parameters from the signature: give it the command's own model.
-    # Optional headers default to None but are typed without it: a header is never null.
+    # FastAPI reads the parameters from the signature: give it the command's own model and
+    # the headers as `command_spec.HEADERS` declares them.
     post_command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [
             _P("principal", _P.KEYWORD_ONLY, annotation=Annotated[Principal, Depends(writer)]),
             _P("body", _P.KEYWORD_ONLY, annotation=Annotated[entry.model, Body()]),
-            _P("response", _P.KEYWORD_ONLY, annotation=Response),
-            _P(
-                "idempotency_key",
-                _P.KEYWORD_ONLY,
-                default=None,
-                annotation=Annotated[
-                    str,
-                    Header(
-                        alias="Idempotency-Key",
-                        min_length=1,
-                        max_length=255,
-                        description="Retries with the same key get the same command id",
-                    ),
-                ],
-            ),
-            _P(
-                "correlation_id",
-                _P.KEYWORD_ONLY,
-                default=None,
-                annotation=Annotated[
-                    UUID,
-                    Header(
-                        alias="X-Correlation-Id",
-                        description="Follow one story across commands (default: the command id)",
-                    ),
-                ],
-            ),
-            _P(
-                "traceparent",
-                _P.KEYWORD_ONLY,
-                default=None,
-                annotation=Annotated[str, Header(description="W3C trace context")],
+            *(
+                _P(rule.param, _P.KEYWORD_ONLY, default=None, annotation=rule.annotation)
+                for rule in HEADERS
             ),
         ]
     )
@@ -154,8 +107,8 @@ class _CommandIdRoute(APIRoute):
 def unknown_command(scope: Scope) -> ProblemError | None:
     """The 404 for a POST to `/v1/commands/<not a command type>` (a `MethodFallback` hook)."""
     path: str = scope["path"]
-    command_type = path[len(_COMMANDS) :]
-    if scope["method"] != "POST" or not path.startswith(_COMMANDS) or not command_type:
+    command_type = path[len(COMMANDS_PATH) :]
+    if scope["method"] != "POST" or not path.startswith(COMMANDS_PATH) or not command_type:
         return None
     if "/" in command_type:
         return None
@@ -181,7 +134,7 @@ def add_command_routes(
         if entry.kind != "command":
             continue
         router.add_api_route(
-            f"/v1/commands/{entry.type}",
+            f"{COMMANDS_PATH}{entry.type}",
             _post_endpoint(entry, acceptor, writer),
             methods=["POST"],
             status_code=202,

@@ -4,36 +4,39 @@ FastAPI's request handling (request object, dependency solving, response model, 
 middleware) cost about as much CPU as accepting the command itself. The FastAPI route stays
 the reference: it documents the operation and answers every request this path declines.
 
-This path takes a request only when the route's own parsing would succeed, decided by the
-route's rules: a JSON media type (`require_json`'s and FastAPI's), a body `json.loads`
-reads and the command's model validates as FastAPI validates it, with no text the
-database cannot store (`storable.unstorable`, the route's own check), and valid optional
-headers. Only then does it run what the route runs, in the route's order and with the same
-code (`admit`: 401, 403, 429; then the acceptor: 409, 503), and answer `202` with the bytes
-the route would send. A declined request has had no side effect yet (no rate-limit hit, no
-publish), so nothing is counted or published twice.
+`CommandFastPath` is a pure ASGI middleware wrapping the app, inside `BodyLimitMiddleware`
+(which has buffered the body). It takes a request only when the route's own parsing would
+succeed, by the rules both share (`command_spec`): a JSON media type (`takes_json`), valid
+optional headers (`parse_headers`), a body `json.loads` reads and the command's model
+validates as FastAPI validates it, with no text the database cannot store
+(`storable.unstorable`, the route's own check). Only then does it run what the route runs,
+in the route's order and with the same code (`admit`: 401, 403, 429; then the acceptor:
+409, 503, 504), and send the route's answer (`AcceptedResponse`, or the problem). A declined
+request has had no side effect yet (no rate-limit hit, no publish), so nothing is counted or
+published twice; it goes on to the app with its body.
 """
 
 from __future__ import annotations
 
-import email.message
 import json
-from typing import TYPE_CHECKING
-from uuid import UUID
-
-from pydantic import TypeAdapter
+from typing import TYPE_CHECKING, Any
 
 from infra.auth import Scope
-from producers.ingress.accept import CommandRequest
 from producers.ingress.auth import admit
-from producers.ingress.commands import Accepted
-from producers.ingress.limits import is_json, media_type
+from producers.ingress.command_spec import (
+    COMMANDS_PATH,
+    AcceptedResponse,
+    command_request,
+    parse_headers,
+    takes_json,
+)
+from producers.ingress.limits import replay_body
 from producers.ingress.problems import ProblemError, problem_response
 from producers.ingress.storable import unstorable
 
 if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Send
     from starlette.types import Scope as AsgiScope
-    from starlette.types import Send
 
     from events import Catalog, CatalogEntry, Message
     from producers.ingress.accept import CommandAcceptor
@@ -41,25 +44,25 @@ if TYPE_CHECKING:
     from producers.ingress.rate_limit import RateLimiter
 
 _SCOPES = (Scope.COMMANDS_WRITE,)
-_UUID = TypeAdapter(UUID)  # the X-Correlation-Id header's validator, as the route declares it
-_MAX_KEY_LENGTH = 255  # the route's Idempotency-Key: Header(min_length=1, max_length=255)
 
 Headers = dict[bytes, bytes]
 
 
 class CommandFastPath:
-    """Answers well-formed command POSTs itself; a `BodyLimitMiddleware` shortcut."""
+    """Pure ASGI middleware: answers well-formed command POSTs, passes the rest to `app`."""
 
     def __init__(
         self,
+        app: ASGIApp,
         *,
         commands: Catalog,
         authenticator: Authenticator,
         limiter: RateLimiter,
         acceptor: CommandAcceptor,
     ) -> None:
+        self._app = app
         self._entries = {
-            f"/v1/commands/{entry.type}": entry
+            f"{COMMANDS_PATH}{entry.type}": entry
             for entry in commands.entries()
             if entry.kind == "command"
         }
@@ -67,99 +70,74 @@ class CommandFastPath:
         self._limiter = limiter
         self._acceptor = acceptor
 
-    async def __call__(self, scope: AsgiScope, body: bytes, send: Send) -> bool:
-        """Answer a well-formed command POST (True), or decline it untouched (False)."""
-        entry = self._entries.get(scope["path"]) if scope["method"] == "POST" else None
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        """Answer a well-formed command POST, or pass the request on with its body."""
+        entry = (
+            self._entries.get(scope["path"])
+            if scope["type"] == "http" and scope["method"] == "POST"
+            else None
+        )
         if entry is None:
-            return False
+            await self._app(scope, receive, send)
+            return
+        body = await _body(receive)
+        if body is None:
+            return  # the client went away
+        if not await self._answer(entry, scope, body, send):
+            await self._app(scope, replay_body(body, receive), send)
+
+    async def _answer(self, entry: CatalogEntry, scope: AsgiScope, body: bytes, send: Send) -> bool:
+        """Answer the request (True), or decline it untouched (False)."""
         headers: Headers = dict(reversed(scope["headers"]))  # the first of each, as Starlette
-        request = _parse(entry, headers, body)
-        if request is None:
+        parsed = _parse(entry, headers, body)
+        if parsed is None:
             return False
+        data, values = parsed
         try:
             principal = await admit(
                 self._authenticator, self._limiter, _SCOPES, _text(headers, b"authorization")
             )
-            accepted = await self._acceptor.accept(
-                CommandRequest(
-                    entry=entry,
-                    data=request.data,
-                    actor=principal.actor,
-                    caller=principal.caller,
-                    idempotency_key=request.idempotency_key,
-                    correlation_id=request.correlation_id,
-                    traceparent=request.traceparent,
-                )
-            )
+            accepted = await self._acceptor.accept(command_request(entry, data, principal, values))
         except ProblemError as exc:
             problem = problem_response(exc.problem, exc.headers)
             await _respond(send, problem.status_code, problem.raw_headers, problem.body)
             return True
-        url = f"/v1/commands/{accepted.command_id}"
-        content = Accepted(command_id=accepted.command_id, status_url=url).model_dump_json()
-        answer = content.encode()
-        raw = [
-            (b"content-length", str(len(answer)).encode()),
-            (b"content-type", b"application/json"),
-            (b"location", url.encode()),
-        ]
-        if accepted.replayed:
-            raw.append((b"idempotent-replayed", b"true"))
-        await _respond(send, 202, raw, answer)
+        answer = AcceptedResponse(accepted)
+        await _respond(send, answer.status_code, answer.raw_headers, answer.body)
         return True
 
 
-class _Parsed:
-    """What the route would have parsed from a well-formed request."""
-
-    __slots__ = ("correlation_id", "data", "idempotency_key", "traceparent")
-
-    def __init__(
-        self,
-        data: Message,
-        idempotency_key: str | None,
-        correlation_id: UUID | None,
-        traceparent: str | None,
-    ) -> None:
-        self.data = data
-        self.idempotency_key = idempotency_key
-        self.correlation_id = correlation_id
-        self.traceparent = traceparent
+async def _body(receive: Receive) -> bytes | None:
+    """The whole request body (one message behind `BodyLimitMiddleware`), or None."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _parse(entry: CatalogEntry, headers: Headers, body: bytes) -> _Parsed | None:
+def _parse(
+    entry: CatalogEntry, headers: Headers, body: bytes
+) -> tuple[Message, dict[str, Any]] | None:
     """The route's parse of a request, or None wherever the route would refuse it."""
     content_type = _text(headers, b"content-type")
-    if not content_type or not _json_media(content_type):
+    if not content_type or not takes_json(content_type):
         return None
-    key = _text(headers, b"idempotency-key")
-    if key is not None and not 1 <= len(key) <= _MAX_KEY_LENGTH:
+    values = parse_headers(headers)
+    if values is None:
         return None
-    correlation = _text(headers, b"x-correlation-id")
     try:
         # FastAPI: `json.loads` (Starlette's `request.json()`), then the body field's
         # `validate_python(..., from_attributes=True)`. Any failure is the route's to answer.
         data = entry.model.model_validate(json.loads(body), from_attributes=True)
-        correlation_id = None if correlation is None else _UUID.validate_python(correlation)
     except (ValueError, RecursionError):  # JSON, UTF-8 and pydantic errors are ValueErrors
         return None
     if unstorable(data):  # text PostgreSQL cannot store: the route's 422
         return None
-    return _Parsed(data, key, correlation_id, _text(headers, b"traceparent"))
-
-
-def _json_media(content_type: str) -> bool:
-    """Whether both `require_json` and FastAPI's body reader take this as JSON."""
-    if content_type == "application/json":
-        return True  # nearly every request; both take it as JSON without parsing
-    if not is_json(media_type(content_type)):
-        return False
-    message = email.message.Message()  # FastAPI's own test, in get_request_handler
-    message["content-type"] = content_type
-    subtype = message.get_content_subtype()
-    return message.get_content_maintype() == "application" and (
-        subtype == "json" or subtype.endswith("+json")
-    )
+    return data, values
 
 
 def _text(headers: Headers, name: bytes) -> str | None:

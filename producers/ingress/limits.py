@@ -1,64 +1,29 @@
-"""Request-shape checks: the body limit (413) and the media type of command bodies (415).
+"""The body limit (413): on Content-Length and on the bytes actually streamed.
 
-The limit applies to Content-Length and to the bytes actually streamed.
+The media type of command bodies (415) is a rule of `command_spec`.
 """
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
-from producers.ingress.problems import PROBLEM_BASE, Problem, ProblemError
+from producers.ingress.problems import PROBLEM_BASE, Problem
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
-    from fastapi import Request
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-    # Answers a request with its buffered body itself (True), or leaves it to the app (False).
-    Shortcut = Callable[[Scope, bytes, Send], Awaitable[bool]]
-
 _NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
-_JSON_SUFFIX = re.compile(r"^application/[a-z0-9.+-]+\+json$")
-
-
-def media_type(content_type: str) -> str:
-    """The media type of a Content-Type header value, lower case, without parameters."""
-    return content_type.split(";", 1)[0].strip().lower()
-
-
-def is_json(media: str) -> bool:
-    """Whether a media type (from `media_type`) is JSON: application/json or */*+json."""
-    return media == "application/json" or _JSON_SUFFIX.match(media) is not None
-
-
-async def require_json(request: Request) -> None:
-    """Refuse a body that is not JSON (415); an empty body is left to validation (422)."""
-    media = media_type(request.headers.get("content-type", ""))
-    if is_json(media):
-        return
-    if not media and not await request.body():
-        return
-    raise ProblemError(
-        415,
-        "unsupported-media-type",
-        "Unsupported media type",
-        f"send the command as application/json, not {media or 'an unlabelled body'!r}",
-    )
 
 
 class BodyLimitMiddleware:
     """Pure ASGI middleware: buffers the body up to `max_bytes`, refusing anything larger.
 
-    A `shortcut` may then answer the buffered request itself; what it declines goes on to
-    the app.
+    The app then receives the whole body as one message.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, shortcut: Shortcut | None = None) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self._app = app
         self._max = max_bytes
-        self._shortcut = shortcut
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on with its body buffered, or answer 413."""
@@ -83,10 +48,7 @@ class BodyLimitMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        if self._shortcut is not None and await self._shortcut(scope, body, send):
-            return
-        await self._app(scope, _replay(body, receive), send)
+        await self._app(scope, replay_body(b"".join(chunks), receive), send)
 
     async def _refuse(self, send: Send, what: str) -> None:
         problem = Problem(
@@ -105,7 +67,8 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives `body` as one message, then whatever `receive` gives."""
     delivered = False
 
     async def replay() -> Message:

@@ -1,7 +1,7 @@
 """The command POST's fast path answers exactly as the FastAPI route would, side effects included.
 
-Every case runs twice, on two apps built alike: one as built (fast path on), one whose body
-limit has no shortcut (every request goes through the FastAPI route). Their answers and
+Every case runs twice, on two apps built alike: one as built (fast path on), one without the
+`CommandFastPath` middleware (every request goes through the FastAPI route). Their answers and
 what they published must be the same, once ids, timestamps and span ids are normalised.
 """
 
@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from starlette.middleware import Middleware
 
+from producers.ingress.fast_path import CommandFastPath
 from producers.ingress.publisher import PublishOutcomeUnknownError
 from tests.ingress_fakes import READER, WRITER, FakedIngress
 from tests.ingress_support import ingress_client
@@ -22,9 +24,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from fastapi import FastAPI
-    from starlette.types import Scope, Send
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
-    from producers.ingress.limits import Shortcut
     from producers.ingress.publisher import OutgoingCommand
 
 PLAN = "11111111-2222-4333-8444-555555555555"
@@ -218,36 +219,42 @@ def _lose_first_confirms(ingress: FakedIngress) -> None:
     publisher.publish = losing  # type: ignore[method-assign]
 
 
-def _shortcut_slots(app: FastAPI) -> list[dict[str, Any]]:
-    """The keyword arguments the app's body limit is built with (its `shortcut` among them)."""
-    slots: list[dict[str, Any]] = [middleware.kwargs for middleware in app.user_middleware]
-    slots = [kwargs for kwargs in slots if "shortcut" in kwargs]
-    assert len(slots) == 1
-    return slots
+def _fast_path_index(app: FastAPI) -> int:
+    """Where the app's `CommandFastPath` is among its middlewares (outermost first)."""
+    classes: list[object] = [item.cls for item in app.user_middleware]
+    found = [i for i, cls in enumerate(classes) if cls is CommandFastPath]
+    assert len(found) == 1
+    return found[0]
 
 
 def _route_only(app: FastAPI) -> FastAPI:
     """The same app with the fast path unplugged: every request reaches the FastAPI route."""
-    for kwargs in _shortcut_slots(app):
-        kwargs["shortcut"] = None
+    del app.user_middleware[_fast_path_index(app)]
     return app
 
 
 def _counting(app: FastAPI) -> list[int]:
-    """Count the requests the app's fast path answers (first) and declines (second)."""
+    """Count the requests the app's fast path answers (first) and passes on (second)."""
     taken: list[int] = [0, 0]
-    for kwargs in _shortcut_slots(app):
-        kwargs["shortcut"] = _counted(kwargs["shortcut"], taken)
+    index = _fast_path_index(app)
+    app.user_middleware.insert(index + 1, Middleware(_Reached, counts=taken, slot=1))
+    app.user_middleware.insert(index, Middleware(_Reached, counts=taken, slot=0))
     return taken
 
 
-def _counted(fast_path: Shortcut, taken: list[int]) -> Shortcut:
-    async def counted(scope: Scope, body: bytes, send: Send) -> bool:
-        answered = await fast_path(scope, body, send)
-        taken[not answered] += 1
-        return answered
+class _Reached:
+    """Counts the requests with a body that reach it, then subtracts from the slot before."""
 
-    return counted
+    def __init__(self, app: ASGIApp, *, counts: list[int], slot: int) -> None:
+        self._app = app
+        self._counts = counts
+        self._slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in {"GET", "HEAD", "OPTIONS"}:
+            self._counts[self._slot] += 1
+            self._counts[0] -= self._slot  # passed on: not answered by the fast path
+        await self._app(scope, receive, send)
 
 
 async def _answers(
