@@ -5,9 +5,10 @@ not touch it): one vote per approver, only the snapshot's approvers vote, any re
 rejects, quorum approves, and a plan small enough for the policy is approved at submit.
 Votes are refused from the deadline on; `expire` is allowed from the deadline on.
 
-Error codes: plan-not-draft, plan-not-submitted, plan-not-open, plan-nothing-to-edit,
-plan-has-no-steps, plan-duplicate-step, plan-not-an-approver, plan-duplicate-vote,
-plan-deadline-passed, plan-has-no-deadline, plan-deadline-not-reached.
+Error codes (status 409, a conflict with the state): plan-not-draft, plan-not-submitted,
+plan-not-open, plan-duplicate-vote, plan-deadline-passed, plan-has-no-deadline,
+plan-deadline-not-reached; (status 422, input the command cannot mean): plan-nothing-to-edit,
+plan-has-no-steps, plan-duplicate-step, plan-not-an-approver.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from uuid import UUID
 from pydantic import TypeAdapter
 
 from domain.aggregate import Aggregate, dump_time, load_time, utc
-from domain.errors import DomainError
+from domain.errors import UNPROCESSABLE, DomainError
 from domain.policies import (
     ApprovalOutcome,
     approval_policy,
@@ -112,7 +113,9 @@ class Plan(Aggregate):
         """Change the title and/or steps of a draft (`None` leaves one as it is)."""
         self._require(PlanStatus.DRAFT, "plan-not-draft")
         if title is None and steps is None:
-            raise PlanError("plan-nothing-to-edit", "give a title, steps or both")
+            raise PlanError(
+                "plan-nothing-to-edit", "give a title, steps or both", status=UNPROCESSABLE
+            )
         if steps is not None:
             _check_steps(steps)
             self.steps = steps
@@ -123,7 +126,11 @@ class Plan(Aggregate):
         """Hand the draft in under `policy` (snapshot); small plans pass at once by policy."""
         self._require(PlanStatus.DRAFT, "plan-not-draft")
         if not self.steps:
-            raise PlanError("plan-has-no-steps", "a plan needs at least one step to be submitted")
+            raise PlanError(
+                "plan-has-no-steps",
+                "a plan needs at least one step to be submitted",
+                status=UNPROCESSABLE,
+            )
         self.status = PlanStatus.SUBMITTED
         self.policy = policy
         self.submitted_at = utc(at)
@@ -201,7 +208,11 @@ class Plan(Aggregate):
         if self.policy is None:  # submit always sets it; this is a corrupt row
             raise AssertionError("a submitted plan has a policy snapshot")
         if approver not in self.policy.approvers:
-            raise PlanError("plan-not-an-approver", f"{approver!r} may not vote on this plan")
+            raise PlanError(
+                "plan-not-an-approver",
+                f"{approver!r} may not vote on this plan",
+                status=UNPROCESSABLE,
+            )
         if approver in self.approvals:
             raise PlanError("plan-duplicate-vote", f"{approver!r} has already voted")
         if expiry_policy(self.deadline, utc(at)):
@@ -253,4 +264,4 @@ class Plan(Aggregate):
 
 def _check_steps(steps: tuple[PlanStep, ...]) -> None:
     if len({step.step_id for step in steps}) != len(steps):
-        raise PlanError("plan-duplicate-step", "step ids must be distinct")
+        raise PlanError("plan-duplicate-step", "step ids must be distinct", status=UNPROCESSABLE)

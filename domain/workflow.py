@@ -22,9 +22,10 @@ What the command processor does per workflow command (one transaction each):
 Phase moves are announced by `WorkflowPhaseChanged` (planning -> execution -> review),
 `WorkflowRevisionRequested` (review -> execution), `WorkflowCompleted` and `WorkflowCancelled`.
 
-Error codes: workflow-plan-not-approved, workflow-not-in-planning, workflow-not-in-execution,
-workflow-not-in-review, workflow-tasks-unknown, workflow-tasks-unfinished, workflow-unknown-task,
-workflow-revision-limit, workflow-finished.
+Error codes (status 409): workflow-plan-not-approved, workflow-not-in-planning,
+workflow-not-in-execution, workflow-not-in-review, workflow-tasks-unfinished,
+workflow-revision-limit, workflow-finished; (status 422): workflow-tasks-unknown,
+workflow-unknown-task.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Self
 from uuid import UUID, uuid5
 
 from domain.aggregate import Aggregate
-from domain.errors import DomainError
+from domain.errors import UNPROCESSABLE, DomainError
 from domain.plan import Plan, PlanStatus
 from domain.policies import revision_policy
 from domain.task import DEFAULT_MAX_ATTEMPTS, Task, TaskStatus
@@ -126,7 +127,11 @@ class Workflow(Aggregate):
         """Move from execution to review once every task is completed or cancelled."""
         self._require(WorkflowPhase.EXECUTION, "workflow-not-in-execution")
         if set(task_statuses) != set(self.task_ids):
-            raise WorkflowError("workflow-tasks-unknown", "statuses must cover exactly its tasks")
+            raise WorkflowError(
+                "workflow-tasks-unknown",
+                "statuses must cover exactly its tasks",
+                status=UNPROCESSABLE,
+            )
         unfinished = sorted(str(t) for t, s in task_statuses.items() if s not in _DONE_FOR_REVIEW)
         if unfinished:
             raise WorkflowError(
@@ -140,7 +145,9 @@ class Workflow(Aggregate):
         chosen = tuple(task_ids)
         if not chosen or len(set(chosen)) != len(chosen) or not set(chosen) <= set(self.task_ids):
             raise WorkflowError(
-                "workflow-unknown-task", "choose one or more distinct tasks of this workflow"
+                "workflow-unknown-task",
+                "choose one or more distinct tasks of this workflow",
+                status=UNPROCESSABLE,
             )
         if not revision_policy(self.revisions, self.max_revisions):
             raise WorkflowError(
