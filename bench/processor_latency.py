@@ -1,25 +1,40 @@
-"""HTTP-accepted -> processed latency of the command path, at a fixed rate (issue 5).
+"""HTTP-accepted -> processed latency of the command path, at a fixed rate (issues 5 and 14).
 
-An open-loop load generator posts `CreateProject` commands to a real `hisho run ingress` at
-`rate` per second for `duration` seconds. A command's latency is the time from its `202`
-reaching the client to the commit of the processor's transaction that recorded it
-`processed` (PostgreSQL's commit timestamp of its `command_status` row, with
-`track_commit_timestamp`, as the stack runs it): from then on `GET /v1/commands/{id}` says
-`processed`. Target: p99 <= 50 ms at 300 commands/s for 30 s.
+Two mixes, chosen with `--mix`:
 
-A private tap queue bound to `hisho.events` also times the first event of each command as a
-subscriber sees it (the relay hop included); the report gives both.
+`single` (the default, so figures stay comparable with earlier runs): an open-loop load
+generator posts `CreateProject` commands to a real `hisho run ingress` at `rate` per second
+for `duration` seconds. A command's latency is the time from its `202` reaching the client
+to the commit of the processor's transaction that recorded it `processed` (PostgreSQL's
+commit timestamp of its `command_status` row, with `track_commit_timestamp`, as the stack
+runs it): from then on `GET /v1/commands/{id}` says `processed`. Target: p99 <= 50 ms at
+300 commands/s for 30 s. A private tap queue bound to `hisho.events` also times the first
+event of each command as a subscriber sees it (the relay hop included).
+
+`stories`: the client stories of tests/stories.py (create a project and wait until it is
+decided, draft a plan, submit it on the draft's 202, two approvals at once on the submit's
+202; every POST with an `Idempotency-Key`), started at `rate / 5` stories per second. Per
+command it reports POST -> 202, POST -> decided (commit timestamp) and POST -> first event
+at a tap bound to every event (p50/p95/p99/max, and per command type); target: POST -> first
+event p99 <= 100 ms at 200 commands/s. The outcomes are counted by problem code afterwards
+(`plan-not-found` / `plan-not-submitted` mean a command was decided before one its client
+sent earlier), and the status GETs the stories made (to wait for their project) per command.
+
+Both print the CPU milliseconds per command of every process (with its children): ingress,
+processor, relay, PostgreSQL, RabbitMQ, Redis, the load generator; psutil CPU times before
+and after the measured window, which ends when every command is decided and has its event.
 
 Steady state, not start-up, is measured: a warm-up at the same rate first lets the
-processor's pool connect and prepare its statements, and the run waits until the command
-queue is empty again. The load generator runs at a lower CPU priority (nice +10): it shares
-the 2 cores with what it measures, and a real client is not on the server's box.
+processor's pool connect and prepare its statements, and the run waits until the warm-up's
+commands are worked off. The load generator runs at a lower CPU priority (nice +10): it
+shares the 2 cores with what it measures, and a real client is not on the server's box.
 
-Run it on its own (it starts relay, processor and ingress as `hisho up` does):
+Run it on its own (it starts relay, processor and ingress as `hisho up` does, in a database
+and vhost of its own that are dropped afterwards, tests/isolation.py):
 
-    python -m bench.processor_latency [--rate 300] [--duration 30]
+    python -m bench.processor_latency [--mix single|stories] [--rate 300] [--duration 30]
 
-`bench/ingress.py` calls `measure_latency` for its latency row.
+`bench/ingress.py` calls `main` for its latency row (single mix).
 """
 
 from __future__ import annotations
@@ -47,9 +62,10 @@ from infra.stack import Stack
 from infra.topology import COMMAND_QUEUE, EVENTS_EXCHANGE
 from tests.components_support import component_env, components, free_port
 from tests.ingress_support import cli_key, hisho_cli
+from tests.stories import COMMANDS_PER_STORY, Accepted, Stories
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Coroutine, Iterable, Mapping
 
     from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
@@ -58,6 +74,8 @@ LOAD_GENERATOR_NICE = 10
 IN_FLIGHT = 128
 DRAIN_DEADLINE = 300.0
 TARGET_P99_MS = 50.0
+STORY_TARGET_P99_MS = 100.0  # POST -> first event, story mix at 200 commands/s
+EVENT = "POST -> first event"
 
 
 def _nearest(values: list[float], p: float) -> float:
@@ -136,11 +154,13 @@ class _Tap:
                 self.complete.set()
 
 
-async def _consume(rabbit: AbstractRobustConnection, tap: _Tap) -> aio_pika.abc.AbstractChannel:
+async def _consume(
+    rabbit: AbstractRobustConnection, tap: _Tap, routing_key: str = "project.created"
+) -> aio_pika.abc.AbstractChannel:
     channel = await rabbit.channel()
     await channel.set_qos(prefetch_count=1_000)
     queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-    await queue.bind(EVENTS_EXCHANGE, "project.created")
+    await queue.bind(EVENTS_EXCHANGE, routing_key)
 
     async def on_message(message: AbstractIncomingMessage) -> None:
         tap.on_message(message)
@@ -190,6 +210,17 @@ class _Exchange(asyncio.Protocol):
             self._answer.set_exception(_StaleConnectionError())
 
 
+def request_bytes(
+    method: str, path: str, host: str, headers: Mapping[str, str], body: bytes | None
+) -> bytes:
+    """One HTTP/1.1 request as sent on the wire (`Content-Length` when there is a body)."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    if body is not None:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
+
+
 def _content_length(head: bytes) -> int:
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
@@ -210,20 +241,26 @@ class RawHttp:
     def __init__(self, url: str, headers: Mapping[str, str]) -> None:
         parts = urlsplit(url)
         self._address = (parts.hostname or "127.0.0.1", parts.port or 80)
-        lines = [f"Host: {parts.netloc}", "Content-Type: application/json"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        self._head = "\r\n".join(lines)
+        self._host = parts.netloc
+        self._headers = {"Content-Type": "application/json", **headers}
         self._idle: list[_Exchange] = []
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        """POST `body` (JSON) to `path`; return the status code and the response body.
+        """POST `body` (JSON) to `path` with the client's headers; return status and body."""
+        return await self._send(request_bytes("POST", path, self._host, self._headers, body))
+
+    async def request(
+        self, method: str, path: str, body: bytes | None, headers: Mapping[str, str]
+    ) -> tuple[int, bytes]:
+        """Send `method path` with exactly `headers` (tests/stories.py's `Transport`)."""
+        return await self._send(request_bytes(method, path, self._host, headers, body))
+
+    async def _send(self, data: bytes) -> tuple[int, bytes]:
+        """Send one request; return the status code and the response body.
 
         A kept-alive connection the server closed while it was idle answers nothing (or is
         reset): the request is sent again once on a new connection.
         """
-        data = (
-            f"POST {path} HTTP/1.1\r\n{self._head}\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode() + body
         while self._idle:
             exchange = self._idle.pop()
             if exchange.open:
@@ -398,6 +435,164 @@ async def _committed_at(database_url: str, command_ids: list[str]) -> tuple[str,
     return clock, {row["command_id"]: row["at"].timestamp() for row in rows}
 
 
+# --- the story mix: create, draft, submit, two concurrent votes per plan (tests/stories.py)
+
+
+def story_latencies(
+    accepted: Iterable[Accepted], decided: Mapping[str, float], arrived: Mapping[str, float]
+) -> dict[str, list[float]]:
+    """Per measure, the latencies in ms of the accepted commands that have one.
+
+    `POST -> 202` (the ingress's answer), `POST -> decided` (commit of the processor's
+    status record, from `decided`), `POST -> first event` (at the tap, from `arrived`), and
+    `POST -> first event, <type>` per command type.
+    """
+    found: dict[str, list[float]] = {"POST -> 202": [], "POST -> decided": [], EVENT: []}
+    for command in accepted:
+        found["POST -> 202"].append((command.answered_at - command.posted_at) * 1000)
+        if command.command_id in decided:
+            found["POST -> decided"].append(
+                (decided[command.command_id] - command.posted_at) * 1000
+            )
+        if command.command_id in arrived:
+            ms = (arrived[command.command_id] - command.posted_at) * 1000
+            found[EVENT].append(ms)
+            found.setdefault(f"{EVENT}, {command.command}", []).append(ms)
+    return found
+
+
+@dataclass(frozen=True)
+class StoryReport:
+    """What one run of the story mix measured."""
+
+    rate: float
+    duration: float
+    stories: int
+    accepted: int
+    achieved_rate: float
+    errors: list[str]
+    status_reads: int  # the stories' own GETs of a status within the window
+    outcomes: dict[str, int]
+    clock: str
+    latencies: dict[str, list[float]]
+    cpu_ms_per_command: dict[str, float]
+
+    def rows(self) -> list[tuple[str, str]]:
+        """The table rows this run contributes."""
+        event_p99 = _nearest(self.latencies[EVENT], 99)
+        verdict = "met" if event_p99 <= STORY_TARGET_P99_MS else "MISSED"
+        rows = [
+            ("target rate (commands/s)", f"{self.rate:.0f}"),
+            ("achieved rate (202/s)", f"{self.achieved_rate:.0f}"),
+            ("stories / accepted commands", f"{self.stories} / {self.accepted}"),
+            ("stories that broke off", f"{len(self.errors)}"),
+            ("status GETs per command", f"{self.status_reads / max(1, self.accepted):.2f}"),
+            *((f"outcome: {name}", f"{n}") for name, n in sorted(self.outcomes.items())),
+            (
+                "decided (commit times from)",
+                f"{len(self.latencies['POST -> decided'])} ({self.clock})",
+            ),
+        ]
+        for name, values in self.latencies.items():
+            p50, p95, p99 = (_nearest(values, p) for p in (50, 95, 99))
+            figures = f"{p50:.1f} / {p95:.1f} / {p99:.1f} / {max(values, default=0):.1f}"
+            rows.append((f"{name} p50 / p95 / p99 / max (ms)", f"{figures}  (n={len(values)})"))
+        rows.append(
+            (f"{EVENT} p99", f"{event_p99:.1f} ms (target <= {STORY_TARGET_P99_MS:.0f}: {verdict})")
+        )
+        rows += [
+            (f"CPU ms per command: {name}", f"{ms:.2f}")
+            for name, ms in self.cpu_ms_per_command.items()
+        ]
+        return rows
+
+
+async def _decided(database_url: str, command_ids: list[str]) -> tuple[set[str], set[str]]:
+    """Wait (bounded) until every command has a final status; return (decided, processed)."""
+    connection = await asyncpg.connect(database_url)
+    deadline = time.monotonic() + DRAIN_DEADLINE
+    try:
+        while True:
+            rows = await connection.fetch(
+                "SELECT command_id::text, status FROM command_status"
+                " WHERE command_id = ANY($1::uuid[]) AND status <> 'accepted'",
+                command_ids,
+            )
+            if len(rows) == len(command_ids) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await connection.close()
+    if len(rows) < len(command_ids):
+        print(f"{len(command_ids) - len(rows)} commands undecided after {DRAIN_DEADLINE:.0f} s")
+    decided = {row["command_id"] for row in rows}
+    return decided, {row["command_id"] for row in rows if row["status"] == "processed"}
+
+
+async def measure_stories(
+    url: str,
+    token: str,
+    amqp_url: str,
+    database_url: str,
+    *,
+    rate: float = 200,
+    duration: float = 30,
+    pids: Mapping[str, int] | None = None,
+) -> StoryReport:
+    """Run stories for `duration` s at `rate` commands/s (rate / 5 stories/s); time them.
+
+    The window (and the CPU measured over it) runs from the first measured story to the
+    moment every accepted command is decided and every processed one has an event at the
+    tap. The outcomes are read afterwards over HTTP, outside the window.
+    """
+    os.setpriority(os.PRIO_PROCESS, 0, LOAD_GENERATOR_NICE)
+    processes = {name: psutil.Process(pid) for name, pid in (pids or {}).items()}
+    processes["load generator"] = psutil.Process()
+    story_rate = rate / COMMANDS_PER_STORY
+    warmup_count, count = round(story_rate * WARMUP_SECONDS), round(story_rate * duration)
+    rabbit = await aio_pika.connect_robust(amqp_url)
+    tap = _Tap()
+    http = RawHttp(url, {})
+    try:
+        channel = await _consume(rabbit, tap, "#")
+        warmup = Stories(http, token)
+        await warmup.open_loop(warmup_count, rate=story_rate)
+        await _decided(database_url, list(warmup.accepted))
+        stories = Stories(http, token)
+        cpu_before = _cpu_seconds(processes)
+        began = time.perf_counter()
+        await stories.open_loop(count, rate=story_rate, first=warmup_count)
+        elapsed = time.perf_counter() - began
+        status_reads = stories.status_reads
+        _, processed = await _decided(database_url, list(stories.accepted))
+        tap.expect(processed)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(tap.complete.wait(), DRAIN_DEADLINE)
+        cpu = _cpu_seconds(processes)
+        await channel.close()
+        outcomes = await stories.outcomes()
+    finally:
+        http.close()
+        await rabbit.close()
+    clock, committed = await _committed_at(database_url, list(stories.accepted))
+    accepted = len(stories.accepted)
+    return StoryReport(
+        rate=rate,
+        duration=duration,
+        stories=count,
+        accepted=accepted,
+        achieved_rate=accepted / elapsed,
+        errors=[repr(error) for error in stories.errors],
+        status_reads=status_reads,
+        outcomes=dict(outcomes),
+        clock=clock,
+        latencies=story_latencies(stories.accepted.values(), committed, tap.arrived),
+        cpu_ms_per_command={
+            name: 1000 * (cpu[name] - cpu_before[name]) / max(1, accepted) for name in cpu
+        },
+    )
+
+
 def print_table(title: str, rows: list[tuple[str, str]]) -> None:
     """Print a two-column table."""
     width = max(len(name) for name, _ in rows)
@@ -409,28 +604,35 @@ def print_table(title: str, rows: list[tuple[str, str]]) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Start relay, processor and ingress; measure; print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--rate", type=float, default=300)
+    parser.add_argument("--mix", choices=["single", "stories"], default="single")
+    parser.add_argument("--rate", type=float, help="commands/s (default 300 single, 200 stories)")
     parser.add_argument("--duration", type=float, default=30)
     parser.add_argument("--logs", type=Path, help="keep component logs here")
     args = parser.parse_args(argv)
+    rate = args.rate or (300 if args.mix == "single" else 200)
+    if args.logs:
+        args.logs.mkdir(parents=True, exist_ok=True)
     settings = load_settings()
     port = free_port()
     env = component_env(
         settings, HISHO_INGRESS_PORT=str(port), HISHO_INGRESS_RATE_LIMIT="100000000"
     )
     hisho_cli(env, "migrate")
-    _, token = cli_key(env, "commands:write")
+    _, token = cli_key(env, "commands:write", "state:read")
+    measure: Callable[..., Coroutine[None, None, LatencyReport | StoryReport]] = (
+        measure_latency if args.mix == "single" else measure_stories
+    )
     with (
         tempfile.TemporaryDirectory() as scratch,
         components(env, args.logs or Path(scratch), ("relay", "processor", "ingress")) as run,
     ):
-        report = uvloop.run(
-            measure_latency(
+        report: LatencyReport | StoryReport = uvloop.run(
+            measure(
                 f"http://127.0.0.1:{port}",
                 token,
                 settings.amqp,
                 settings.database_dsn,
-                rate=args.rate,
+                rate=rate,
                 duration=args.duration,
                 pids={
                     **{name: p.pid for name, p in run.processes.items()},
@@ -438,8 +640,16 @@ def main(argv: list[str] | None = None) -> None:
                 },
             )
         )
-    print_table("HTTP-accepted -> processed", report.rows())
+    title = "HTTP-accepted -> processed" if args.mix == "single" else "Story mix: POST -> event"
+    print_table(f"{title} (load average after: {_load()})", report.rows())
+
+
+def _load() -> str:
+    return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 if __name__ == "__main__":
-    main()
+    from bench.ingress import private_resources  # the run's own database and vhost
+
+    with private_resources():
+        main()
