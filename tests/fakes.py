@@ -1,26 +1,39 @@
 """Test doubles for the unit tier: a pinned clock, predictable ids, an in-memory unit of work.
 
-`FakeUnitOfWork` implements `infra.db.uow.UnitOfWork`: writes made inside `async with uow:`
-count only once `commit()` ran; leaving the block (or `rollback()`) discards the rest.
+`FakeUnitOfWork` implements `infra.db.uow.UnitOfWork` over a `FakeDatabase` (shareable, to
+play competing consumers), with PostgreSQL's semantics (`infra.db.pg_uow`): writes made
+inside `async with uow:` count only once `commit()` ran, all or nothing; leaving the block
+(or `rollback()`) discards them. A claim is False for a message known applied; one applied
+meanwhile, a stale read or an id taken meanwhile make the commit raise (`AlreadyAppliedError`,
+`ConcurrencyError`), and so does a held message (`HeldError`) or a new aggregate with another
+type's id (`AggregateIdTakenError`). Extra rows follow their table's conflict rule.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Self
 from uuid import UUID
 
-from infra.db.command_status import CommandState, CommandStatus
-from infra.db.outbox import command_envelope, event_envelope
-from infra.db.repositories import Aggregates, ConcurrencyError
+from infra.db.aggregate_ids import AggregateIdTakenError
+from infra.db.command_status import CommandStatus, status_from_row
+from infra.db.outbox import EnvelopeOutbox
+from infra.db.pg_uow import PgRows
+from infra.db.repositories import Aggregates
+from infra.db.tables import COMMAND_STATUS, CONSUMER_HELD
+from infra.db.uow import AlreadyAppliedError, ConcurrencyError, HeldError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
     from types import TracebackType
 
-    from events import Actor, Command, DomainEvent, Envelope, Message
+    from events import Envelope, Message
+    from infra.db.table import Table
     from infra.message_context import MessageContext
+
+StateKey = tuple[str, UUID]
+States = dict[StateKey, tuple[int, dict[str, Any]]]
 
 
 class FakeClock:
@@ -56,113 +69,191 @@ class FakeIds:
         return value
 
 
+class FakeDatabase:
+    """What fake units of work committed: claims, aggregate states, envelopes, table rows."""
+
+    def __init__(self, states: States | None = None) -> None:
+        self.states: States = {} if states is None else states
+        self.claimed: set[tuple[str, UUID]] = set()
+        self.envelopes: list[Envelope[Message]] = []
+        self.tables: dict[str, dict[Any, dict[str, Any]]] = {}  # rows by conflict key (or number)
+        self._numbers = itertools.count(1)  # identity and serial columns, and keyless rows
+
+    def table(self, table: Table) -> list[dict[str, Any]]:
+        """The committed rows of `table`, in insert order."""
+        return list(self.tables.get(table.name, {}).values())
+
+    def insert(self, table: Table, row: tuple[Any, ...], now: datetime) -> None:
+        """Apply one row as PostgreSQL would: defaults, then the table's conflict rule."""
+        record = table.record(row)
+        for column in table.columns:
+            if column.type == "jsonb" and isinstance(record.get(column.name), str):
+                record[column.name] = json.loads(record[column.name])  # JSONB round trip
+            elif not column.written:
+                numbered = column.identity or column.type == "bigserial"
+                record[column.name] = (
+                    next(self._numbers) if numbered else now if column.default == "now()" else None
+                )
+        stored = self.tables.setdefault(table.name, {})
+        rule = table.conflict
+        key = tuple(record[name] for name in rule.key) if rule else next(self._numbers)
+        old = stored.get(key)
+        if old is None:
+            stored[key] = record
+        elif (
+            rule is not None and rule.replace and (rule.allows is None or rule.allows(old, record))
+        ):
+            old.update({name: record[name] for name in table.written})
+            old.update(dict.fromkeys(rule.touch, now))
+
+    def blocker(self, consumer: str, partition_key: str, message_id: UUID) -> UUID | None:
+        """The first held message of the partition before `message_id`'s own row, or None."""
+        held = [
+            row
+            for row in self.table(CONSUMER_HELD)
+            if (row["consumer"], row["partition_key"]) == (consumer, partition_key)
+        ]
+        own = next((row["seq"] for row in held if row["message_id"] == message_id), None)
+        before = [row for row in held if own is None or row["seq"] < own]
+        return min(before, key=lambda row: row["seq"])["message_id"] if before else None
+
+    def release(self, consumer: str, message_id: UUID) -> None:
+        """Delete the held row of `message_id`, if any."""
+        rows = self.tables.get(CONSUMER_HELD.name, {})
+        for key, row in list(rows.items()):
+            if (row["consumer"], row["message_id"]) == (consumer, message_id):
+                del rows[key]
+
+
 class FakeInbox:
-    """Claims of one block, checked against the committed ones."""
+    """Claims of one block: False for a message already applied (committed)."""
 
     def __init__(self, committed: set[tuple[str, UUID]]) -> None:
         self._committed = committed
-        self.claimed: set[tuple[str, UUID]] = set()
+        self.claims: list[tuple[str, UUID]] = []
 
     async def claim(self, consumer: str, message_id: UUID) -> bool:
-        """True the first time; False for a redelivery."""
+        """False if `consumer` applied `message_id` already; else True, checked at commit."""
         key = (consumer, message_id)
-        if key in self._committed or key in self.claimed:
+        if key in self._committed:
             return False
-        self.claimed.add(key)
+        if key not in self.claims:
+            self.claims.append(key)
         return True
 
 
-class FakeOutbox:
-    """Envelopes of one block, built exactly as the SQL outbox builds them."""
+class FakeStateRows:
+    """`aggregate_state` rows in memory, JSON round-tripped like JSONB; written at commit.
 
-    def __init__(self, clock: FakeClock) -> None:
-        self._clock = clock
-        self.envelopes: list[Envelope[Message]] = []
+    A conflict already known raises at once; the commit checks again (a rival may commit
+    in between).
+    """
 
-    async def add_event(
-        self,
-        event: DomainEvent,
-        *,
-        aggregate_id: UUID,
-        aggregate_version: int,
-        context: MessageContext,
-    ) -> UUID:
-        """Record a domain event; return its envelope id."""
-        envelope = event_envelope(
-            event,
-            aggregate_id=aggregate_id,
-            aggregate_version=aggregate_version,
-            context=context,
-            clock=self._clock,
-        )
-        self.envelopes.append(envelope)
-        return envelope.id
-
-    async def add_command(self, command: Command, *, context: MessageContext) -> UUID:
-        """Record a command to send; return its envelope id."""
-        envelope = command_envelope(command, context=context, clock=self._clock)
-        self.envelopes.append(envelope)
-        return envelope.id
-
-
-class FakeCommandStatuses:
-    """Command outcomes of one block, read through to the committed ones."""
-
-    def __init__(self, committed: dict[UUID, CommandStatus], clock: FakeClock) -> None:
+    def __init__(self, committed: States) -> None:
         self._committed = committed
-        self._clock = clock
-        self.recorded: dict[UUID, CommandStatus] = {}
+        self.written: States = {}
+        self.expected: dict[StateKey, int] = {}  # version each write expects stored (0: none)
 
-    async def record(
-        self,
-        command_id: UUID,
-        *,
-        type: str,  # noqa: A002  (the protocol's name)
-        status: CommandState,
-        result_event_ids: Sequence[UUID] = (),
-        problem: dict[str, Any] | None = None,
-        correlation_id: UUID | None = None,
-        actor: Actor | None = None,
-        body_sha256: str | None = None,
+    async def load(
+        self, aggregate_type: str, aggregate_id: UUID
+    ) -> tuple[int, dict[str, Any]] | None:
+        """The committed `(version, state)`, or None."""
+        row = self._committed.get((aggregate_type, aggregate_id))
+        return None if row is None else (row[0], json.loads(json.dumps(row[1])))
+
+    async def insert(
+        self, aggregate_type: str, aggregate_id: UUID, version: int, state: dict[str, Any]
     ) -> None:
-        """Insert or replace the outcome of a command."""
-        previous = await self.get(command_id)
-        now = self._clock()
-        self.recorded[command_id] = CommandStatus(
-            command_id=command_id,
-            type=type,
-            status=CommandState(status),
-            result_event_ids=tuple(result_event_ids),
-            problem=problem,
-            correlation_id=correlation_id,
-            actor=actor,
-            body_sha256=body_sha256,
-            accepted_at=previous.accepted_at if previous else now,
-            updated_at=now,
-        )
+        """Create a row; `ConcurrencyError` if the id is taken."""
+        self._write((aggregate_type, aggregate_id), 0, version, state)
 
-    async def get(self, command_id: UUID) -> CommandStatus | None:
-        """The outcome of a command as this block sees it, or None."""
-        return self.recorded.get(command_id) or self._committed.get(command_id)
+    async def update(
+        self,
+        aggregate_type: str,
+        aggregate_id: UUID,
+        read_version: int,
+        version: int,
+        state: dict[str, Any],
+    ) -> None:
+        """Replace a row still at `read_version`; `ConcurrencyError` otherwise."""
+        self._write((aggregate_type, aggregate_id), read_version, version, state)
+
+    def _write(self, key: StateKey, read: int, version: int, state: dict[str, Any]) -> None:
+        self.expected.setdefault(key, read)
+        self.check()
+        self.written[key] = (version, json.loads(json.dumps(state)))
+
+    def check(self) -> None:
+        """`ConcurrencyError` if a row written here moved on (or was created) meanwhile."""
+        for (kind, key), read in self.expected.items():
+            stored = self._committed.get((kind, key))
+            if (stored[0] if stored else 0) != read:
+                raise ConcurrencyError(f"{kind} {key} moved on from {read}")
+
+    def taken(self) -> None:
+        """`AggregateIdTakenError` if a new aggregate's id is another type's."""
+        holders = {key: kind for kind, key in self._committed}
+        for (kind, key), read in self.expected.items():
+            if read == 0 and holders.get(key, kind) != kind:
+                raise AggregateIdTakenError(kind, key, holders[key])
 
 
 class _Block:
     def __init__(self, uow: FakeUnitOfWork) -> None:
-        self.inbox = FakeInbox(uow.claimed)
-        self.outbox = FakeOutbox(uow.clock)
-        self.command_status = FakeCommandStatuses(uow.statuses, uow.clock)
+        self.inbox = FakeInbox(uow.db.claimed)
+        self.states = FakeStateRows(uow.db.states)
+        self.aggregates = Aggregates(self.states)
+        self.outbox = EnvelopeOutbox(uow.clock)
+        self.rows = PgRows()  # rows kept for the commit, by table, as PostgreSQL's unit keeps them
+        self.guards: list[tuple[str, str, UUID]] = []
+        self.done = False
 
 
 class FakeUnitOfWork:
-    """In-memory `UnitOfWork`: `envelopes`, `claimed`, `statuses` hold what was committed."""
+    """In-memory `UnitOfWork` over `db` (or over `rows`, aggregate states shared with others).
 
-    def __init__(self, *, clock: FakeClock | None = None) -> None:
+    `envelopes`, `claimed`, `statuses` and `rows` show what was committed; `commits` counts
+    this unit's commits.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: FakeClock | None = None,
+        db: FakeDatabase | None = None,
+        rows: States | None = None,
+        context: MessageContext | None = None,
+    ) -> None:
         self.clock = clock or FakeClock()
-        self.envelopes: list[Envelope[Message]] = []
-        self.claimed: set[tuple[str, UUID]] = set()
-        self.statuses: dict[UUID, CommandStatus] = {}
+        self.db = db or FakeDatabase(rows)
+        self.context = context
         self.commits = 0
         self._block: _Block | None = None
+
+    @property
+    def envelopes(self) -> list[Envelope[Message]]:
+        """Every committed envelope, in order."""
+        return self.db.envelopes
+
+    @property
+    def claimed(self) -> set[tuple[str, UUID]]:
+        """The committed inbox rows."""
+        return self.db.claimed
+
+    @property
+    def rows(self) -> PgRows:
+        """Extra rows, in this block."""
+        return self._current().rows
+
+    @property
+    def states(self) -> States:
+        """The committed aggregate states."""
+        return self.db.states
+
+    @property
+    def statuses(self) -> dict[UUID, CommandStatus]:
+        """The committed command statuses."""
+        return {row["command_id"]: status_from_row(row) for row in self.db.table(COMMAND_STATUS)}
 
     @property
     def inbox(self) -> FakeInbox:
@@ -170,14 +261,23 @@ class FakeUnitOfWork:
         return self._current().inbox
 
     @property
-    def outbox(self) -> FakeOutbox:
+    def outbox(self) -> EnvelopeOutbox:
         """The outbox, in this block."""
         return self._current().outbox
 
     @property
-    def command_status(self) -> FakeCommandStatuses:
-        """Command outcomes, in this block."""
-        return self._current().command_status
+    def aggregates(self) -> Aggregates:
+        """The repositories, in this block."""
+        return self._current().aggregates
+
+    async def save_aggregates(self, context: MessageContext) -> list[UUID]:
+        """Drain the touched aggregates' events into the outbox; keep their state rows."""
+        block = self._current()
+        return await block.aggregates.save(block.outbox, context)
+
+    def hold_guard(self, consumer: str, partition_key: str, message_id: UUID) -> None:
+        """Make the commit fail with `HeldError` behind a held row; it releases this one's."""
+        self._current().guards.append((consumer, partition_key, message_id))
 
     async def __aenter__(self) -> Self:
         if self._block is not None:
@@ -191,21 +291,43 @@ class FakeUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._current()
         self._block = None
 
     async def commit(self) -> None:
-        """Keep every write of this block, at once."""
+        """Keep every write of this block at once, or raise as PostgreSQL's commit would."""
         block = self._current()
-        self.envelopes.extend(block.outbox.envelopes)
-        self.claimed |= block.inbox.claimed
-        self.statuses.update(block.command_status.recorded)
+        if block.done:
+            raise RuntimeError("this block already committed or rolled back")
+        if self.context is not None:
+            await self.save_aggregates(self.context)
+        elif block.aggregates.pending:
+            raise RuntimeError("aggregates recorded events: set the unit's context to save them")
+        block.done = True
+        db = self.db
+        applied = [claim for claim in block.inbox.claims if claim in db.claimed]
+        if applied:
+            raise AlreadyAppliedError(f"already applied: {applied}")
+        block.states.check()
+        for guard in block.guards:
+            blocker = db.blocker(*guard)
+            if blocker is not None:
+                raise HeldError(blocker)
+        block.states.taken()
+        db.claimed.update(block.inbox.claims)
+        db.states.update(block.states.written)
+        db.envelopes.extend(block.outbox.envelopes)
+        now = self.clock()
+        for table, rows in block.rows.by_table.items():
+            for row in rows.values():
+                db.insert(table, row, now)
+        for consumer, _, message_id in block.guards:
+            db.release(consumer, message_id)
         self.commits += 1
-        self._block = _Block(self)
 
     async def rollback(self) -> None:
         """Discard every write of this block."""
-        self._current()
-        self._block = _Block(self)
+        self._current().done = True
 
     def _current(self) -> _Block:
         if self._block is None:
@@ -213,80 +335,4 @@ class FakeUnitOfWork:
         return self._block
 
 
-class FakeStateRows:
-    """`aggregate_state` rows in memory, JSON round-tripped like JSONB; writes count on commit."""
-
-    def __init__(self, committed: dict[tuple[str, UUID], tuple[int, dict[str, Any]]]) -> None:
-        self._committed = committed
-        self.written: dict[tuple[str, UUID], tuple[int, dict[str, Any]]] = {}
-
-    async def load(
-        self, aggregate_type: str, aggregate_id: UUID
-    ) -> tuple[int, dict[str, Any]] | None:
-        """The stored `(version, state)`, or None."""
-        key = (aggregate_type, aggregate_id)
-        row = self.written.get(key) or self._committed.get(key)
-        return None if row is None else (row[0], json.loads(json.dumps(row[1])))
-
-    async def insert(
-        self, aggregate_type: str, aggregate_id: UUID, version: int, state: dict[str, Any]
-    ) -> None:
-        """Create a row; `ConcurrencyError` if the id is taken."""
-        if await self.load(aggregate_type, aggregate_id) is not None:
-            raise ConcurrencyError(f"{aggregate_type} {aggregate_id} exists")
-        self.written[(aggregate_type, aggregate_id)] = (version, json.loads(json.dumps(state)))
-
-    async def update(
-        self,
-        aggregate_type: str,
-        aggregate_id: UUID,
-        read_version: int,
-        version: int,
-        state: dict[str, Any],
-    ) -> None:
-        """Replace a row still at `read_version`; `ConcurrencyError` otherwise."""
-        current = await self.load(aggregate_type, aggregate_id)
-        if current is None or current[0] != read_version:
-            raise ConcurrencyError(f"{aggregate_type} {aggregate_id} moved on from {read_version}")
-        self.written[(aggregate_type, aggregate_id)] = (version, json.loads(json.dumps(state)))
-
-
-class FakeAggregateUnitOfWork(FakeUnitOfWork):
-    """`FakeUnitOfWork` with repositories over `rows` (shareable, to play competing processors)."""
-
-    def __init__(
-        self,
-        *,
-        clock: FakeClock | None = None,
-        rows: dict[tuple[str, UUID], tuple[int, dict[str, Any]]] | None = None,
-    ) -> None:
-        super().__init__(clock=clock)
-        self.rows = {} if rows is None else rows
-        self._state = FakeStateRows(self.rows)
-        self._aggregates = Aggregates(self._state)
-
-    @property
-    def aggregates(self) -> Aggregates:
-        """The repositories, in this block."""
-        self._current()
-        return self._aggregates
-
-    async def __aenter__(self) -> Self:
-        await super().__aenter__()
-        self._fresh()
-        return self
-
-    async def commit(self) -> None:
-        """Keep every write of this block, state rows included, at once."""
-        await super().commit()
-        self.rows.update(self._state.written)
-        self._fresh()
-
-    async def rollback(self) -> None:
-        """Discard every write of this block."""
-        await super().rollback()
-        self._fresh()
-
-    def _fresh(self) -> None:
-        self._state = FakeStateRows(self.rows)
-        self._aggregates = Aggregates(self._state)
+FakeAggregateUnitOfWork = FakeUnitOfWork  # the old name, until its last user moves

@@ -1,16 +1,22 @@
-"""What became of each command, for `GET /v1/commands/{id}`."""
+"""What became of each command, for `GET /v1/commands/{id}`: the processor's own repository.
+
+`record_status(uow, ...)` writes an outcome through the unit of work's extra rows (so it
+commits with the command's inbox row, state and events, or alone for a parked command);
+`PgCommandStatuses.get` reads one.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from events import Actor
-from infra.db.tables import command_status
+from infra.db.tables import COMMAND_STATUS, command_status
 
 if TYPE_CHECKING:
     import uuid
@@ -18,33 +24,16 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     import asyncpg
-    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from infra.db.uow import Rows
 
 
-STATUS_COLUMNS = (
-    "command_id, type, status, result_event_ids, problem, correlation_id, actor, body_sha256"
-)
-# What an upsert of a status row replaces (after `INSERT INTO command_status (...) <rows>`).
-# An outcome only moves forward: accepted -> failed -> processed | rejected. A decided
-# command (processed, rejected) is never marked failed (a copy of it parked later), nor is a
-# failed one marked accepted again; a re-drive that succeeds replaces `failed`.
-# `accepted_at` is never replaced.
-ON_CONFLICT_REPLACE = (
-    " ON CONFLICT (command_id) DO UPDATE SET"
-    " type = excluded.type, status = excluded.status,"
-    " result_event_ids = excluded.result_event_ids, problem = excluded.problem,"
-    " correlation_id = excluded.correlation_id, actor = excluded.actor,"
-    " body_sha256 = excluded.body_sha256, updated_at = now()"
-    " WHERE command_status.status NOT IN ('processed', 'rejected')"
-    " AND (excluded.status <> 'accepted' OR command_status.status = 'accepted')"
-)
-# On a unit of work's raw asyncpg connection (asyncpg prepares it once per connection);
-# only fixed column names are formatted in.
-UPSERT_SQL = (
-    f"INSERT INTO command_status ({STATUS_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"  # noqa: S608
-    + ON_CONFLICT_REPLACE
-)
-GET_SQL = "SELECT * FROM command_status WHERE command_id = $1"
+class _WithRows(Protocol):
+    @property
+    def rows(self) -> Rows: ...
+
+
+GET_SQL = f"SELECT * FROM {COMMAND_STATUS.name} WHERE command_id = $1"  # noqa: S608
 
 
 class CommandState(StrEnum):
@@ -72,49 +61,54 @@ class CommandStatus:
     updated_at: datetime
 
 
-class SqlCommandStatuses:
-    """Reads command status rows; upserts them in a unit of work's transaction.
+def record_status(
+    uow: _WithRows,
+    command_id: uuid.UUID,
+    *,
+    type: str,  # noqa: A002  (the column's name)
+    status: CommandState,
+    result_event_ids: Sequence[uuid.UUID] = (),
+    problem: dict[str, Any] | None = None,
+    correlation_id: uuid.UUID | None = None,
+    actor: Actor | None = None,
+    body_sha256: str | None = None,
+) -> None:
+    """Insert or replace the outcome of `command_id` when `uow` commits.
 
-    `connection` is the unit of work's raw asyncpg connection (writes need it); a session
-    alone is enough to read.
+    The table's rule applies: an outcome only moves forward (a decided command is never
+    marked failed; `infra.db.tables.COMMAND_STATUS`).
     """
+    row = (
+        command_id,
+        type,
+        CommandState(status).value,
+        list(result_event_ids),
+        None if problem is None else json.dumps(problem),
+        correlation_id,
+        actor.model_dump_json() if actor else None,
+        body_sha256,
+    )
+    uow.rows.add(COMMAND_STATUS, row)
 
-    def __init__(self, session: AsyncSession, connection: asyncpg.Connection | None = None) -> None:
-        self._session = session
-        self._connection = connection
 
-    async def record(
-        self,
-        command_id: uuid.UUID,
-        *,
-        type: str,  # noqa: A002  (the column's name)
-        status: CommandState,
-        result_event_ids: Sequence[uuid.UUID] = (),
-        problem: dict[str, Any] | None = None,
-        correlation_id: uuid.UUID | None = None,
-        actor: Actor | None = None,
-        body_sha256: str | None = None,
-    ) -> None:
-        """Insert or replace the outcome of `command_id`."""
-        if self._connection is None:
-            raise RuntimeError("recording a command status needs a unit of work's connection")
-        await self._connection.execute(
-            UPSERT_SQL,
-            command_id,
-            type,
-            CommandState(status).value,
-            list(result_event_ids),
-            None if problem is None else json.dumps(problem),
-            correlation_id,
-            actor.model_dump_json() if actor else None,
-            body_sha256,
-        )
+class PgCommandStatuses:
+    """Reads command status rows, through a session or a raw asyncpg connection."""
+
+    def __init__(self, reader: AsyncSession | asyncpg.Connection) -> None:
+        self._reader = reader
 
     async def get(self, command_id: uuid.UUID) -> CommandStatus | None:
         """The recorded outcome of `command_id`, or None if none was recorded."""
-        query = select(command_status).where(command_status.c.command_id == command_id)
-        row = (await self._session.execute(query)).mappings().one_or_none()
+        row: Mapping[Any, Any] | asyncpg.Record | None
+        if isinstance(self._reader, AsyncSession):
+            query = select(command_status).where(command_status.c.command_id == command_id)
+            row = (await self._reader.execute(query)).mappings().one_or_none()
+        else:
+            row = await self._reader.fetchrow(GET_SQL, command_id)
         return None if row is None else status_from_row(row)
+
+
+SqlCommandStatuses = PgCommandStatuses  # the old name, until its last reader moves
 
 
 def status_from_row(row: Mapping[Any, Any] | asyncpg.Record) -> CommandStatus:

@@ -3,16 +3,16 @@
 Under load many commands finish deciding within the same turn of the event loop. Each would
 send its own commit statement: a socket write, a statement and a WAL flush per command. The
 `GroupCommit` collects the commits asked for in one turn and writes them with ONE statement
-(`infra.db.command_unit.COMMIT_SQL` takes arrays), on the first unit's connection; every
+(`infra.db.statement` takes arrays), on the first unit's connection; every
 unit then learns the result. A lone commit goes alone, so a quiet processor waits for
 nothing. (PostgreSQL's `commit_delay` groups WAL flushes only; this also saves the writes
 and statements.)
 
 All or nothing stays per statement: if the group's statement fails because of one unit (a
-claim already applied, a stale read, an id another aggregate holds, a command twice in one
-group), nothing of it was written, and each unit is committed again on its own (in the order
-they asked), so each gets its own outcome. A lost connection fails every unit of the group
-alike (transient: the runtime retries them).
+claim already applied, a stale read, an id another aggregate holds, a held message, a
+command twice in one group), nothing of it was written, and each unit is committed again on
+its own (in the order they asked), so each gets its own outcome. A lost connection fails
+every unit of the group alike (transient: the runtime retries them).
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from infra.db.aggregate_ids import AggregateIdTakenError
-from infra.db.command_unit import write
-from infra.db.inbox import AlreadyAppliedError
-from infra.db.repositories import ConcurrencyError
+from infra.db.statement import write
+from infra.db.uow import AlreadyAppliedError, ConcurrencyError, HeldError
 from infra.turn_batch import TurnBatch, settle
 
 if TYPE_CHECKING:
-    from infra.db.command_unit import Writes
+    from infra.db.statement import Writes
 
 _Waiting = tuple[asyncpg.Connection, "Writes", "asyncio.Future[None]"]
 
@@ -45,7 +44,7 @@ class GroupCommit:
     async def commit(self, driver: asyncpg.Connection, writes: Writes) -> None:
         """Write `writes`, alone or with the other units ready in this turn.
 
-        On `driver` or another waiting unit's connection; raises as `command_unit.write`.
+        On `driver` or another waiting unit's connection; raises as `statement.write`.
         """
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._batch.submit((driver, writes, done))
@@ -65,6 +64,7 @@ class GroupCommit:
         except (
             AlreadyAppliedError,
             ConcurrencyError,
+            HeldError,
             AggregateIdTakenError,
             asyncpg.PostgresError,
         ):

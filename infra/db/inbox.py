@@ -1,40 +1,31 @@
-"""The inbox: a consumer applies each message at most once, in its own transaction."""
+"""The inbox of `PgUnitOfWork`: an optimistic claim, written and checked by the commit.
+
+The claim reads nothing: it keeps `(consumer, message id)` for the commit statement, which
+inserts the inbox row `ON CONFLICT DO NOTHING` and fails as a whole (`AlreadyAppliedError`)
+if the row was there already, written by an earlier or a concurrent copy of the message.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from infra.db.uow import AlreadyAppliedError as AlreadyAppliedError  # noqa: PLC0414  (re-export)
+
 if TYPE_CHECKING:
     import uuid
 
-    import asyncpg
 
+class PgInbox:
+    """`infra.db.uow.Inbox` whose claims are kept for the unit's commit statement."""
 
-class AlreadyAppliedError(Exception):
-    """A commit found the message's inbox row written by another transaction first.
-
-    Raised by a unit of work whose claim is optimistic (`infra.db.command_unit`): nothing of
-    the unit was written, and the message is a duplicate to acknowledge.
-    """
-
-
-# Fixed SQL on the unit of work's raw connection: asyncpg prepares it once per connection.
-CLAIM_SQL = (
-    "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2)"
-    " ON CONFLICT (consumer, message_id) DO NOTHING RETURNING message_id"
-)
-
-
-class SqlInbox:
-    """Claims (consumer, message id) pairs in the unit of work's transaction."""
-
-    def __init__(self, connection: asyncpg.Connection) -> None:
-        self._connection = connection
+    def __init__(self) -> None:
+        self.claims: list[tuple[str, uuid.UUID]] = []
 
     async def claim(self, consumer: str, message_id: uuid.UUID) -> bool:
-        """Return True the first time; False for a message this consumer already applied.
+        """True, and kept: if `consumer` applied `message_id` already, the commit says so.
 
-        A concurrent claim of the same pair waits for the first transaction: it gets False
-        if that one commits and True if it rolls back, so exactly one applies the message.
+        (It raises `AlreadyAppliedError` instead of writing anything.)
         """
-        return await self._connection.fetchval(CLAIM_SQL, consumer, message_id) is not None
+        if (consumer, message_id) not in self.claims:
+            self.claims.append((consumer, message_id))
+        return True

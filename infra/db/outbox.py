@@ -1,4 +1,4 @@
-"""Outbox writing: build full envelopes and insert them as outbox rows; rows back to envelopes.
+"""Outbox writing: build full envelopes, keep them, turn them into outbox rows; rows back.
 
 A row addressed to `hisho.events` is a domain event; one addressed to `hisho.commands` is a
 command a process manager sends. Both are written in the caller's transaction, so they are
@@ -11,35 +11,25 @@ import json
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert
-
 from events import Command, DomainEvent, Envelope, Message, catalog
 from infra.clock import Clock, utc_now
-from infra.db.tables import outbox
+from infra.db.tables import OUTBOX
 from infra.topology import COMMANDS_EXCHANGE, EVENTS_EXCHANGE
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     import asyncpg
-    from sqlalchemy.ext.asyncio import AsyncSession
 
     from infra.message_context import MessageContext
 
-ENVELOPE_COLUMNS = (
-    "id",
-    "type",
-    "version",
-    "occurred_at",
-    "aggregate_type",
-    "aggregate_id",
-    "aggregate_version",
-    "position",
-    "correlation_id",
-    "causation_id",
-    "actor",
-    "traceparent",
-    "data",
+# The envelope's fields that are outbox columns (readers select these); the written columns
+# besides them address the row (`exchange`, `routing_key`).
+ENVELOPE_COLUMNS = tuple(name for name in OUTBOX.names if name in Envelope.model_fields)
+_ENVELOPE_WRITTEN = tuple(
+    (name, OUTBOX.column(name).type == "jsonb")
+    for name in OUTBOX.written
+    if name in ENVELOPE_COLUMNS
 )
 
 
@@ -92,20 +82,20 @@ def _envelope(
     )
 
 
-def outbox_values(envelope: Envelope[Message]) -> dict[str, Any]:
-    """The outbox row for an envelope, addressed by the catalog (exchange and routing key)."""
+def outbox_row(envelope: Envelope[Message]) -> tuple[Any, ...]:
+    """The outbox row of an envelope (`OUTBOX.written`), addressed by the catalog.
+
+    JSONB values are JSON text (asyncpg's connection carries SQLAlchemy's JSON codecs).
+    """
     entry = catalog.entry(envelope.type)
-    values = envelope.model_dump(mode="json", exclude={"position"})
-    values.update(
-        id=envelope.id,
-        occurred_at=envelope.occurred_at,
-        aggregate_id=envelope.aggregate_id,
-        correlation_id=envelope.correlation_id,
-        causation_id=envelope.causation_id,
-        exchange=EVENTS_EXCHANGE if entry.kind == "event" else COMMANDS_EXCHANGE,
-        routing_key=entry.routing_key,
-    )
-    return values
+    values: dict[str, Any] = {
+        "exchange": EVENTS_EXCHANGE if entry.kind == "event" else COMMANDS_EXCHANGE,
+        "routing_key": entry.routing_key,
+    }
+    for name, is_json in _ENVELOPE_WRITTEN:
+        value = getattr(envelope, name)
+        values[name] = value.model_dump_json() if is_json else value
+    return tuple(values[name] for name in OUTBOX.written)
 
 
 def envelope_from_row(row: Mapping[Any, Any] | asyncpg.Record) -> Envelope[Message]:
@@ -119,7 +109,7 @@ def envelope_from_row(row: Mapping[Any, Any] | asyncpg.Record) -> Envelope[Messa
 
 
 class EnvelopeOutbox:
-    """Builds full envelopes for events and commands; subclasses decide how `add` stores them."""
+    """`infra.db.uow.Outbox`: builds full envelopes for events and commands and keeps them."""
 
     def __init__(self, clock: Clock = utc_now) -> None:
         self._clock = clock
@@ -141,26 +131,26 @@ class EnvelopeOutbox:
             context=context,
             clock=self._clock,
         )
-        return await self.add(envelope)
+        return self.add(envelope)
 
     async def add_command(self, command: Command, *, context: MessageContext) -> uuid.UUID:
         """Record a command for `hisho.commands` (process managers); return its envelope id."""
-        return await self.add(command_envelope(command, context=context, clock=self._clock))
+        return self.add(command_envelope(command, context=context, clock=self._clock))
 
-    async def add(self, envelope: Envelope[Message]) -> uuid.UUID:
-        """Store an already built envelope; return its id."""
-        raise NotImplementedError
-
-
-class SqlOutbox(EnvelopeOutbox):
-    """Appends envelopes to the outbox inside the unit of work's transaction."""
-
-    def __init__(self, session: AsyncSession, clock: Clock = utc_now) -> None:
-        super().__init__(clock)
-        self._session = session
-
-    async def add(self, envelope: Envelope[Message]) -> uuid.UUID:
-        """Insert an already built envelope (replays and tests); return its id."""
-        await self._session.execute(insert(outbox).values(**outbox_values(envelope)))
+    def add(self, envelope: Envelope[Message]) -> uuid.UUID:
+        """Keep an already built envelope; return its id."""
         self.envelopes.append(envelope)
         return envelope.id
+
+
+class PgOutbox(EnvelopeOutbox):
+    """The outbox of `PgUnitOfWork`: envelopes kept until the commit takes their rows."""
+
+    def __init__(self, clock: Clock = utc_now) -> None:
+        super().__init__(clock)
+        self._taken = 0  # envelopes whose rows the commit took
+
+    def take_rows(self) -> list[tuple[Any, ...]]:
+        """The rows (`outbox_row`) of the envelopes not taken yet, in the order they came."""
+        pending, self._taken = self.envelopes[self._taken :], len(self.envelopes)
+        return list(map(outbox_row, pending))

@@ -8,8 +8,8 @@ and `Aggregate.from_state(state, version=...)` rebuilds it. Saving never overwri
 - a loaded one is UPDATEd `WHERE version = <the version read>`; if another transaction saved
   it in between, 0 rows match: `ConcurrencyError`.
 
-`StateRows` may write at once or keep the writes for the unit of work's commit (the
-processor's, `infra.db.command_unit`): the conflict is then raised by the commit.
+`StateRows` may write at once or keep the writes for the unit of work's commit (PostgreSQL's,
+`infra.db.pg_uow`): the conflict is then raised by the commit.
 
 `ConcurrencyError` is transient: the consumer runtime retries the whole message with a fresh
 unit of work, which then reads the winner's state and decides again.
@@ -31,6 +31,7 @@ from domain.plan import Plan
 from domain.project import Project
 from domain.task import Task
 from domain.workflow import Workflow
+from infra.db.uow import ConcurrencyError as ConcurrencyError  # noqa: PLC0414  (re-export)
 
 if TYPE_CHECKING:
     import uuid
@@ -39,10 +40,6 @@ if TYPE_CHECKING:
     from infra.message_context import MessageContext
 
 A = TypeVar("A", bound=Aggregate)
-
-
-class ConcurrencyError(Exception):
-    """Another transaction changed (or created) what this one read since it read it: retry."""
 
 
 class AggregateNotFoundError(DomainError):
@@ -147,6 +144,11 @@ class Aggregates:
         self.workflows = Repository(Workflow, rows, self._touched)
         self.tasks = Repository(Task, rows, self._touched)
         self.notifications = Repository(Notification, rows, self._touched)
+
+    @property
+    def pending(self) -> bool:
+        """Whether a touched aggregate recorded events not saved yet."""
+        return any(aggregate.pending_events for aggregate in self._touched)
 
     async def save(self, outbox: Outbox, context: MessageContext) -> list[uuid.UUID]:
         """Write changed aggregates and append their events; return the event ids in order."""

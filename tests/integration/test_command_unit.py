@@ -1,7 +1,8 @@
-"""The processor's unit of work on real PostgreSQL: one statement writes all of it, or none.
+"""`PgUnitOfWork` with aggregates on real PostgreSQL: one statement writes all of it, or none.
 
 Each race here lets two units read the same thing, commits one, and shows the other's
-statement raises `ConcurrencyError` and leaves no row of its own behind.
+statement raises `ConcurrencyError` (or `AlreadyAppliedError`) and leaves no row of its own
+behind; then group commit and group load, the optional strategies behind the same methods.
 """
 
 from __future__ import annotations
@@ -15,17 +16,17 @@ import asyncpg
 import pytest
 from sqlalchemy import func, select
 
-from consumers.command_processor import handle_command
+from domain.plan import Plan
 from domain.project import Project
 from events.project import ApprovalPolicy, ChangeApprovalPolicy, CreateProject
-from infra.db.command_status import CommandState
-from infra.db.command_unit import SqlAggregateUnitOfWork
+from infra.db.aggregate_ids import AggregateIdTakenError
+from infra.db.command_status import CommandState, record_status
 from infra.db.group_commit import GroupCommit
 from infra.db.group_load import GroupLoad
-from infra.db.inbox import AlreadyAppliedError
-from infra.db.repositories import ConcurrencyError
+from infra.db.pg_uow import PgUnitOfWork
 from infra.db.state_tables import aggregate_state
 from infra.db.tables import command_status, inbox, outbox
+from infra.db.uow import AlreadyAppliedError, ConcurrencyError
 from infra.message_context import MessageContext
 from infra.topology import COMMAND_PROCESSOR
 from tests.command_scenarios import command_envelope
@@ -62,23 +63,39 @@ async def _project(engine: AsyncEngine, project_id: uuid.UUID) -> tuple[int, lis
     return version, state["policy"]["approvers"]
 
 
+async def _create(unit: PgUnitOfWork, envelope: Envelope[Message]) -> None:
+    """Claim a `CreateProject` and create its project, for the commit (events drained then)."""
+    assert await unit.inbox.claim(COMMAND_PROCESSOR, envelope.id)
+    data = envelope.data
+    assert isinstance(data, CreateProject)
+    await unit.aggregates.projects.require_absent(data.project_id)
+    unit.aggregates.projects.add(
+        Project.create(
+            project_id=data.project_id, name=data.name, policy=data.policy, at=envelope.occurred_at
+        )
+    )
+    unit.context = MessageContext.caused_by(envelope)
+
+
 async def _created(engine: AsyncEngine) -> uuid.UUID:
     project_id = uuid.uuid4()
     envelope = command_envelope(CreateProject(project_id=project_id, name="P", policy=_policy("a")))
-    assert await handle_command(envelope, SqlAggregateUnitOfWork(engine)) == "processed"
+    async with PgUnitOfWork(engine) as unit:
+        await _create(unit, envelope)
+        await unit.commit()
     return project_id
 
 
-async def _decide(unit: SqlAggregateUnitOfWork, envelope: Envelope[Message]) -> None:
-    """What `handle_command` does before its commit, with a policy change as the decision."""
+async def _decide(unit: PgUnitOfWork, envelope: Envelope[Message]) -> None:
+    """What the processor does before its commit, with a policy change as the decision."""
     assert await unit.inbox.claim(COMMAND_PROCESSOR, envelope.id)
     data = envelope.data
     assert isinstance(data, ChangeApprovalPolicy)
     project = await unit.aggregates.projects.require(data.project_id)
     project.change_policy(data.policy, at=envelope.occurred_at)
-    ids = await unit.aggregates.save(unit.outbox, MessageContext.caused_by(envelope))
-    await unit.command_status.record(
-        envelope.id, type=envelope.type, status=CommandState.PROCESSED, result_event_ids=ids
+    ids = await unit.save_aggregates(MessageContext.caused_by(envelope))
+    record_status(
+        unit, envelope.id, type=envelope.type, status=CommandState.PROCESSED, result_event_ids=ids
     )
 
 
@@ -89,7 +106,7 @@ def _change(project_id: uuid.UUID, *approvers: str) -> Envelope[Message]:
 async def test_a_commit_writes_claim_state_events_and_status_together(engine: AsyncEngine) -> None:
     project_id = await _created(engine)
     change = _change(project_id, "b")
-    async with SqlAggregateUnitOfWork(engine) as unit:
+    async with PgUnitOfWork(engine) as unit:
         await _decide(unit, change)
         await unit.commit()
     assert await _written(engine, change) == {"inbox": 1, "status": 1, "outbox": 1}
@@ -99,7 +116,7 @@ async def test_a_commit_writes_claim_state_events_and_status_together(engine: As
 async def test_a_stale_update_writes_nothing_of_its_command(engine: AsyncEngine) -> None:
     project_id = await _created(engine)
     mine, theirs = _change(project_id, "b"), _change(project_id, "c")
-    async with SqlAggregateUnitOfWork(engine) as first, SqlAggregateUnitOfWork(engine) as second:
+    async with PgUnitOfWork(engine) as first, PgUnitOfWork(engine) as second:
         await _decide(first, mine)
         await _decide(second, theirs)  # read version 1 too
         await first.commit()
@@ -113,24 +130,11 @@ async def test_creating_a_taken_id_writes_nothing_of_its_command(engine: AsyncEn
     project_id = uuid.uuid4()
     mine = command_envelope(CreateProject(project_id=project_id, name="A", policy=_policy("a")))
     theirs = command_envelope(CreateProject(project_id=project_id, name="B", policy=_policy("b")))
-    first, second = SqlAggregateUnitOfWork(engine), SqlAggregateUnitOfWork(engine)
+    first, second = PgUnitOfWork(engine), PgUnitOfWork(engine)
     async with first, second:
         # Both read "no such project" before either writes; the handler then creates it.
-        assert await first.inbox.claim(COMMAND_PROCESSOR, mine.id)
-        assert await second.inbox.claim(COMMAND_PROCESSOR, theirs.id)
-        for unit, envelope in ((first, mine), (second, theirs)):
-            data = envelope.data
-            assert isinstance(data, CreateProject)
-            await unit.aggregates.projects.require_absent(project_id)
-            unit.aggregates.projects.add(
-                Project.create(
-                    project_id=project_id,
-                    name=data.name,
-                    policy=data.policy,
-                    at=envelope.occurred_at,
-                )
-            )
-            await unit.aggregates.save(unit.outbox, MessageContext.caused_by(envelope))
+        await _create(first, mine)
+        await _create(second, theirs)
         await first.commit()
         with pytest.raises(ConcurrencyError):
             await second.commit()
@@ -141,15 +145,20 @@ async def test_creating_a_taken_id_writes_nothing_of_its_command(engine: AsyncEn
 async def test_one_command_delivered_twice_at_once_is_applied_once(engine: AsyncEngine) -> None:
     project_id = await _created(engine)
     change = _change(project_id, "b")
-    async with SqlAggregateUnitOfWork(engine) as first, SqlAggregateUnitOfWork(engine) as second:
+    async with PgUnitOfWork(engine) as first, PgUnitOfWork(engine) as second:
         await _decide(first, change)
         await _decide(second, change)  # the other copy, decided at the same time
         await first.commit()
         with pytest.raises(AlreadyAppliedError, match="already applied"):
             await second.commit()
     assert await _written(engine, change) == {"inbox": 1, "status": 1, "outbox": 1}
-    # A later redelivery is decided again, but its commit finds the claim: a duplicate.
-    assert await handle_command(change, SqlAggregateUnitOfWork(engine)) == "duplicate"
+    # A later redelivery is decided again (now a rejection: the policy is unchanged), but its
+    # commit finds the claim: a duplicate.
+    async with PgUnitOfWork(engine) as again:
+        assert await again.inbox.claim(COMMAND_PROCESSOR, change.id)
+        record_status(again, change.id, type=change.type, status=CommandState.REJECTED)
+        with pytest.raises(AlreadyAppliedError):
+            await again.commit()
     assert await _written(engine, change) == {"inbox": 1, "status": 1, "outbox": 1}
     assert await _project(engine, project_id) == (2, ["b"])
 
@@ -157,7 +166,7 @@ async def test_one_command_delivered_twice_at_once_is_applied_once(engine: Async
 async def test_leaving_without_commit_writes_nothing(engine: AsyncEngine) -> None:
     project_id = await _created(engine)
     change = _change(project_id, "b")
-    async with SqlAggregateUnitOfWork(engine) as unit:
+    async with PgUnitOfWork(engine) as unit:
         await _decide(unit, change)
     assert await _written(engine, change) == {"inbox": 0, "status": 0, "outbox": 0}
     assert await _project(engine, project_id) == (1, ["a"])
@@ -167,7 +176,7 @@ async def test_units_ready_together_commit_in_one_statement(engine: AsyncEngine)
     group = GroupCommit()
     projects = [await _created(engine) for _ in range(3)]
     changes = [_change(project_id, "b") for project_id in projects]
-    units = [SqlAggregateUnitOfWork(engine, group=group) for _ in changes]
+    units = [PgUnitOfWork(engine, group=group) for _ in changes]
     async with AsyncExitStack() as stack:
         for unit, change in zip(units, changes, strict=True):
             await stack.enter_async_context(unit)
@@ -183,7 +192,7 @@ async def test_a_group_spoiled_by_one_unit_commits_each_on_its_own(engine: Async
     group = GroupCommit()
     raced, other = await _created(engine), await _created(engine)
     mine, theirs, fine = _change(raced, "b"), _change(raced, "c"), _change(other, "d")
-    first, second, third = (SqlAggregateUnitOfWork(engine, group=group) for _ in range(3))
+    first, second, third = (PgUnitOfWork(engine, group=group) for _ in range(3))
     async with first, second, third:
         for unit, change in ((first, mine), (second, theirs), (third, fine)):
             await _decide(unit, change)  # `mine` and `theirs` both read version 1
@@ -203,7 +212,7 @@ async def test_one_command_twice_in_a_group_is_applied_once(engine: AsyncEngine)
     group = GroupCommit()
     project_id = await _created(engine)
     change = _change(project_id, "b")
-    first, second = (SqlAggregateUnitOfWork(engine, group=group) for _ in range(2))
+    first, second = (PgUnitOfWork(engine, group=group) for _ in range(2))
     async with first, second:
         await _decide(first, change)
         await _decide(second, change)
@@ -218,7 +227,7 @@ async def test_units_loading_together_read_with_one_statement(engine: AsyncEngin
     loads, group = GroupLoad(), GroupCommit()
     projects = [await _created(engine) for _ in range(2)]
     changes = [_change(projects[0], "b"), _change(projects[1], "c"), _change(projects[0], "d")]
-    units = [SqlAggregateUnitOfWork(engine, group=group, loads=loads) for _ in changes]
+    units = [PgUnitOfWork(engine, group=group, loads=loads) for _ in changes]
     async with AsyncExitStack() as stack:
         for unit in units:
             await stack.enter_async_context(unit)
@@ -268,3 +277,46 @@ async def test_a_lost_connection_fails_every_load_of_its_group(settings: Setting
     finally:
         await other.close()
     assert all(isinstance(outcome, asyncpg.InterfaceError) for outcome in outcomes)
+
+
+async def test_a_group_of_units_writing_different_tables_commits_in_one_statement(
+    engine: AsyncEngine,
+) -> None:
+    group = GroupCommit()
+    project_id = await _created(engine)
+    change = _change(project_id, "b")
+    create = command_envelope(CreateProject(project_id=uuid.uuid4(), name="N", policy=_policy("a")))
+    parked = uuid.uuid4()
+    changing, creating, status_only, empty = (PgUnitOfWork(engine, group=group) for _ in range(4))
+    async with changing, creating, status_only, empty:
+        await _decide(changing, change)  # inbox, changed state, outbox, status
+        await _create(creating, create)  # inbox, created state, outbox (drained at commit)
+        record_status(status_only, parked, type="CreateProject", status=CommandState.FAILED)
+        await asyncio.gather(
+            changing.commit(), creating.commit(), status_only.commit(), empty.commit()
+        )
+    assert (group.statements, group.grouped) == (1, 3)  # nothing to write: no statement
+    assert await _written(engine, change) == {"inbox": 1, "status": 1, "outbox": 1}
+    assert await _written(engine, create) == {"inbox": 1, "status": 0, "outbox": 1}
+    assert await _project(engine, project_id) == (2, ["b"])
+    query = select(command_status.c.status).where(command_status.c.command_id == parked)
+    async with engine.connect() as conn:
+        assert (await conn.execute(query)).scalar_one() == "failed"
+
+
+async def test_a_new_aggregate_with_another_types_id_is_refused_and_writes_nothing(
+    engine: AsyncEngine,
+) -> None:
+    project_id = await _created(engine)
+    draft = command_envelope(CreateProject(project_id=uuid.uuid4(), name="X", policy=_policy("a")))
+    async with PgUnitOfWork(engine, context=MessageContext.caused_by(draft)) as unit:
+        assert await unit.inbox.claim(COMMAND_PROCESSOR, draft.id)
+        unit.aggregates.plans.add(
+            Plan.draft(
+                plan_id=project_id, project_id=project_id, title="T", steps=(), at=draft.occurred_at
+            )
+        )
+        with pytest.raises(AggregateIdTakenError) as refused:
+            await unit.commit()
+    assert (refused.value.aggregate_type, refused.value.holder) == ("plan", "project")
+    assert await _written(engine, draft) == {"inbox": 0, "status": 0, "outbox": 0}

@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from events import Actor, ActorKind
 from events.project import ApprovalPolicy, ApprovalPolicyChanged, ProjectCreated
+from infra.db.pg_uow import PgUnitOfWork
 from infra.db.tables import outbox
-from infra.db.uow import SqlUnitOfWork
 from infra.eventlog.reader import EventFilter, EventLogReader
 from infra.message_context import MessageContext
 
@@ -78,12 +78,12 @@ async def outer(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 @pytest.fixture
 async def log(outer: AsyncConnection) -> Log:
-    sessions = async_sessionmaker(bind=outer, join_transaction_mode="create_savepoint")
     project_a, project_b, correlation = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     ana = Actor(kind=ActorKind.USER, id="ana")
     in_a = MessageContext(correlation_id=correlation, actor=ana)
     in_b = MessageContext.start(ana)
-    uow = SqlUnitOfWork(sessions, clock=_Clock())
+    sessions = async_sessionmaker(bind=outer, join_transaction_mode="create_savepoint")
+    uow = PgUnitOfWork(outer, clock=_Clock())
     async with uow:
         writes: list[tuple[Any, uuid.UUID, int, MessageContext]] = [
             (ProjectCreated(project_id=project_a, name="A", policy=POLICY), project_a, 1, in_a),

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 from events import Actor, catalog
 from events.project import ApprovalPolicy, CreateProject
-from infra.db.engine import create_engine, create_session_factory
-from infra.db.uow import SqlUnitOfWork
+from infra.db.engine import create_engine
+from infra.db.pg_uow import PgUnitOfWork
 from infra.message_context import MessageContext
 from infra.topology import COMMANDS_EXCHANGE
 from producers import relay
@@ -34,7 +34,7 @@ async def test_a_command_in_the_outbox_is_published_to_the_commands_exchange_onc
     await tap.bind(COMMANDS_EXCHANGE, catalog.entry_for(command).routing_key)
     async with private_database(settings) as private:
         engine = create_engine(private, pool_size=1)
-        uow = SqlUnitOfWork(create_session_factory(engine))
+        uow = PgUnitOfWork(engine)
         async with uow:
             await uow.outbox.add_command(command, context=MessageContext.start(Actor.system()))
             [envelope] = uow.outbox.envelopes

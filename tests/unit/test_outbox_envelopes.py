@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
-import json
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
+from domain.project import Project
 from events import Actor, ActorKind
 from events.project import ApprovalPolicy, CreateProject, ProjectCreated
-from infra.db.command_status import CommandState
-from infra.db.outbox import command_envelope, envelope_from_row, event_envelope, outbox_values
+from infra.db.command_status import CommandState, record_status
+from infra.db.outbox import command_envelope, envelope_from_row, event_envelope, outbox_row
+from infra.db.tables import CONSUMER_HELD, OUTBOX
+from infra.db.uow import AlreadyAppliedError, ConcurrencyError, HeldError
 from infra.message_context import MessageContext
 from infra.topology import COMMANDS_EXCHANGE, EVENTS_EXCHANGE
-from tests.fakes import FakeClock, FakeUnitOfWork
+from tests.fakes import FakeClock, FakeDatabase, FakeUnitOfWork
 
 if TYPE_CHECKING:
+    from events import Envelope, Message
     from infra.db.uow import UnitOfWork
 
 POLICY = ApprovalPolicy(approvers=("ana",), required_approvals=1)
 ANA = Actor(kind=ActorKind.USER, id="ana")
+NOW = FakeClock()()
+
+
+def outbox_values(envelope: Envelope[Message]) -> dict[str, Any]:
+    return OUTBOX.record(outbox_row(envelope))
 
 
 def _created() -> ProjectCreated:
@@ -115,8 +123,7 @@ def test_a_raw_asyncpg_row_with_json_text_becomes_the_same_envelope() -> None:
         aggregate_version=1,
         context=MessageContext.start(ANA),
     )
-    row = outbox_values(envelope) | {"position": 7}
-    row["actor"], row["data"] = json.dumps(row["actor"]), json.dumps(row["data"])
+    row = outbox_values(envelope) | {"position": 7}  # JSONB as JSON text
     assert envelope_from_row(row) == envelope.model_copy(update={"position": 7})
 
 
@@ -129,9 +136,7 @@ async def test_fake_unit_of_work_keeps_only_committed_blocks() -> None:
     async with uow:
         assert await uow.inbox.claim("approval", message_id)
         command_id = await uow.outbox.add_command(_create(), context=context)
-        await uow.command_status.record(
-            message_id, type="CreateProject", status=CommandState.PROCESSED
-        )
+        record_status(uow, message_id, type="CreateProject", status=CommandState.PROCESSED)
         await uow.commit()
     async with uow:
         assert not await uow.inbox.claim("approval", message_id)
@@ -140,3 +145,81 @@ async def test_fake_unit_of_work_keeps_only_committed_blocks() -> None:
     assert uow.claimed == {("approval", message_id)}
     assert uow.statuses[message_id].status is CommandState.PROCESSED
     assert uow.commits == 1
+
+
+async def test_fake_unit_of_work_refuses_a_duplicate_found_at_commit() -> None:
+    db, message_id = FakeDatabase(), uuid.uuid4()
+    first, second = FakeUnitOfWork(db=db), FakeUnitOfWork(db=db)
+    async with first, second:
+        assert await first.inbox.claim("approval", message_id)
+        assert await second.inbox.claim("approval", message_id)  # not known yet
+        record_status(second, message_id, type="CreateProject", status=CommandState.REJECTED)
+        await first.commit()
+        with pytest.raises(AlreadyAppliedError):
+            await second.commit()
+    assert second.statuses == {}
+    assert (first.commits, second.commits) == (1, 0)
+
+
+async def test_fake_unit_of_work_refuses_a_stale_read_at_commit() -> None:
+    db, project_id = FakeDatabase(), uuid.uuid4()
+    context = MessageContext.start(ANA)
+    async with FakeUnitOfWork(db=db, context=context) as setup:
+        setup.aggregates.projects.add(
+            Project.create(project_id=project_id, name="P", policy=POLICY, at=NOW)
+        )
+        await setup.commit()
+    first, second = FakeUnitOfWork(db=db, context=context), FakeUnitOfWork(db=db, context=context)
+    async with first, second:
+        for unit, approver in ((first, "b"), (second, "c")):
+            project = await unit.aggregates.projects.require(project_id)
+            project.change_policy(
+                ApprovalPolicy(approvers=(approver,), required_approvals=1), at=NOW
+            )
+            await unit.save_aggregates(context)
+        await first.commit()
+        with pytest.raises(ConcurrencyError, match="moved on from 1"):
+            await second.commit()
+    version, state = db.states[("project", project_id)]
+    assert (version, state["policy"]["approvers"]) == (2, ["b"])
+    assert [e.aggregate_version for e in db.envelopes] == [1, 2]
+
+
+async def test_fake_unit_of_work_needs_a_context_for_pending_events() -> None:
+    uow = FakeUnitOfWork()
+    async with uow:
+        uow.aggregates.projects.add(
+            Project.create(project_id=uuid.uuid4(), name="P", policy=POLICY, at=NOW)
+        )
+        with pytest.raises(RuntimeError, match="context"):
+            await uow.commit()
+    assert uow.envelopes == []
+
+
+async def test_fake_unit_of_work_applies_the_status_tables_rule() -> None:
+    uow, command_id = FakeUnitOfWork(), uuid.uuid4()
+    for state in (CommandState.ACCEPTED, CommandState.PROCESSED, CommandState.FAILED):
+        async with uow:
+            record_status(uow, command_id, type="CreateProject", status=state, actor=ANA)
+            await uow.commit()
+    status = uow.statuses[command_id]
+    assert (status.status, status.actor) == (CommandState.PROCESSED, ANA)
+    assert status.accepted_at == uow.clock()
+
+
+async def test_fake_unit_of_work_holds_a_message_behind_a_held_one() -> None:
+    uow, first, later = FakeUnitOfWork(), uuid.uuid4(), uuid.uuid4()
+    async with uow:
+        for message_id in (first, later):
+            uow.rows.add(CONSUMER_HELD, ("c", "k", message_id, True, "test", b"", "{}"))
+        await uow.commit()
+    with pytest.raises(HeldError) as refused:  # noqa: PT012  (the block is what is under test)
+        async with uow:
+            uow.hold_guard("c", "k", later)
+            await uow.commit()
+    assert refused.value.blocker == first
+    for message_id in (first, later):
+        async with uow:
+            uow.hold_guard("c", "k", message_id)
+            await uow.commit()
+    assert uow.db.table(CONSUMER_HELD) == []

@@ -1,0 +1,261 @@
+"""`UnitOfWork` on PostgreSQL: reads as they come, every write in ONE statement at commit.
+
+A unit costs one read per aggregate it loads and one statement that writes everything it
+decided (`infra.db.statement`): the inbox row, the new and changed aggregate states, the
+outbox rows, the extra rows (`uow.rows.add(table, row)`) and the hold guard. The reads and
+the inbox claim are optimistic; the statement checks them, and refuses as a whole
+(`AlreadyAppliedError`, `ConcurrencyError`, `HeldError`, `aggregate-id-taken`). A duplicate
+is decided once more before its commit finds out; it only reads, and nothing of that
+decision is kept.
+
+Two optional strategies, shared by the units of one process, sit behind the same methods:
+`GroupCommit` (commits ready in one event-loop turn share one statement) and `GroupLoad`
+(aggregate reads asked for in one turn share one SELECT).
+
+The causing message's context: pass `context=` to the constructor, or set `uow.context`
+before `commit()`; the commit drains the aggregates' remaining events with it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Self
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from infra.clock import Clock, utc_now
+from infra.db.inbox import PgInbox
+from infra.db.outbox import PgOutbox
+from infra.db.repositories import LOAD_SQL, Aggregates
+from infra.db.state_tables import AGGREGATE_STATE
+from infra.db.statement import Changed, Writes, write
+from infra.db.tables import INBOX, OUTBOX
+
+if TYPE_CHECKING:
+    import uuid
+    from types import TracebackType
+
+    import asyncpg
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from infra.db.group_commit import GroupCommit
+    from infra.db.group_load import GroupLoad
+    from infra.db.table import Table
+    from infra.message_context import MessageContext
+
+
+class PgStateRows:
+    """`StateRows` that read at once and keep every write for the unit's statement.
+
+    A second write of one aggregate in the unit replaces the first (keeping what it checks).
+    """
+
+    def __init__(self, connection: asyncpg.Connection, loads: GroupLoad | None) -> None:
+        self._connection = connection
+        self._loads = loads
+        self.created: dict[tuple[str, uuid.UUID], tuple[Any, ...]] = {}
+        self.changed: dict[tuple[str, uuid.UUID], Changed] = {}
+
+    async def load(
+        self, aggregate_type: str, aggregate_id: uuid.UUID
+    ) -> tuple[int, dict[str, Any]] | None:
+        """The committed `(version, state)`, or None (read with the group's, if any)."""
+        row = await (
+            self._connection.fetchrow(LOAD_SQL, aggregate_type, aggregate_id)
+            if self._loads is None
+            else self._loads.load(self._connection, aggregate_type, aggregate_id)
+        )
+        return None if row is None else (int(row[0]), dict(row[1]))
+
+    async def insert(
+        self, aggregate_type: str, aggregate_id: uuid.UUID, version: int, state: dict[str, Any]
+    ) -> None:
+        """Keep a new row; the statement leaves it out (a conflict) if the id is taken."""
+        key = (aggregate_type, aggregate_id)
+        self.created[key] = (aggregate_type, aggregate_id, version, json.dumps(state))
+
+    async def update(
+        self,
+        aggregate_type: str,
+        aggregate_id: uuid.UUID,
+        read_version: int,
+        version: int,
+        state: dict[str, Any],
+    ) -> None:
+        """Keep a change; the statement leaves it out (a conflict) if the row moved on."""
+        key = (aggregate_type, aggregate_id)
+        if key in self.created:  # created in this unit: the insert carries the latest state
+            self.created[key] = (aggregate_type, aggregate_id, version, json.dumps(state))
+            return
+        first = self.changed.get(key)
+        read = read_version if first is None else first[2]
+        self.changed[key] = (aggregate_type, aggregate_id, read, version, json.dumps(state))
+
+
+class PgRows:
+    """`infra.db.uow.Rows` kept for the unit's statement, by table.
+
+    In a table with a conflict rule, a later row with the same key replaces an earlier one.
+    """
+
+    def __init__(self) -> None:
+        self.by_table: dict[Table, dict[Any, tuple[Any, ...]]] = {}
+
+    def add(self, table: Table, row: tuple[Any, ...]) -> None:
+        """Write `row` into `table` at commit, in the same statement."""
+        if len(row) != len(table.written):
+            raise ValueError(f"a {table.name} row has {len(table.written)} values: {table.written}")
+        kept = self.by_table.setdefault(table, {})
+        key = tuple(row[n] for n in table.key_positions) if table.key_positions else len(kept)
+        kept[key] = row
+
+
+class _Block:
+    """What one `async with` block keeps until its statement."""
+
+    def __init__(
+        self,
+        connection: AsyncConnection,
+        driver: asyncpg.Connection,
+        clock: Clock,
+        loads: GroupLoad | None,
+    ) -> None:
+        self.connection = connection
+        self.driver = driver
+        self.inbox = PgInbox()
+        self.states = PgStateRows(driver, loads)
+        self.aggregates = Aggregates(self.states)
+        self.outbox = PgOutbox(clock)
+        self.rows = PgRows()
+        self.guards: list[tuple[str, str, uuid.UUID]] = []
+        self.done = False
+
+    def writes(self) -> Writes:
+        """Everything the block keeps for its commit."""
+        inserts = {table: list(rows.values()) for table, rows in self.rows.by_table.items()}
+        inserts.setdefault(INBOX, []).extend(self.inbox.claims)
+        inserts.setdefault(AGGREGATE_STATE, []).extend(self.states.created.values())
+        inserts.setdefault(OUTBOX, []).extend(self.outbox.take_rows())
+        return Writes(inserts, list(self.states.changed.values()), self.guards)
+
+
+class PgUnitOfWork:
+    """`infra.db.uow.UnitOfWork` on a connection of `engine`'s pool, one statement at commit.
+
+    `engine` may be a connection instead (a test's outer transaction): the statement then
+    runs inside that transaction, and the connection is left open.
+    One block at a time per instance; make one instance per concurrent message.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine | AsyncConnection,
+        *,
+        context: MessageContext | None = None,
+        clock: Clock = utc_now,
+        group: GroupCommit | None = None,
+        loads: GroupLoad | None = None,
+    ) -> None:
+        self.context = context  # the causing message's; the commit drains events with it
+        self._engine = engine
+        self._clock = clock
+        self._group = group  # shared by the units of one process: their commits go together
+        self._loads = loads  # likewise their aggregate reads
+        self._block: _Block | None = None
+
+    @property
+    def inbox(self) -> PgInbox:
+        """The optimistic inbox (the claim is written, and checked, at commit)."""
+        return self._current().inbox
+
+    @property
+    def aggregates(self) -> Aggregates:
+        """The repositories of the open block."""
+        return self._current().aggregates
+
+    @property
+    def outbox(self) -> PgOutbox:
+        """The outbox rows kept for the commit."""
+        return self._current().outbox
+
+    @property
+    def rows(self) -> PgRows:
+        """Extra rows kept for the commit."""
+        return self._current().rows
+
+    async def save_aggregates(self, context: MessageContext) -> list[uuid.UUID]:
+        """Drain the touched aggregates' events into the outbox; keep their state rows."""
+        block = self._current()
+        return await block.aggregates.save(block.outbox, context)
+
+    def hold_guard(self, consumer: str, partition_key: str, message_id: uuid.UUID) -> None:
+        """Make the commit fail with `HeldError` behind a held row; it releases this one's."""
+        self._current().guards.append((consumer, partition_key, message_id))
+
+    async def __aenter__(self) -> Self:
+        if self._block is not None:
+            raise RuntimeError("this unit of work is already in use; make one per message")
+        engine = self._engine
+        connection = engine if isinstance(engine, AsyncConnection) else await engine.connect()
+        try:
+            driver = await _driver(connection)
+        except BaseException:
+            if connection is not engine:
+                await connection.close()
+            raise
+        self._block = _Block(connection, driver, self._clock, self._loads)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        block, self._block = self._current(), None
+        if block.connection is not self._engine:
+            await block.connection.close()  # back to the pool; nothing uncommitted is on it
+
+    async def commit(self) -> None:
+        """Write everything kept, in one statement (or raise, having written nothing).
+
+        Events still pending on touched aggregates are drained first, with `context`.
+        """
+        block = self._current()
+        if block.done:
+            raise RuntimeError("this block already committed or rolled back")
+        if self.context is not None:
+            await self.save_aggregates(self.context)
+        elif block.aggregates.pending:
+            raise RuntimeError("aggregates recorded events: set the unit's context to save them")
+        block.done = True
+        writes = block.writes()
+        if not writes:
+            return
+        if self._group is None:
+            await write(block.driver, [writes])
+        else:
+            await self._group.commit(block.driver, writes)
+
+    async def rollback(self) -> None:
+        """Forget everything kept (nothing was written)."""
+        self._current().done = True
+
+    def _current(self) -> _Block:
+        if self._block is None:
+            raise RuntimeError("use the unit of work inside `async with uow:`")
+        return self._block
+
+
+async def _driver(connection: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under `connection`.
+
+    Inside a caller's transaction, one statement first makes that transaction real
+    (SQLAlchemy's driver opens it lazily), so the commit statement runs inside it.
+    """
+    driver: asyncpg.Connection | None = (await connection.get_raw_connection()).driver_connection
+    if driver is None:  # pragma: no cover  (a checked-out connection has one)
+        raise RuntimeError("the pooled connection has no driver connection")
+    if connection.in_transaction() and not driver.is_in_transaction():
+        await connection.exec_driver_sql("SELECT 1")
+    return driver
