@@ -34,7 +34,8 @@ from bench import relay_latency as latencies
 from bench import relay_measure as measure
 from infra.db.migrate import upgrade_to_head
 from infra.settings import Settings, load_settings
-from infra.topology import EVENTS_EXCHANGE, declare_topology
+from hisho.consumers import declare_all
+from infra.topology import EVENTS_EXCHANGE
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -67,7 +68,7 @@ async def throughput(settings: Settings, args: argparse.Namespace) -> list[Row]:
     """Relay vs raw aio-pika, alternating, `rounds` times each; best of each counts."""
     key = f"bench.relay{uuid.uuid4().hex[:8]}"
     connection = await aio_pika.connect(settings.amqp)
-    await declare_topology(connection)
+    await declare_all(connection)
     channel = await connection.channel()
     queue = await channel.declare_queue(
         f"hisho.bench_{uuid.uuid4().hex[:8]}",

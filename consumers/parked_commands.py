@@ -1,6 +1,6 @@
 """A command the runtime parks says so at its status URL: `failed`, with the parking reason.
 
-The consumer runtime calls `record_parked` (its `on_park` hook) before it publishes the
+The framework calls `record_parked` (the processor's `on_park` hook) before it publishes the
 parked copy and acknowledges the original, whatever the reason: a body the catalog refuses,
 an unexpected error, transient errors outlasting every delayed retry. The command's status
 row becomes `failed` with an RFC 9457 problem naming the reason; `accepted_at` is kept (or
@@ -26,14 +26,11 @@ import structlog
 
 from events import Actor, ContractError, catalog
 from events.envelope import body_sha256
-from infra.db.command_status import CommandState
+from infra.db.command_status import CommandState, record_status
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from aio_pika.abc import AbstractIncomingMessage
-
-    from infra.consumer_runtime import Settlement
+    from infra.consumers import Parked
+    from infra.consumers.runtime import Settlement
     from infra.db.uow import UnitOfWork
 
 PROBLEM_BASE = "https://hisho.dev/problems/"
@@ -91,28 +88,26 @@ def parked_problem(settlement: Settlement) -> dict[str, Any]:
     }
 
 
-async def record_parked(
-    uow_factory: Callable[[], UnitOfWork],
-    raw: AbstractIncomingMessage,
-    settlement: Settlement,
-) -> None:
-    """Mark the command in `raw` `failed` with the parking reason (the runtime's `on_park`)."""
-    command = parked_command(raw.body, raw.message_id, raw.routing_key)
+async def record_parked(parked: Parked, uow: UnitOfWork) -> None:
+    """Mark the command in a message about to be parked `failed` (the processor's `on_park`).
+
+    The framework commits `uow` afterwards: the status row alone, no inbox row, so a
+    re-drive decides afresh.
+    """
+    command = parked_command(parked.body, parked.message_id, parked.routing_key)
     if command is None:
-        log.warning("parked message carries no command id", reason=settlement.reason)
+        log.warning("parked message carries no command id", reason=parked.settlement.reason)
         return
-    uow = uow_factory()
-    async with uow:
-        await uow.command_status.record(
-            command.id,
-            type=command.type,
-            status=CommandState.FAILED,
-            problem=parked_problem(settlement),
-            correlation_id=command.correlation_id,
-            actor=command.actor,
-            body_sha256=command.body_sha256,
-        )
-        await uow.commit()  # the status row alone: no inbox row, a re-drive decides afresh
+    record_status(
+        uow,
+        command.id,
+        type=command.type,
+        status=CommandState.FAILED,
+        problem=parked_problem(parked.settlement),
+        correlation_id=command.correlation_id,
+        actor=command.actor,
+        body_sha256=command.body_sha256,
+    )
 
 
 def _document(body: bytes) -> dict[str, Any]:

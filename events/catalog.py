@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -56,6 +57,7 @@ class Catalog:
         if issubclass(model, Command):
             kind: Literal["command", "event"] = "command"
             key = routing_key or name
+            _require_target_first(model)
         elif issubclass(model, DomainEvent):
             kind = "event"
             if routing_key is None or not _EVENT_KEY.match(routing_key):
@@ -125,6 +127,40 @@ class Catalog:
     def encode(envelope: Envelope[Message]) -> bytes:
         """The wire form of an envelope: compact JSON."""
         return envelope.model_dump_json().encode()
+
+
+def target_id(command: Command) -> uuid.UUID:
+    """The id of the aggregate a command targets: its first field (checked at registration)."""
+    value = getattr(command, next(iter(type(command).model_fields)))
+    if not isinstance(value, uuid.UUID):  # pragma: no cover  (registration checks the type)
+        raise TypeError(f"{type(command).__name__}: first field is not the target's id")
+    return value
+
+
+def partition_key(envelope: Envelope[Message]) -> str:
+    """What orders a message: its aggregate's id (an event) or its target's id (a command).
+
+    Messages with one key are handled in order by ordered consumers (`infra.partitions`).
+    """
+    if isinstance(envelope.data, Command):
+        return str(target_id(envelope.data))
+    return str(envelope.aggregate_id or envelope.id)
+
+
+def stored_partition_key(
+    message_type: str, aggregate_id: str | None, data: dict[str, Any], message_id: str
+) -> str:
+    """`partition_key` of a stored message (an outbox row: ids as text, data as JSON)."""
+    entry = catalog.entry(message_type)
+    if entry.kind == "command":
+        return str(uuid.UUID(str(data[next(iter(entry.model.model_fields))])))
+    return aggregate_id or message_id
+
+
+def _require_target_first(model: type[Message]) -> None:
+    first = next(iter(model.model_fields.items()), None)
+    if first is None or not first[0].endswith("_id") or first[1].annotation is not uuid.UUID:
+        raise TypeError(f"{model.__name__}: a command's first field is its target's `…_id: UUID`")
 
 
 def _load(raw: bytes | str | dict[str, Any]) -> dict[str, Any]:

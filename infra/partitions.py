@@ -5,15 +5,15 @@ A consumer that needs its events in aggregate order opts in with `PartitionedQue
     hisho.events (topic) --patterns--> hisho.<consumer>.partitioned (headers)
         --`partition_slot` header, slot % N--> hisho.<consumer>.p0 … p<N-1>
 
-The relay hashes each event's `aggregate_id` (its id when it has no aggregate) into one of
-`PARTITION_SLOTS` slots and sends it as the `partition_slot` header (`partition_slot()`
-below). Each partition queue is bound to its share of the slots (slot k goes to partition
-k % N), so every event of one aggregate lands in the same partition, in the order the relay
-published it (position order). Each partition is a quorum queue with
-`x-single-active-consumer`: any number of consumer processes may subscribe, but only one at
-a time receives from a partition, so one aggregate's events are handled in order while
-different partitions run in parallel. A consumer keeps that order only if it handles one
-partition's messages one after another (prefetch 1, or serial handling).
+The ingress and the relay hash each message's partition key (an event's `aggregate_id`, a
+command's target id: `events.catalog.partition_key`) into one of `PARTITION_SLOTS` slots and
+send it as the `partition_slot` header (`envelope_slot()` below). Each partition queue is
+bound to its share of the slots (slot k goes to partition k % N), so every message of one key
+lands in the same partition, in the order it was published (accepted, or position order).
+Each partition is a quorum queue with `x-single-active-consumer`: any number of consumer
+processes may subscribe, but only one at a time receives from a partition, so one key's
+messages are handled in order while different partitions run in parallel (the framework
+reads each partition with prefetch 1: `infra.consumers.router`).
 
 Why not `x-consistent-hash`: its hash ring lives in memory and is rebuilt from the bindings
 when the node boots, and the RabbitMQ documentation says a key "may route to a different
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from aio_pika import ExchangeType
 
+from events.catalog import partition_key
 from infra.topology import (
     DEAD_EXCHANGE,
     DEFAULT_DELIVERY_LIMIT,
@@ -50,6 +51,8 @@ from infra.topology import (
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractChannel, AbstractQueue
 
+    from events import Envelope, Message
+
 PARTITION_HEADER = "partition_slot"  # set by the relay on every message it publishes
 PARTITION_SLOTS = 64  # also the most partitions a consumer can have
 _CONSUMER_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -58,6 +61,11 @@ _CONSUMER_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 def partition_slot(partition_key: str) -> int:
     """The slot of a partition key (an aggregate id): CRC-32, stable across processes."""
     return zlib.crc32(partition_key.encode()) % PARTITION_SLOTS
+
+
+def envelope_slot(envelope: Envelope[Message]) -> int:
+    """The `partition_slot` header of a message: its aggregate's (event) or target's (command)."""
+    return partition_slot(partition_key(envelope))
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,11 @@ class PartitionedQueues:
         return f"hisho.{self.consumer}.partitioned"
 
     @property
+    def unslotted(self) -> str:
+        """The fanout exchange taking messages with no slot header to partition 0."""
+        return f"{self.exchange}.unslotted"
+
+    @property
     def queues(self) -> tuple[str, ...]:
         """The partition queues, `hisho.<consumer>.p0` to `.p<N-1>`."""
         return tuple(f"hisho.{self.consumer}.p{i}" for i in range(self.partitions))
@@ -92,6 +105,28 @@ class PartitionedQueues:
     def parked(self) -> str:
         """The consumer's parking queue (shared with its unpartitioned queue, if any)."""
         return f"hisho.{self.consumer}.parked"
+
+    @property
+    def parking_routing_key(self) -> str:
+        """Publish to `hisho.dead` with this key to park a message."""
+        return self.consumer
+
+    @property
+    def retry_delays_ms(self) -> tuple[int, ...]:
+        """None: a delayed retry would let later messages of the key overtake the failed one."""
+        return ()
+
+    def next_retry(self, retries_done: int) -> str | None:  # noqa: ARG002
+        """Never a delay queue: an ordered consumer retries in process, then parks."""
+        return None
+
+    def retry_routing_key(self, delay_ms: int) -> str:
+        """No delay queues (see `retry_delays_ms`)."""
+        raise ValueError(f"{self.consumer} is ordered: it has no {delay_ms} ms delay queue")
+
+    async def declare(self, channel: AbstractChannel) -> None:
+        """Declare its exchange, partitions, parking queue and bindings."""
+        await declare_partitions(channel, self)
 
     def partition_of(self, partition_key: str) -> int:
         """The partition an aggregate's events go to."""
@@ -120,9 +155,20 @@ class PartitionedQueues:
 async def declare_partitions(
     channel: AbstractChannel, spec: PartitionedQueues
 ) -> list[AbstractQueue]:
-    """Declare the exchange, partitions, parking queue and bindings; safe to repeat."""
+    """Declare the exchange, partitions, parking queue and bindings; safe to repeat.
+
+    A message without a `partition_slot` header (a publisher that does not know about
+    partitions) is not dropped: the partition exchange's alternate exchange sends it to the
+    first partition (ordered with the others there, not necessarily with its key's).
+    """
     await declare_exchanges(channel, EXCHANGES)
-    exchange = await channel.declare_exchange(spec.exchange, ExchangeType.HEADERS, durable=True)
+    fallback = await channel.declare_exchange(spec.unslotted, ExchangeType.FANOUT, durable=True)
+    exchange = await channel.declare_exchange(
+        spec.exchange,
+        ExchangeType.HEADERS,
+        durable=True,
+        arguments={"alternate-exchange": spec.unslotted},
+    )
     for pattern in spec.bindings:
         await exchange.bind(spec.source, routing_key=pattern)
     parked = await channel.declare_queue(
@@ -134,5 +180,7 @@ async def declare_partitions(
         queue = await channel.declare_queue(name, durable=True, arguments=spec.queue_arguments())
         for arguments in spec.slot_bindings(partition):
             await queue.bind(exchange, arguments=arguments)
+        if partition == 0:
+            await queue.bind(fallback)
         queues.append(queue)
     return queues

@@ -2,8 +2,8 @@
 
 Exchanges (all durable):
 
-- `hisho.commands` (direct): routing key = command type. The command processor's queue is
-  bound to every command type in the catalog.
+- `hisho.commands` (direct): routing key = command type. The command processor's partition
+  exchange is bound to every command type in the catalog.
 - `hisho.events` (topic): routing key = `aggregate.verbed`; consumers bind patterns.
 - `hisho.retry` (direct): delayed retries. Each consumer has one delay queue per delay,
   `hisho.<consumer>.retry.<ms>ms`, bound with routing key `<consumer>.<ms>ms`. A delay queue
@@ -25,13 +25,11 @@ from __future__ import annotations
 import re
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aio_pika
 from aio_pika import ExchangeType
 from aiormq.exceptions import AMQPChannelError, ChannelPreconditionFailed
-
-from events import catalog
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -42,8 +40,7 @@ COMMANDS_EXCHANGE = "hisho.commands"  # direct; routing key = command type
 EVENTS_EXCHANGE = "hisho.events"  # topic; routing key = aggregate.verbed
 RETRY_EXCHANGE = "hisho.retry"  # direct; routing key = <consumer>.<delay>ms
 DEAD_EXCHANGE = "hisho.dead"  # direct; routing key = <consumer>
-COMMAND_PROCESSOR = "command_processor"
-COMMAND_QUEUE = "hisho.command_processor"  # quorum queue bound to every command type
+COMMAND_PROCESSOR = "command_processor"  # the processor's consumer name (inbox, queues)
 COMMAND_PARKED_QUEUE = "hisho.command_processor.parked"
 
 EXCHANGES: tuple[tuple[str, ExchangeType], ...] = (
@@ -134,18 +131,30 @@ class ConsumerQueues:
         """Arguments of a delay queue: hold for `delay_ms`, then back to the main queue."""
         return {**_dead_lettered("", self.queue), "x-message-ttl": delay_ms}
 
-
-def command_processor_queues() -> ConsumerQueues:
-    """The command processor's queues, bound to every command type in the catalog."""
-    keys = tuple(e.routing_key for e in catalog.entries() if e.kind == "command")
-    return ConsumerQueues(consumer=COMMAND_PROCESSOR, source=COMMANDS_EXCHANGE, bindings=keys)
+    async def declare(self, channel: AbstractChannel) -> None:
+        """Declare and bind its queues (the exchanges must exist)."""
+        await declare_queues(channel, self)
 
 
-async def declare_topology(connection: AbstractConnection) -> None:
-    """Declare hisho's exchanges and the command processor's queues; safe to repeat."""
+class QueueSpec(Protocol):
+    """What one consumer's queues declare themselves with (`ConsumerQueues`, partitions)."""
+
+    consumer: str
+
+    async def declare(self, channel: AbstractChannel) -> None:
+        """Declare the consumer's queues and bindings."""
+        ...
+
+
+async def declare_topology(connection: AbstractConnection, consumers: Iterable[QueueSpec]) -> None:
+    """Declare hisho's exchanges and every given consumer's queues; safe to repeat.
+
+    `hisho.bootstrap` passes the queues of every registered consumer: one call declares all.
+    """
     async with _one_shot_channel(connection) as channel:
         await declare_exchanges(channel)
-        await declare_queues(channel, command_processor_queues())
+        for spec in consumers:
+            await spec.declare(channel)
 
 
 async def declare_consumer_queues(

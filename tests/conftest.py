@@ -92,9 +92,9 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 async def amqp(settings: Settings) -> AsyncIterator[aio_pika.abc.AbstractRobustConnection]:
     """One robust AMQP connection for the session, with hisho's topology declared."""
     _require(settings.amqp, "RabbitMQ")
-    from infra.topology import declare_topology  # noqa: PLC0415
+    from hisho.consumers import declare_all  # noqa: PLC0415
 
     connection = await aio_pika.connect_robust(settings.amqp)
-    await declare_topology(connection)
+    await declare_all(connection)
     yield connection
     await connection.close()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import aio_pika
 import asyncpg
 
-from infra.topology import declare_topology
+from hisho.consumers import declare_all
 from tests.relay_consumers import (
     Collector,
     assert_aggregate_order,
@@ -171,7 +171,7 @@ async def run_under_load(
     channel = await amqp.channel()
     await channel.set_qos(prefetch_count=50)
     key, collector = unique_routing_key(), Collector()
-    await declare_topology(amqp)
+    await declare_all(amqp)
     spec, queues = await partitioned(channel, key, partitions=3)
     try:
         for queue in queues:

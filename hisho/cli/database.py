@@ -11,7 +11,8 @@ from aiormq.exceptions import AMQPError
 
 from infra.db.migrate import current_revision, downgrade, upgrade
 from infra.settings import Settings, load_settings
-from infra.topology import TopologyError, command_processor_queues, declare_topology
+from hisho.consumers import CONSUMERS, declare_all
+from infra.topology import TopologyError
 
 
 def register(app: typer.Typer) -> None:
@@ -46,13 +47,13 @@ def register(app: typer.Typer) -> None:
         except (AMQPError, OSError) as exc:
             print(f"hisho: cannot declare topology: {exc!r}", file=sys.stderr)
             raise typer.Exit(1) from exc
-        spec = command_processor_queues()
-        print(f"topology declared; {spec.queue} bound to {len(spec.bindings)} command types")
+        names = ", ".join(CONSUMERS.names())
+        print(f"topology declared; queues of {len(CONSUMERS.names())} consumers: {names}")
 
 
 async def _declare(settings: Settings) -> None:
     connection = await aio_pika.connect(settings.amqp, timeout=10)
     try:
-        await declare_topology(connection)
+        await declare_all(connection)
     finally:
         await connection.close()

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, TypeVar
 
 import structlog
 from aiormq import spec
@@ -41,11 +41,12 @@ from tenacity import (
 )
 
 from events import ContractError, Envelope, Message, catalog
+from infra.db.repositories import ConcurrencyError
 from infra.db.transient import is_transient_database_error
-from infra.topology import DEAD_EXCHANGE, RETRY_EXCHANGE, ConsumerQueues
+from infra.topology import DEAD_EXCHANGE, RETRY_EXCHANGE
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping
 
     from aio_pika.abc import AbstractIncomingMessage
     from faststream._internal.basic_types import AsyncFuncAny
@@ -73,11 +74,43 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, ConnectionError | TimeoutError) or is_transient_database_error(error)
 
 
+def is_retryable(error: BaseException) -> bool:
+    """The default: transient errors and optimistic-concurrency conflicts are tried again."""
+    return isinstance(error, ConcurrencyError) or is_transient(error)
+
+
+class SettlingQueues(Protocol):
+    """Where a consumer's failed messages go (`ConsumerQueues`; `PartitionedQueues`: no delays)."""
+
+    @property
+    def consumer(self) -> str:
+        """The consumer's name."""
+        ...
+
+    @property
+    def parking_routing_key(self) -> str:
+        """Publish to `hisho.dead` with this key to park a message."""
+        ...
+
+    @property
+    def retry_delays_ms(self) -> tuple[int, ...]:
+        """The delay ladder (none for an ordered consumer)."""
+        ...
+
+    def next_retry(self, retries_done: int) -> str | None:
+        """The retry routing key after `retries_done` rounds, or None: park it."""
+        ...
+
+    def retry_routing_key(self, delay_ms: int) -> str:
+        """Publish to `hisho.retry` with this key to retry after `delay_ms`."""
+        ...
+
+
 @dataclass(frozen=True)
 class RuntimePolicy:
     """How one consumer retries and parks: its queues, attempts and what counts as transient."""
 
-    queues: ConsumerQueues
+    queues: SettlingQueues
     attempts: int = 5
     first_wait: float = 0.002
     max_wait: float = 0.1
@@ -151,23 +184,31 @@ def retries_done(raw: AbstractIncomingMessage) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
 
 
+def settled_headers(
+    headers: Mapping[str, Any], exchange: str, routing_key: str, settlement: Settlement
+) -> dict[str, Any]:
+    """The headers of a delay or parking copy: the original ones, where it came from, why."""
+    settled: dict[str, Any] = dict(headers)
+    settled[ORIGINAL_EXCHANGE_HEADER] = settled.get(ORIGINAL_EXCHANGE_HEADER, exchange)
+    settled[ORIGINAL_ROUTING_KEY_HEADER] = settled.get(ORIGINAL_ROUTING_KEY_HEADER, routing_key)
+    if settlement.action == "retry":
+        retries = settled.get(RETRIES_HEADER, 0)
+        settled[RETRIES_HEADER] = (retries if isinstance(retries, int) and retries >= 0 else 0) + 1
+        settled[RETRY_REASON_HEADER] = settlement.reason
+    else:
+        settled[PARKED_REASON_HEADER] = settlement.reason
+        settled[PARKED_ERROR_HEADER] = settlement.error
+        settled[PARKED_CONSUMER_HEADER] = settlement.consumer
+        settled[PARKED_AT_HEADER] = datetime.now(UTC).isoformat()
+    return settled
+
+
 def settled_copy(raw: AbstractIncomingMessage, settlement: Settlement) -> spec.Basic.Properties:
     """The properties of the copy sent to a delay or parking queue (original ones kept)."""
-    headers: dict[str, Any] = dict(raw.headers or {})
-    headers[ORIGINAL_EXCHANGE_HEADER] = headers.get(ORIGINAL_EXCHANGE_HEADER, raw.exchange or "")
-    headers[ORIGINAL_ROUTING_KEY_HEADER] = headers.get(
-        ORIGINAL_ROUTING_KEY_HEADER, raw.routing_key or ""
-    )
-    if settlement.action == "retry":
-        headers[RETRIES_HEADER] = retries_done(raw) + 1
-        headers[RETRY_REASON_HEADER] = settlement.reason
-    else:
-        headers[PARKED_REASON_HEADER] = settlement.reason
-        headers[PARKED_ERROR_HEADER] = settlement.error
-        headers[PARKED_CONSUMER_HEADER] = settlement.consumer
-        headers[PARKED_AT_HEADER] = datetime.now(UTC).isoformat()
     properties = raw.properties
-    properties.headers = headers
+    properties.headers = settled_headers(
+        raw.headers or {}, raw.exchange or "", raw.routing_key or "", settlement
+    )
     properties.delivery_mode = 2
     return properties
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import structlog
@@ -27,6 +27,7 @@ from opentelemetry.trace import SpanKind
 
 from events import Actor, Envelope, Message
 from events.envelope import body_sha256
+from infra.partitions import PARTITION_HEADER, envelope_slot
 from infra.redis_store import Claim, RedisUnavailableError, quietly
 from infra.telemetry import context_from_traceparent, current_traceparent
 from producers.ingress.problems import ProblemError, broker_unavailable, outcome_unknown
@@ -211,7 +212,12 @@ class CommandAcceptor:
             traceparent=traceparent,
             data=request.data,
         )
-        headers = {"type": entry.type, BODY_HASH_HEADER: digest}
+        headers: dict[str, Any] = {
+            "type": entry.type,
+            BODY_HASH_HEADER: digest,
+            # The processor's partitions (infra.partitions): one aggregate, one partition.
+            PARTITION_HEADER: envelope_slot(envelope),
+        }
         if traceparent:
             headers["traceparent"] = traceparent
         return OutgoingCommand(

@@ -1,32 +1,27 @@
-"""Publishing chained events to RabbitMQ with publisher confirms and a window of them.
+"""Chained events as AMQP messages, sent on a `ConfirmStream` of the process's publisher.
 
-Up to `window` messages are unconfirmed at once; each `send()` returns a future that
-resolves when the broker confirms (ack) and fails on a nack or a lost channel/connection.
-Messages go out in the order `send()` is called, on one channel, so the broker routes them
-in that order.
+The stream (`infra.amqp`) keeps up to `relay_confirm_window` messages unconfirmed; each
+`publish()` returns a future that resolves when the broker confirms (ack) and fails on a
+nack or a lost channel/connection. Messages go out in the order `publish()` is called, on
+one channel, so the broker routes them in that order.
 """
 
 from __future__ import annotations
 
-import asyncio
-from typing import TYPE_CHECKING, Any, Self, cast
+from typing import TYPE_CHECKING, Any
 
-import aio_pika
-import aiormq
 from aio_pika import DeliveryMode
 from aiormq import spec
 
 from infra.partitions import PARTITION_HEADER, partition_slot
 
 if TYPE_CHECKING:
-    from types import TracebackType
+    import asyncio
 
-    from aio_pika.abc import AbstractChannel, AbstractConnection
-
+    from infra.amqp import ConfirmStream
     from producers.relay.store import ChainedEvent
 
 APP_ID = "hisho-relay"
-CONNECT_TIMEOUT = 5.0
 
 
 def amqp_headers(event: ChainedEvent) -> dict[str, Any]:
@@ -34,7 +29,7 @@ def amqp_headers(event: ChainedEvent) -> dict[str, Any]:
     headers: dict[str, Any] = {
         "position": event.position,
         # Partitioned consumers (infra.partitions) are bound by this slot.
-        PARTITION_HEADER: partition_slot(event.aggregate_id or event.id),
+        PARTITION_HEADER: partition_slot(event.partition_key),
     }
     if event.aggregate_id is not None:
         headers["aggregate_id"] = event.aggregate_id
@@ -59,56 +54,11 @@ def amqp_properties(event: ChainedEvent) -> spec.Basic.Properties:
     )
 
 
-class ConfirmingPublisher:
-    """One AMQP connection and confirming channel; at most `window` unconfirmed messages."""
-
-    def __init__(self, url: str, *, window: int) -> None:
-        self._url = url
-        self._slots = asyncio.Semaphore(window)
-        self._connection: AbstractConnection | None = None
-        self._channel: AbstractChannel | None = None
-
-    async def __aenter__(self) -> Self:
-        self._connection = await aio_pika.connect(self._url, timeout=CONNECT_TIMEOUT)
-        self._channel = await self._connection.channel(publisher_confirms=True)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-
-    async def send(self, event: ChainedEvent) -> asyncio.Task[Any]:
-        """Publish `event`, waiting for a free slot; the task ends on the broker's ack.
-
-        Publishes go straight to aio-pika's underlying channel without waiting for each
-        write to drain (`wait=False`), so the messages of a batch leave in one write; they
-        are still written in call order, and each confirm is tracked by its delivery tag.
-        """
-        if self._channel is None:
-            raise RuntimeError("publisher used outside `async with`")
-        await self._slots.acquire()
-        try:
-            channel = cast("aiormq.Channel", await self._channel.get_underlay_channel())
-            confirm = asyncio.ensure_future(
-                channel.basic_publish(
-                    event.body,
-                    exchange=event.exchange,
-                    routing_key=event.routing_key,
-                    properties=amqp_properties(event),
-                    mandatory=False,
-                    wait=False,
-                )
-            )
-        except BaseException:
-            self._slots.release()
-            raise
-        confirm.add_done_callback(self._release)
-        return confirm
-
-    def _release(self, _: asyncio.Task[Any]) -> None:
-        self._slots.release()  # a nack fails the task (aiormq raises DeliveryError)
+async def publish(stream: ConfirmStream, event: ChainedEvent) -> asyncio.Future[Any]:
+    """Send `event` on the stream (in call order); the future ends on the broker's ack."""
+    return await stream.send(
+        event.body,
+        exchange=event.exchange,
+        routing_key=event.routing_key,
+        properties=amqp_properties(event),
+    )

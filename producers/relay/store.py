@@ -8,11 +8,13 @@ can share it.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from events.catalog import stored_partition_key
 from infra.eventlog.chain import GENESIS, canonical_bytes, link_hash
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ class ChainedEvent:
     aggregate_type: str | None
     aggregate_id: str | None
     aggregate_version: int | None
+    partition_key: str  # ordered consumers' key (`events.catalog.partition_key`)
 
 
 # The partial index `outbox_unpublished` (seq WHERE published_at IS NULL) serves both scans:
@@ -94,7 +97,14 @@ def _chained(row: asyncpg.Record, position: int, prev_hash: bytes, body: bytes) 
         aggregate_type=row["aggregate_type"],
         aggregate_id=row["aggregate_id"],
         aggregate_version=row["aggregate_version"],
+        partition_key=stored_partition_key(
+            row["type"], row["aggregate_id"], _document(row["data"]), row["id"]
+        ),
     )
+
+
+def _document(data: Any) -> dict[str, Any]:  # noqa: ANN401  (JSONB: decoded, or its text)
+    return json.loads(data) if isinstance(data, str) else dict(data)
 
 
 class RelayStore:

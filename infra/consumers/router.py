@@ -1,0 +1,136 @@
+"""The FastStream side of a consumer: its router, derived from the declaration.
+
+`consumer_router(consumer, runner)` subscribes to the consumer's queue (unordered: prefetch
+`consumer.prefetch`, messages handled concurrently) or to each of its partitions (ordered:
+prefetch 1 per partition channel, so a partition's messages are handled one after another
+while partitions run in parallel), with the runtime middleware (retry → delay → parking),
+`AckPolicy.NACK_ON_ERROR` and a decoder that keeps the body and headers beside the envelope.
+Subscribers only adapt a delivery to `Runner.deliver`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from aio_pika import DeliveryMode, Message
+from faststream import AckPolicy
+from faststream.rabbit import Channel, RabbitBroker, RabbitQueue, RabbitRouter
+
+from events import Envelope, catalog
+from events import Message as Payload
+from infra.consumers.runner import Runner
+from infra.consumers.runtime import (
+    RuntimePolicy,
+    is_retryable,
+    runtime_middleware,
+    settled_headers,
+)
+from infra.partitions import PartitionedQueues
+from infra.topology import DEAD_EXCHANGE
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+    from faststream.message import StreamMessage
+
+    from infra.consumers.declaration import Consumer
+    from infra.consumers.held import HeldMessages
+    from infra.consumers.runtime import Settlement
+    from infra.db.uow import UnitOfWork
+
+SHUTDOWN_GRACE = 8.0  # seconds in-flight messages get after SIGTERM (`hisho run` allows 10)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A decoded message with what the runner needs of its delivery."""
+
+    envelope: Envelope[Payload]
+    body: bytes
+    headers: Mapping[str, Any]
+
+
+async def decode_delivery(message: StreamMessage[Any]) -> Delivery:
+    """FastStream decoder: the body through the catalog; a `ContractError` gets it parked."""
+    return Delivery(catalog.decode(message.body), message.body, message.headers or {})
+
+
+def policy_for(consumer: Consumer, runner: Runner | None = None) -> RuntimePolicy:
+    """The runtime policy of a consumer: its queues, attempts, transient rule, park hooks."""
+    policy = RuntimePolicy(
+        queues=consumer.queue_spec(),
+        attempts=consumer.attempts,
+        transient=consumer.transient or is_retryable,
+    )
+    if runner is None or (consumer.ordered is None and consumer.on_park is None):
+        return policy
+
+    async def parking(raw: AbstractIncomingMessage, settlement: Settlement) -> None:
+        await runner.parking(
+            raw.body, raw.headers or {}, raw.message_id, raw.routing_key, settlement
+        )
+
+    return replace(policy, on_park=parking)
+
+
+def consumer_runner(
+    consumer: Consumer,
+    unit: Callable[[], UnitOfWork],
+    *,
+    held: HeldMessages | None = None,
+    channel: AbstractChannel | None = None,
+    deps: Mapping[str, Any] | None = None,
+) -> Runner:
+    """The runner of a consumer; `channel` (confirms on) publishes parked released messages."""
+    runner = Runner(consumer, unit, held=held, deps=deps)
+    runner.policy = policy_for(consumer, runner)
+    if channel is not None:
+        runner.park_copy = partial(_park_copy, channel, consumer.name)
+    return runner
+
+
+def consumer_router(runner: Runner) -> RabbitRouter:
+    """The router of `runner`'s consumer: one subscriber per queue it reads."""
+    consumer, policy = runner.consumer, runner.policy or policy_for(runner.consumer, runner)
+    router = RabbitRouter(middlewares=[runtime_middleware(policy)])
+    queues = consumer.queue_spec()
+    names = queues.queues if isinstance(queues, PartitionedQueues) else (queues.queue,)
+    prefetch = 1 if consumer.ordered is not None else consumer.prefetch
+    for name in names:
+
+        async def on_message(delivery: Delivery) -> None:
+            """Adapt a delivery: decoded by the runtime, applied by the runner."""
+            await runner.deliver(delivery.envelope, delivery.body, delivery.headers)
+
+        router.subscriber(
+            RabbitQueue(name, declare=False),
+            channel=Channel(prefetch_count=prefetch),
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=decode_delivery,
+        )(on_message)
+    return router
+
+
+def consumer_broker(amqp_url: str, *routers: RabbitRouter) -> RabbitBroker:
+    """A broker for `routers`: quiet (structlog speaks), no argument casting, bounded stop."""
+    broker = RabbitBroker(amqp_url, logger=None, apply_types=False, graceful_timeout=SHUTDOWN_GRACE)
+    for router in routers:
+        broker.include_router(router)
+    return broker
+
+
+async def _park_copy(
+    channel: AbstractChannel, consumer: str, body: bytes, headers: Mapping[str, Any],
+    settlement: Settlement,
+) -> None:  # fmt: skip
+    parked = replace(settlement, routing_key=consumer, exchange=DEAD_EXCHANGE, consumer=consumer)
+    message = Message(
+        body,
+        headers=settled_headers(headers, "", "", parked),
+        delivery_mode=DeliveryMode.PERSISTENT,
+    )
+    exchange = await channel.get_exchange(DEAD_EXCHANGE, ensure=False)
+    await exchange.publish(message, routing_key=consumer, mandatory=True)  # confirmed
