@@ -139,7 +139,10 @@ class ConsumerQueues:
 class QueueSpec(Protocol):
     """What one consumer's queues declare themselves with (`ConsumerQueues`, partitions)."""
 
-    consumer: str
+    @property
+    def consumer(self) -> str:
+        """The consumer's name."""
+        ...
 
     async def declare(self, channel: AbstractChannel) -> None:
         """Declare the consumer's queues and bindings."""

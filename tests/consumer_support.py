@@ -123,8 +123,8 @@ class FakeHeldMessages:
             if row["message_id"] == message_id:
                 row.update(parked=row["parked"] or parked, reason=reason)
                 return
-        row = (consumer, key, message_id, parked, reason, body, json.dumps(dict(headers)))
-        self.db.insert(CONSUMER_HELD, row, datetime.now(UTC))
+        values = (consumer, key, message_id, parked, reason, body, json.dumps(dict(headers)))
+        self.db.insert(CONSUMER_HELD, values, datetime.now(UTC))
 
     async def head(self, consumer: str, key: str) -> HeldMessage | None:
         for row in self._rows(consumer):

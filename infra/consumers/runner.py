@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 from enum import StrEnum
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -188,8 +189,9 @@ class Runner:
             if head.parked:
                 break
             try:
-                envelope = catalog.decode(head.body)
-                outcome = await _retried(lambda e=envelope: self.apply(e, key=key), self.policy)
+                outcome = await _retried(
+                    partial(self.apply, catalog.decode(head.body), key=key), self.policy
+                )
             except Exception as error:  # noqa: BLE001  (parked, the others stay held)
                 await self._park_released(head.message_id, head.body, head.headers, error)
                 break

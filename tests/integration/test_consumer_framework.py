@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from infra.consumers.redrive import redrive
 from infra.consumers.runtime import PARKED_CONSUMER_HEADER, PARKED_REASON_HEADER
-from infra.topology import RETRY_EXCHANGE
+from infra.topology import RETRY_EXCHANGE, ConsumerQueues
 from tests.consumer_harness import running
 from tests.consumer_support import Failures, demo_consumer, task_retried
 
@@ -32,6 +32,7 @@ async def test_declare_topology_declares_the_consumers_queues(
     consumer = demo_consumer(Failures(), name=_name(), delays=(200, 400))
     async with running(consumer, engine, amqp, settings.amqp) as live:
         spec = consumer.queue_spec()
+        assert isinstance(spec, ConsumerQueues)
         for queue in (spec.queue, spec.parked, spec.retry_queue(200), spec.retry_queue(400)):
             declared = await live.channel.declare_queue(queue, passive=True)
             assert declared.name == queue

@@ -44,9 +44,9 @@ async def test_a_parked_event_holds_its_aggregate_and_a_redrive_releases_the_res
         assert [row["parked"] for row in held] == [True, False, False, False]
         assert all(row["reason"] == f"held: blocked by {events[1].id}" for row in held[1:])
         (parked,) = await live.parked(1)
-        assert (parked.headers or {})[PARKED_REASON_HEADER].startswith(
-            "unexpected error: ValueError"
-        )
+        reason = (parked.headers or {})[PARKED_REASON_HEADER]
+        assert isinstance(reason, str)
+        assert reason.startswith("unexpected error: ValueError")
 
         failures.poison.clear()
         assert await redrive(amqp, consumer) == 1
