@@ -43,7 +43,7 @@ class Receiver:
     def __init__(self) -> None:
         self.keys: list[str] = []
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:  # noqa: ARG002
         if scope["type"] != "http":
             return
         headers = dict(scope["headers"])
