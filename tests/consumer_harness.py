@@ -61,15 +61,18 @@ class Live:
 
     async def effects(self) -> list[tuple[uuid.UUID, str]]:
         """The effect rows of this consumer's messages, in the order they were applied."""
+        rows = await self._fetch(
+            "SELECT e.message_id, e.partition_key FROM demo_effects e JOIN inbox i"
+            " ON i.message_id = e.message_id AND i.consumer = $1 ORDER BY e.seq"
+        )
+        return [(row[0], row[1]) for row in rows]
+
+    async def _fetch(self, sql: str) -> list[Any]:
+        """Rows of `sql`, whose $1 is this consumer's name."""
         async with self.engine.connect() as connection:
             raw = await connection.get_raw_connection()
             driver: Any = raw.driver_connection
-            rows = await driver.fetch(
-                "SELECT e.message_id, e.partition_key FROM demo_effects e JOIN inbox i"
-                " ON i.message_id = e.message_id AND i.consumer = $1 ORDER BY e.seq",
-                self.consumer.name,
-            )
-        return [(row[0], row[1]) for row in rows]
+            return list(await driver.fetch(sql, self.consumer.name))
 
     async def wait_for(
         self, check: Callable[[list[tuple[uuid.UUID, str]]], bool], timeout: float = 20.0
@@ -106,14 +109,10 @@ class Live:
 
     async def held(self) -> list[dict[str, Any]]:
         """This consumer's held rows, in order."""
-        async with self.engine.connect() as connection:
-            raw = await connection.get_raw_connection()
-            driver: Any = raw.driver_connection
-            rows = await driver.fetch(
-                "SELECT message_id, parked, reason, headers FROM consumer_held"
-                " WHERE consumer = $1 ORDER BY seq",
-                self.consumer.name,
-            )
+        rows = await self._fetch(
+            "SELECT message_id, parked, reason, headers FROM consumer_held"
+            " WHERE consumer = $1 ORDER BY seq"
+        )
         return [
             {
                 **dict(row),

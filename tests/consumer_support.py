@@ -21,7 +21,6 @@ from infra.db.table import Column, Conflict, Table
 from infra.db.tables import CONSUMER_HELD
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
 
     from infra.db.uow import UnitOfWork
     from tests.fakes import FakeDatabase
@@ -108,22 +107,15 @@ class FakeHeldMessages:
         rows = self.db.table(CONSUMER_HELD)
         return sorted((row for row in rows if row["consumer"] == consumer), key=lambda r: r["seq"])
 
-    async def hold(
-        self,
-        consumer: str,
-        key: str,
-        message_id: uuid.UUID,
-        *,
-        parked: bool,
-        reason: str,
-        body: bytes,
-        headers: Mapping[str, Any],
-    ) -> None:
+    async def hold(self, consumer: str, key: str, message: HeldMessage) -> None:
         for row in self._rows(consumer):
-            if row["message_id"] == message_id:
-                row.update(parked=row["parked"] or parked, reason=reason)
+            if row["message_id"] == message.message_id:
+                row.update(parked=row["parked"] or message.parked, reason=message.reason)
                 return
-        values = (consumer, key, message_id, parked, reason, body, json.dumps(dict(headers)))
+        values = (
+            consumer, key, message.message_id, message.parked, message.reason, message.body,
+            json.dumps(dict(message.headers)),
+        )  # fmt: skip
         self.db.insert(CONSUMER_HELD, values, datetime.now(UTC))
 
     async def head(self, consumer: str, key: str) -> HeldMessage | None:

@@ -29,23 +29,13 @@ class HeldMessage:
     parked: bool
     reason: str
     body: bytes
-    headers: dict[str, Any]
+    headers: Mapping[str, Any]
 
 
 class HeldMessages(Protocol):
     """Where an ordered consumer keeps what it holds back (PostgreSQL; a dict in unit tests)."""
 
-    async def hold(
-        self,
-        consumer: str,
-        key: str,
-        message_id: uuid.UUID,
-        *,
-        parked: bool,
-        reason: str,
-        body: bytes,
-        headers: Mapping[str, Any],
-    ) -> None:
+    async def hold(self, consumer: str, key: str, message: HeldMessage) -> None:
         """Append a message to its key's queue (parked or held); an existing row is updated."""
         ...
 
@@ -94,20 +84,18 @@ class PgHeldMessages:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def hold(
-        self,
-        consumer: str,
-        key: str,
-        message_id: uuid.UUID,
-        *,
-        parked: bool,
-        reason: str,
-        body: bytes,
-        headers: Mapping[str, Any],
-    ) -> None:
+    async def hold(self, consumer: str, key: str, message: HeldMessage) -> None:
         """Append (or mark parked) one message of `key`."""
-        document = json.dumps(storable_headers(headers))
-        await self._execute(HOLD_SQL, consumer, key, message_id, parked, reason, body, document)
+        await self._execute(
+            HOLD_SQL,
+            consumer,
+            key,
+            message.message_id,
+            message.parked,
+            message.reason,
+            message.body,
+            json.dumps(storable_headers(message.headers)),
+        )
 
     async def head(self, consumer: str, key: str) -> HeldMessage | None:
         """The first message held for `key`, or None."""

@@ -30,6 +30,7 @@ from domain.errors import DomainError
 from events import ContractError, InvalidMessageError, catalog
 from events.catalog import partition_key
 from infra.consumers.declaration import Parked
+from infra.consumers.held import HeldMessage
 from infra.consumers.runtime import (
     PARKED_CONSUMER_HEADER,
     RuntimePolicy,
@@ -171,10 +172,8 @@ class Runner:
     ) -> Outcome:
         assert self.held is not None
         reason = f"held: blocked by {held.blocker}"
-        await self.held.hold(
-            self.consumer.name, key, envelope.id, parked=False, reason=reason, body=body,
-            headers=headers,
-        )  # fmt: skip
+        waiting = HeldMessage(envelope.id, parked=False, reason=reason, body=body, headers=headers)
+        await self.held.hold(self.consumer.name, key, waiting)
         log.warning("message held", consumer=self.consumer.name, id=str(envelope.id), reason=reason)
         head = await self.held.head(self.consumer.name, key)
         if head is not None and not head.parked:
@@ -239,11 +238,11 @@ class Runner:
             except ContractError:
                 pass
             else:
-                await self.held.hold(
-                    self.consumer.name, partition_key(envelope), envelope.id, parked=True,
-                    reason=settlement.reason, body=body,
-                    headers={**headers, PARKED_CONSUMER_HEADER: self.consumer.name},
-                )  # fmt: skip
+                stamped = {**headers, PARKED_CONSUMER_HEADER: self.consumer.name}
+                parked = HeldMessage(
+                    envelope.id, parked=True, reason=settlement.reason, body=body, headers=stamped
+                )
+                await self.held.hold(self.consumer.name, partition_key(envelope), parked)
         if self.consumer.on_park is None or settlement.action != "park":
             return
         uow = self.unit()
