@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import aio_pika
 
 from events import Envelope, Message, catalog
+from infra.amqp import AmqpConnection, ConfirmedPublisher
 from infra.consumers.held import PgHeldMessages
 from infra.consumers.router import consumer_broker, consumer_router, consumer_runner
 from infra.db.group_commit import GroupCommit
@@ -133,12 +134,14 @@ async def running(
         await connection.exec_driver_sql(CREATE_DEMO_EFFECTS)
     await declare_topology(amqp, [consumer.queue_spec()])
     group, loads = GroupCommit(), GroupLoad()
+    broker_connection = AmqpConnection(amqp_url)
+    publisher = ConfirmedPublisher(broker_connection)
     channel = await amqp.channel(publisher_confirms=True)
     runner = consumer_runner(
         consumer,
         lambda: PgUnitOfWork(engine, group=group, loads=loads),
         held=PgHeldMessages(engine) if consumer.ordered else None,
-        channel=channel,
+        publisher=publisher,
     )
     broker = consumer_broker(amqp_url, consumer_router(runner))
     await broker.start()
@@ -147,3 +150,5 @@ async def running(
     finally:
         await broker.stop()
         await channel.close()
+        await publisher.close()
+        await broker_connection.close()

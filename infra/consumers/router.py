@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from aio_pika import DeliveryMode, Message
+from aiormq import spec
 from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue, RabbitRouter
 
@@ -33,15 +33,17 @@ from infra.topology import DEAD_EXCHANGE
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+    from aio_pika.abc import AbstractIncomingMessage
     from faststream.message import StreamMessage
 
+    from infra.amqp import ConfirmedPublisher
     from infra.consumers.declaration import Consumer
     from infra.consumers.held import HeldMessages
     from infra.consumers.runtime import Settlement
     from infra.db.uow import UnitOfWork
 
 SHUTDOWN_GRACE = 8.0  # seconds in-flight messages get after SIGTERM (`hisho run` allows 10)
+PARK_CONFIRM_TIMEOUT = 5.0  # seconds a parked copy of a released message waits for its confirm
 
 
 @dataclass(frozen=True)
@@ -81,14 +83,14 @@ def consumer_runner(
     unit: Callable[[], UnitOfWork],
     *,
     held: HeldMessages | None = None,
-    channel: AbstractChannel | None = None,
+    publisher: ConfirmedPublisher | None = None,
     deps: Mapping[str, Any] | None = None,
 ) -> Runner:
-    """The runner of a consumer; `channel` (confirms on) publishes parked released messages."""
+    """The runner of a consumer; `publisher` parks released messages that fail."""
     runner = Runner(consumer, unit, held=held, deps=deps)
     runner.policy = policy_for(consumer, runner)
-    if channel is not None:
-        runner.park_copy = partial(_park_copy, channel, consumer.name)
+    if publisher is not None:
+        runner.park_copy = partial(_park_copy, publisher, consumer.name)
     return runner
 
 
@@ -123,14 +125,22 @@ def consumer_broker(amqp_url: str, *routers: RabbitRouter) -> RabbitBroker:
 
 
 async def _park_copy(
-    channel: AbstractChannel, consumer: str, body: bytes, headers: Mapping[str, Any],
+    publisher: ConfirmedPublisher,
+    consumer: str,
+    body: bytes,
+    headers: Mapping[str, Any],
     settlement: Settlement,
-) -> None:  # fmt: skip
+) -> None:
     parked = replace(settlement, routing_key=consumer, exchange=DEAD_EXCHANGE, consumer=consumer)
-    message = Message(
-        body,
-        headers=settled_headers(headers, "", "", parked),
-        delivery_mode=DeliveryMode.PERSISTENT,
+    properties = spec.Basic.Properties(
+        headers=settled_headers(headers, "", "", parked), delivery_mode=2
     )
-    exchange = await channel.get_exchange(DEAD_EXCHANGE, ensure=False)
-    await exchange.publish(message, routing_key=consumer, mandatory=True)  # confirmed
+    await publisher.start()
+    await publisher.publish(
+        body,
+        exchange=DEAD_EXCHANGE,
+        routing_key=consumer,
+        properties=properties,
+        mandatory=True,
+        confirm_timeout=PARK_CONFIRM_TIMEOUT,
+    )

@@ -1,7 +1,7 @@
 """Run one declared consumer until told to stop: what `hisho run <name>` does for a consumer.
 
-The composition root (`hisho.bootstrap`) gives it its resources: the broker URL, the shared
-AMQP connection (a confirmed channel publishes the parking copies of released messages),
+The composition root (`hisho.consumers`) gives it its resources: the broker URL, the
+process's confirmed publisher (it parks released messages that fail),
 a unit-of-work factory (PostgreSQL, with group commit and group load) and, for an ordered
 consumer, the store of held messages.
 """
@@ -20,8 +20,7 @@ if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable, Mapping
 
-    from aio_pika.abc import AbstractConnection
-
+    from infra.amqp import ConfirmedPublisher
     from infra.consumers.declaration import Consumer
     from infra.consumers.held import HeldMessages
     from infra.db.uow import UnitOfWork
@@ -34,7 +33,7 @@ class ConsumerResources:
     """What a consumer runs with; the composition root builds it."""
 
     amqp_url: str
-    connection: AbstractConnection
+    publisher: ConfirmedPublisher
     unit: Callable[[], UnitOfWork]
     held: HeldMessages
     deps: Mapping[str, Any] = field(default_factory=dict)  # what handlers ask for by name
@@ -44,12 +43,11 @@ async def run_consumer(
     consumer: Consumer, resources: ConsumerResources, stop: asyncio.Event
 ) -> None:
     """Consume until `stop` is set; in-flight messages finish (bounded) before it returns."""
-    channel = await resources.connection.channel(publisher_confirms=True)
     runner = consumer_runner(
         consumer,
         resources.unit,
         held=resources.held if consumer.ordered is not None else None,
-        channel=channel,
+        publisher=resources.publisher,
         deps=resources.deps,
     )
     broker = consumer_broker(resources.amqp_url, consumer_router(runner))
@@ -61,4 +59,3 @@ async def run_consumer(
         await stop.wait()
     finally:
         await broker.stop()  # stops consuming, waits for in-flight messages (graceful)
-        await channel.close()

@@ -99,7 +99,6 @@ async def test_an_effect_cut_short_before_its_record_runs_again_with_its_key_and
         runner = consumer_runner(
             consumer,
             lambda: PgUnitOfWork(engine),
-            channel=channel,
             deps={"effects": PgEffects(engine), "http": http},
         )
         broker = consumer_broker(settings.amqp, consumer_router(runner))
