@@ -59,7 +59,7 @@ import uvloop
 
 from infra.settings import load_settings
 from infra.stack import Stack
-from infra.topology import COMMAND_QUEUE, EVENTS_EXCHANGE
+from infra.topology import EVENTS_EXCHANGE
 from tests.components_support import component_env, components, free_port
 from tests.ingress_support import cli_key, hisho_cli
 from tests.stories import COMMANDS_PER_STORY, Accepted, Stories
@@ -320,20 +320,24 @@ async def _open_loop(http: RawHttp, rate: float, count: int) -> dict[str, float]
     return accepted
 
 
-async def _backlog_worked_off(rabbit: AbstractRobustConnection) -> None:
+async def _backlog_worked_off(database_url: str) -> None:
     """Wait until the processor has worked off commands queued before this run (those of
-    bench/ingress.py's throughput rounds, say), so they count in neither CPU nor latency."""
-    channel = await rabbit.channel()
+    bench/ingress.py's throughput rounds, say), so they count in neither CPU nor latency:
+    until no command was decided for a second (bounded). It reads only `command_status`, so
+    it holds whichever queues the processor reads."""
+    connection = await asyncpg.connect(database_url)
     deadline = time.monotonic() + DRAIN_DEADLINE
     try:
+        seen = -1
         while time.monotonic() < deadline:
-            queue = await channel.declare_queue(COMMAND_QUEUE, passive=True)
-            if queue.declaration_result.message_count == 0:
+            decided = await connection.fetchval("SELECT count(*) FROM command_status")
+            if decided == seen:
                 return
-            await asyncio.sleep(0.5)
-        print(f"the command queue still holds a backlog after {DRAIN_DEADLINE:.0f} s")
+            seen = decided
+            await asyncio.sleep(1.0)
+        print(f"the processor was still deciding earlier commands after {DRAIN_DEADLINE:.0f} s")
     finally:
-        await channel.close()
+        await connection.close()
 
 
 async def _drained(tap: _Tap, accepted: dict[str, float]) -> None:
@@ -366,10 +370,10 @@ async def measure_latency(
     headers = {"Authorization": f"Bearer {token}"}
     http = RawHttp(url, headers)
     try:
-        await _backlog_worked_off(rabbit)
+        await _backlog_worked_off(database_url)
         channel = await _consume(rabbit, tap)
-        await _open_loop(http, rate, round(rate * WARMUP_SECONDS))
-        await _backlog_worked_off(rabbit)
+        warmup = await _open_loop(http, rate, round(rate * WARMUP_SECONDS))
+        await _decided(database_url, list(warmup))
         cpu_before = _cpu_seconds(processes)
         began = time.perf_counter()
         accepted = await _open_loop(http, rate, round(rate * duration))
