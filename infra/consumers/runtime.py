@@ -41,8 +41,8 @@ from tenacity import (
 )
 
 from events import ContractError, Envelope, Message, catalog
-from infra.db.repositories import ConcurrencyError
 from infra.db.transient import is_transient_database_error
+from infra.db.uow import ConcurrencyError
 from infra.topology import DEAD_EXCHANGE, RETRY_EXCHANGE
 
 if TYPE_CHECKING:

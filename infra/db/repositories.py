@@ -31,12 +31,12 @@ from domain.plan import Plan
 from domain.project import Project
 from domain.task import Task
 from domain.workflow import Workflow
-from infra.db.uow import ConcurrencyError as ConcurrencyError  # noqa: PLC0414  (re-export)
+from infra.db.errors import ConcurrencyError as ConcurrencyError  # noqa: PLC0414  (re-export)
 
 if TYPE_CHECKING:
     import uuid
 
-    from infra.db.uow import Outbox
+    from events import DomainEvent
     from infra.message_context import MessageContext
 
 A = TypeVar("A", bound=Aggregate)
@@ -54,6 +54,21 @@ class AggregateExistsError(DomainError):
 
     def __init__(self, aggregate_type: str, aggregate_id: uuid.UUID) -> None:
         super().__init__(f"{aggregate_type}-exists", f"{aggregate_type} {aggregate_id} exists")
+
+
+class EventSink(Protocol):
+    """Where saved aggregates' events go: a unit of work's outbox."""
+
+    async def add_event(
+        self,
+        event: DomainEvent,
+        *,
+        aggregate_id: uuid.UUID,
+        aggregate_version: int,
+        context: MessageContext,
+    ) -> uuid.UUID:
+        """Record a domain event; return its envelope id."""
+        ...
 
 
 class StateRows(Protocol):
@@ -150,7 +165,7 @@ class Aggregates:
         """Whether a touched aggregate recorded events not saved yet."""
         return any(aggregate.pending_events for aggregate in self._touched)
 
-    async def save(self, outbox: Outbox, context: MessageContext) -> list[uuid.UUID]:
+    async def save(self, outbox: EventSink, context: MessageContext) -> list[uuid.UUID]:
         """Write changed aggregates and append their events; return the event ids in order."""
         event_ids: list[uuid.UUID] = []
         for aggregate in self._touched:

@@ -22,6 +22,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
+from infra.db.errors import AlreadyAppliedError, ConcurrencyError, HeldError
+
+__all__ = [
+    "AlreadyAppliedError",
+    "ConcurrencyError",
+    "HeldError",
+    "Inbox",
+    "Outbox",
+    "Rows",
+    "UnitOfWork",
+]
+
 if TYPE_CHECKING:
     import uuid
     from types import TracebackType
@@ -30,22 +42,6 @@ if TYPE_CHECKING:
     from infra.db.repositories import Aggregates
     from infra.db.table import Table
     from infra.message_context import MessageContext
-
-
-class AlreadyAppliedError(Exception):
-    """The claimed message was applied by this consumer already; nothing was written."""
-
-
-class ConcurrencyError(Exception):
-    """Another transaction changed (or created) what this one read since it read it: retry."""
-
-
-class HeldError(Exception):
-    """An ordered consumer's message must wait: an earlier one of its partition is held."""
-
-    def __init__(self, blocker: uuid.UUID | None, reason: str = "") -> None:
-        super().__init__(reason or f"held behind {blocker or 'an earlier message'}")
-        self.blocker = blocker
 
 
 class Inbox(Protocol):
