@@ -29,14 +29,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+import httpx
+
 from events import catalog
 from events.plan import ApprovePlan, DraftPlan, HumanStep, SubmitPlan
 from events.project import ApprovalPolicy, CreateProject
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-
-    import httpx
 
     from events import Command
 
@@ -224,7 +224,8 @@ class Stories:
     async def _recorded(self, n: int) -> None:
         try:
             await self.story(n)
-        except (StoryError, OSError, ValueError, KeyError) as exc:  # kept; the caller judges
+        except (StoryError, httpx.HTTPError, OSError, ValueError, KeyError, IndexError) as exc:
+            # kept (a refused POST, a lost connection, an answer not understood): the caller judges
             self.errors.append(exc)
 
     async def run(self, count: int, *, concurrency: int, first: int = 0) -> None:
