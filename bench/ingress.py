@@ -282,17 +282,15 @@ def throughput(args: argparse.Namespace, wrk: str, scratch: Path) -> None:
 
 
 async def purge_commands() -> int:
-    """Drop the commands the load left in the (private) command queue: nobody is to run them."""
+    """Drop the commands the load left in the (private) processor partition queues: nobody is
+    to run them."""
     import aio_pika  # noqa: PLC0415
 
-    from infra.topology import COMMAND_QUEUE  # noqa: PLC0415
+    from tests.processor_support import purge_commands as purge  # noqa: PLC0415
 
     connection = await aio_pika.connect(os.environ["HISHO_AMQP_URL"])
     try:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(COMMAND_QUEUE, passive=True)
-        purged = await queue.purge()
-        return int(purged.message_count or 0)
+        return await purge(await connection.channel())
     finally:
         await connection.close()
 

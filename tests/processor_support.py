@@ -1,5 +1,9 @@
 """Support for the command processor's tests on real servers: an in-process processor, a
 driver that publishes commands and reads their effects from PostgreSQL, and a polling helper.
+
+The processor is the framework's ordered consumer (`consumers.command_processor.CONSUMER`)
+run in process as `hisho run processor` runs it: its router on the real broker, PostgreSQL
+units of work (group commit and group load) and the PostgreSQL store of held messages.
 """
 
 from __future__ import annotations
@@ -7,30 +11,40 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aio_pika
 from sqlalchemy import select
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from consumers.command_processor import command_broker, command_router
+from consumers.command_processor import CONSUMER
 from events import Envelope, Message, catalog
-from infra.db.command_status import CommandState, CommandStatus, SqlCommandStatuses
-from infra.db.command_unit import KeptInbox, SqlAggregateUnitOfWork
+from infra.amqp import AmqpConnection, ConfirmedPublisher
+from infra.clock import utc_now
+from infra.consumers.held import PgHeldMessages
+from infra.consumers.router import consumer_broker, consumer_router, consumer_runner
+from infra.db.command_status import CommandState, CommandStatus, PgCommandStatuses
 from infra.db.engine import create_session_factory
+from infra.db.group_commit import GroupCommit
+from infra.db.group_load import GroupLoad
+from infra.db.inbox import PgInbox
 from infra.db.outbox import envelope_from_row
-from infra.db.repositories import ConcurrencyError
+from infra.db.pg_uow import PgUnitOfWork
 from infra.db.tables import outbox
-from infra.topology import COMMAND_QUEUE, COMMANDS_EXCHANGE
+from infra.db.uow import ConcurrencyError
+from infra.partitions import PARTITION_HEADER, PartitionedQueues, envelope_slot
+from infra.topology import COMMANDS_EXCHANGE
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
     from types import TracebackType
 
-    from aio_pika.abc import AbstractConnection
+    from aio_pika.abc import AbstractChannel, AbstractConnection
     from faststream.rabbit import RabbitBroker
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from infra.consumers import Runner
+    from infra.db.uow import UnitOfWork
     from infra.settings import Settings
 
 T = TypeVar("T")
@@ -51,16 +65,48 @@ async def eventually(check: Callable[[], Awaitable[T]], deadline: float = DEADLI
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def command_queues() -> tuple[str, ...]:
+    """The queues the command processor reads: its partitions `hisho.command_processor.p<i>`."""
+    spec = CONSUMER.queue_spec()
+    assert isinstance(spec, PartitionedQueues)
+    return spec.queues
+
+
+async def queued_commands(channel: AbstractChannel) -> int:
+    """How many commands are ready in the processor's partition queues, all together."""
+    total = 0
+    for name in command_queues():
+        queue = await channel.declare_queue(name, passive=True)
+        total += queue.declaration_result.message_count or 0
+    return total
+
+
+async def purge_commands(channel: AbstractChannel) -> int:
+    """Drop every command ready in the processor's partition queues; how many went."""
+    purged = 0
+    for name in command_queues():
+        queue = await channel.declare_queue(name, passive=True)
+        purged += (await queue.purge()).message_count or 0
+    return purged
+
+
 class Deliveries:
-    """What the processors under test did: handled deliveries (by message id), conflicts met."""
+    """What the processors under test did: handled deliveries (by message id), conflicts met.
+
+    `by_processor[label]` counts the deliveries each labelled processor handled.
+    """
 
     def __init__(self) -> None:
         self.handled: Counter[uuid.UUID] = Counter()
+        self.by_processor: dict[str, Counter[uuid.UUID]] = {}
         self.conflicts = 0
 
 
-class _RecordingInbox:
-    def __init__(self, inner: KeptInbox, unit: CountingUnitOfWork) -> None:
+class _RecordingInbox(PgInbox):
+    """The block's real inbox, noting the message id it is asked about."""
+
+    def __init__(self, inner: PgInbox, unit: CountingUnitOfWork) -> None:
+        super().__init__()
         self._inner = inner
         self._unit = unit
 
@@ -69,18 +115,27 @@ class _RecordingInbox:
         return await self._inner.claim(consumer, message_id)
 
 
-class CountingUnitOfWork(SqlAggregateUnitOfWork):
+class CountingUnitOfWork(PgUnitOfWork):
     """The real unit of work, recording which message each cleanly ended block handled."""
 
-    def __init__(self, engine: AsyncEngine, deliveries: Deliveries) -> None:
-        super().__init__(engine)
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        deliveries: Deliveries,
+        *,
+        label: str = "",
+        group: GroupCommit | None = None,
+        loads: GroupLoad | None = None,
+    ) -> None:
+        super().__init__(engine, group=group, loads=loads)
         self._deliveries = deliveries
+        self._label = label
         self.message_id: uuid.UUID | None = None
 
     @property
-    def inbox(self) -> KeptInbox:
+    def inbox(self) -> PgInbox:
         """The real inbox, noting the message id it is asked about."""
-        return cast("KeptInbox", _RecordingInbox(super().inbox, self))
+        return _RecordingInbox(super().inbox, self)
 
     async def __aexit__(
         self,
@@ -91,38 +146,66 @@ class CountingUnitOfWork(SqlAggregateUnitOfWork):
         await super().__aexit__(exc_type, exc, tb)
         if exc_type is None and self.message_id is not None:
             self._deliveries.handled[self.message_id] += 1
+            self._deliveries.by_processor.setdefault(self._label, Counter())[self.message_id] += 1
         elif exc_type is not None and issubclass(exc_type, ConcurrencyError):
             self._deliveries.conflicts += 1
 
 
-@asynccontextmanager
-async def running_processor(
-    settings: Settings, engine: AsyncEngine, deliveries: Deliveries
-) -> AsyncIterator[RabbitBroker]:
-    """A command processor in this process (the real router on its own connection).
+def counting_units(
+    engine: AsyncEngine, deliveries: Deliveries, label: str = ""
+) -> Callable[[], UnitOfWork]:
+    """A unit-of-work factory as the processor's: group commit and group load, counted."""
+    group, loads = GroupCommit(), GroupLoad()
+    return lambda: CountingUnitOfWork(engine, deliveries, label=label, group=group, loads=loads)
 
-    It first works off whatever other tests left in the command queue, so a test's own
-    commands are not stuck behind someone else's backlog.
+
+@asynccontextmanager
+async def processor_running(
+    settings: Settings, engine: AsyncEngine, unit: Callable[[], UnitOfWork]
+) -> AsyncIterator[Runner]:
+    """The command processor in this process with units from `unit`; yields its runner.
+
+    The framework's runner, router and broker, as `hisho run processor` runs them (a
+    confirmed publisher for the parking copies of released commands, the PostgreSQL store of
+    held commands). It first works off whatever other tests left in the partition queues,
+    so a test's own commands are not stuck behind someone else's backlog.
     """
-    router = command_router(lambda: CountingUnitOfWork(engine, deliveries))
-    broker = command_broker(settings.amqp, router)
-    await broker.start()
+    connection = AmqpConnection(settings.amqp)
+    publisher = ConfirmedPublisher(connection)
+    runner = consumer_runner(
+        CONSUMER, unit, held=PgHeldMessages(engine), publisher=publisher, deps={"clock": utc_now}
+    )
+    broker: RabbitBroker = consumer_broker(settings.amqp, consumer_router(runner))
     try:
+        await broker.start()
+        await runner.release_stuck()  # as a starting processor does
         await backlog_worked_off(settings)
-        yield broker
+        yield runner
     finally:
         await broker.stop()
+        await publisher.close()
+        await connection.close()
+
+
+@asynccontextmanager
+async def running_processor(
+    settings: Settings, engine: AsyncEngine, deliveries: Deliveries, *, label: str = ""
+) -> AsyncIterator[Runner]:
+    """A command processor in this process, counting what it handles in `deliveries`."""
+    async with processor_running(
+        settings, engine, counting_units(engine, deliveries, label)
+    ) as runner:
+        yield runner
 
 
 async def backlog_worked_off(settings: Settings) -> None:
-    """Wait until no command is ready in the command queue (bounded)."""
+    """Wait until no command is ready in the processor's partition queues (bounded)."""
     connection = await aio_pika.connect(settings.amqp)
     try:
         channel = await connection.channel()
 
         async def empty() -> None:
-            queue = await channel.declare_queue(COMMAND_QUEUE, passive=True)
-            assert queue.declaration_result.message_count == 0, "commands still queued"
+            assert await queued_commands(channel) == 0, "commands still queued"
 
         await eventually(empty, BACKLOG_DEADLINE)
     finally:
@@ -135,8 +218,12 @@ async def publish(
     *,
     routing_key: str,
     message_id: str | None = None,
+    headers: Mapping[str, Any] | None = None,
 ) -> None:
-    """Publish raw bytes to `hisho.commands` with a confirm, as the ingress does."""
+    """Publish raw bytes to `hisho.commands` with a confirm, as the ingress does.
+
+    A message without a `partition_slot` header goes to the first partition.
+    """
     async with connection.channel(publisher_confirms=True) as channel:
         exchange = await channel.get_exchange(COMMANDS_EXCHANGE, ensure=False)
         message = aio_pika.Message(
@@ -144,14 +231,26 @@ async def publish(
             message_id=message_id or str(uuid.uuid4()),
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers=dict(headers or {}),
         )
         await exchange.publish(message, routing_key, mandatory=True)
+
+
+async def publish_command(connection: AbstractConnection, envelope: Envelope[Message]) -> None:
+    """Publish a command as the ingress does: its type, its id, its partition slot."""
+    await publish(
+        connection,
+        catalog.encode(envelope),
+        routing_key=catalog.entry(envelope.type).routing_key,
+        message_id=str(envelope.id),
+        headers={PARTITION_HEADER: envelope_slot(envelope)},
+    )
 
 
 async def command_status(engine: AsyncEngine, command_id: uuid.UUID) -> CommandStatus | None:
     """The recorded status of a command, or None."""
     async with create_session_factory(engine)() as session:
-        return await SqlCommandStatuses(session).get(command_id)
+        return await PgCommandStatuses(session).get(command_id)
 
 
 async def events_caused_by(engine: AsyncEngine, command_id: uuid.UUID) -> list[Envelope[Message]]:
@@ -174,12 +273,9 @@ class BrokerDriver:
         self._sent: Counter[uuid.UUID] = Counter()
 
     async def send(self, envelope: Envelope[Message]) -> None:
-        """Publish the envelope as a command message."""
+        """Publish the envelope as the ingress publishes a command."""
         self._sent[envelope.id] += 1
-        body = catalog.encode(envelope)
-        await publish(
-            self._connection, body, routing_key=envelope.type, message_id=str(envelope.id)
-        )
+        await publish_command(self._connection, envelope)
 
     async def outcome(self, command_id: uuid.UUID) -> CommandStatus:
         """Wait for the command's final status."""

@@ -1,26 +1,34 @@
-"""Parking records the command's failure first: `before_parking` and `record_parked` with fakes."""
+"""Parking records the command's failure first: `before_parking` and the processor's `on_park`
+(`record_parked`, called by the framework's runner) with fakes."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 import pytest
 
+from consumers.command_processor import CONSUMER
 from consumers.parked_commands import parked_command, record_parked
 from events import catalog
+from events.catalog import partition_key
 from events.envelope import body_sha256
 from events.project import ApprovalPolicy, CreateProject
-from infra.consumer_runtime import RuntimePolicy, Settlement, before_parking, settlement_for
+from infra.consumers import Runner
+from infra.consumers.router import policy_for
+from infra.consumers.runtime import RuntimePolicy, Settlement, before_parking, settlement_for
 from infra.db.command_status import CommandState
 from infra.topology import ConsumerQueues
 from tests.command_scenarios import command_envelope
-from tests.fakes import FakeAggregateUnitOfWork
+from tests.consumer_support import FakeHeldMessages
+from tests.fakes import FakeClock, FakeUnitOfWork
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractIncomingMessage
+
+    from infra.db.uow import UnitOfWork
 
 QUEUES = ConsumerQueues(consumer="demo", bindings=("x.y",), retry_delays_ms=(100, 1_000))
 
@@ -32,10 +40,20 @@ class FakeIncoming:
     body: bytes
     message_id: str | None = None
     routing_key: str | None = "CreateProject"
+    headers: dict[str, object] = field(default_factory=dict)
 
 
 def incoming(body: bytes, message_id: str | None = None) -> AbstractIncomingMessage:
     return cast("AbstractIncomingMessage", FakeIncoming(body, message_id))
+
+
+def processor(uow: FakeUnitOfWork) -> Runner:
+    """The processor's runner over `uow` (its `on_park` is `record_parked`)."""
+    runner = Runner(
+        CONSUMER, lambda: uow, held=FakeHeldMessages(uow.db), deps={"clock": FakeClock()}
+    )
+    runner.policy = policy_for(CONSUMER, runner)
+    return runner
 
 
 def park(reason: str = "unexpected error: KeyError: 'x'") -> Settlement:
@@ -125,10 +143,14 @@ def test_a_message_with_no_readable_id_names_no_command(message_id: str | None) 
     assert parked_command(b'{"id": 7}', message_id, routing_key="CreateProject") is None
 
 
+async def test_the_processor_parks_with_record_parked() -> None:
+    assert CONSUMER.on_park is record_parked
+
+
 async def test_record_parked_marks_the_command_failed_without_an_inbox_row() -> None:
-    uow = FakeAggregateUnitOfWork()
+    uow = FakeUnitOfWork()
     command_id, body = an_envelope_body()
-    await record_parked(lambda: uow, incoming(body), park())
+    await processor(uow).parking(body, {}, None, "CreateProject", park())
     status = uow.statuses[command_id]
     assert status.status is CommandState.FAILED
     assert status.problem == {
@@ -142,10 +164,30 @@ async def test_record_parked_marks_the_command_failed_without_an_inbox_row() -> 
     }
     assert uow.claimed == set()
     assert uow.envelopes == []
+    # The processor is ordered: the parked command holds its aggregate until a re-drive.
+    held = await FakeHeldMessages(uow.db).head(CONSUMER.name, partition_key(catalog.decode(body)))
+    assert held is not None
+    assert (held.message_id, held.parked, held.reason) == (command_id, True, park().reason)
 
 
 async def test_record_parked_skips_a_message_with_no_command_id() -> None:
-    uow = FakeAggregateUnitOfWork()
-    await record_parked(lambda: uow, incoming(b"garbage"), park())
+    uow = FakeUnitOfWork()
+    await processor(uow).parking(b"garbage", {}, None, "CreateProject", park())
     assert uow.statuses == {}
-    assert uow.commits == 0
+    assert uow.db.tables == {}  # nothing written: no status, no held row (no key to hold)
+    assert uow.claimed == set()
+
+
+async def test_a_processor_parking_that_cannot_be_recorded_goes_back_to_the_queue() -> None:
+    def down() -> UnitOfWork:
+        raise ConnectionRefusedError("database down")
+
+    uow = FakeUnitOfWork()
+    runner = processor(uow)
+    runner.unit = down
+    assert runner.policy is not None
+    assert runner.policy.on_park is not None
+    _, body = an_envelope_body()
+    with pytest.raises(ConnectionRefusedError):  # no delay queue: NACK_ON_ERROR requeues it
+        await before_parking(incoming(body), park(), runner.policy)
+    assert uow.statuses == {}

@@ -1,14 +1,18 @@
-"""The command processor's application logic (`handle_command`) with an in-memory unit of work."""
+"""The command processor's application logic with an in-memory unit of work.
+
+Commands go through the framework's runner (`infra.consumers.Runner` with the processor's
+`CONSUMER`), as on the broker: inbox claim, `handle_command`, commit, the recorded refusal.
+"""
 
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-from consumers.command_processor import HANDLERS, RUNTIME, Outcome, handle_command, problem_for
-from domain.errors import DomainError
+from consumers.command_processor import CONSUMER, HANDLERS, handle_command, problem_for
+from domain.errors import CONFLICT, UNPROCESSABLE, DomainError
 from domain.workflow import task_id_for
 from events import Envelope, InvalidMessageError, Message, catalog
 from events.envelope import body_sha256
@@ -16,33 +20,54 @@ from events.notification import NotificationChannel, SendNotification
 from events.plan import AiStep, ApprovePlan, DraftPlan, HumanStep, SubmitPlan
 from events.project import ApprovalPolicy, CreateProject, ProjectCreated
 from events.workflow import BeginExecution, CancelWorkflow, StartWorkflow
-from infra.consumer_runtime import call_with_retries
+from infra.consumers import Outcome, Runner
+from infra.consumers.router import policy_for
+from infra.consumers.runtime import call_with_retries
 from infra.db.command_status import CommandState
-from infra.db.repositories import Aggregates, ConcurrencyError
+from infra.db.repositories import AggregateExistsError, AggregateNotFoundError, ConcurrencyError
 from infra.message_context import MessageContext
 from tests.command_scenarios import ACTOR, SCENARIOS, command_envelope
-from tests.fakes import FakeAggregateUnitOfWork
-from tests.processor_fakes import FakeProcessorUnitOfWork
+from tests.consumer_support import FakeHeldMessages
+from tests.fakes import FakeClock, FakeDatabase, FakeUnitOfWork
+from tests.unit.test_domain_errors import CASES as DOMAIN_CASES
+from tests.unit.test_domain_errors import _raised
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterator
 
     from events import Command
     from infra.db.command_status import CommandStatus
+    from infra.db.uow import UnitOfWork
     from tests.command_scenarios import CommandDriver
 
-Rows = dict[tuple[str, uuid.UUID], tuple[int, dict[str, Any]]]
+
+def processor_runner(db: FakeDatabase, unit: Callable[[], UnitOfWork]) -> Runner:
+    """The processor's runner over fakes, with its policy (retries, parking hooks)."""
+    runner = Runner(CONSUMER, unit, held=FakeHeldMessages(db), deps={"clock": FakeClock()})
+    runner.policy = policy_for(CONSUMER, runner)
+    return runner
 
 
 class FakeDriver:
-    """Runs `handle_command` directly on one in-memory unit of work."""
+    """Delivers commands through the processor's runner to one in-memory unit of work.
+
+    `uow` is the unit every delivery uses (one block at a time); its clock is the processor's.
+    """
 
     def __init__(self) -> None:
-        self.uow: FakeAggregateUnitOfWork = FakeProcessorUnitOfWork()
+        self.uow = FakeUnitOfWork()
+        self.runner = Runner(
+            CONSUMER,
+            lambda: self.uow,
+            held=FakeHeldMessages(self.uow.db),
+            deps={"clock": lambda: self.uow.clock()},  # noqa: PLW0108  (the current unit's)
+        )
+        self.runner.policy = policy_for(CONSUMER, self.runner)
         self.outcomes: list[Outcome] = []
 
     async def send(self, envelope: Envelope[Message]) -> None:
-        self.outcomes.append(await handle_command(envelope, self.uow, clock=self.uow.clock))
+        body = catalog.encode(envelope)
+        self.outcomes.append(await self.runner.deliver(envelope, body, {}))
 
     async def outcome(self, command_id: uuid.UUID) -> CommandStatus:
         return self.uow.statuses[command_id]
@@ -76,7 +101,7 @@ async def test_redelivery_is_acknowledged_as_duplicate_and_commits_nothing() -> 
     )
     commits = driver.uow.commits
     await driver.send(envelope)
-    assert driver.outcomes == [Outcome.PROCESSED, Outcome.DUPLICATE]
+    assert driver.outcomes == [Outcome.APPLIED, Outcome.DUPLICATE]
     assert driver.uow.commits == commits
     assert len(driver.uow.envelopes) == 1
 
@@ -128,7 +153,7 @@ async def test_rejected_command_leaves_no_partial_state() -> None:
         "detail": f"no persona {ghost.persona_id}",
         "code": "persona-not-found",
     }
-    assert ("plan", plan_id) not in driver.uow.rows
+    assert ("plan", plan_id) not in driver.uow.states
 
 
 async def test_events_continue_the_command_correlation_and_the_client_correlation_id() -> None:
@@ -151,7 +176,7 @@ async def test_state_rows_hold_status_and_parent_ids_as_strings() -> None:
     step = HumanStep(step_id=uuid.uuid4(), title="t", assignee="a", instructions="do")
     await send(driver, CreateProject(project_id=project_id, name="P", policy=policy("a")))
     await send(driver, DraftPlan(plan_id=plan_id, project_id=project_id, title="T", steps=(step,)))
-    version, state = driver.uow.rows[("plan", plan_id)]
+    version, state = driver.uow.states[("plan", plan_id)]
     assert version == 1
     assert state["status"] == "draft"
     assert state["project_id"] == str(project_id)
@@ -185,10 +210,10 @@ async def test_start_workflow_saves_workflow_then_one_task_per_step() -> None:
     envelope = await send(driver, StartWorkflow(workflow_id=workflow_id, plan_id=plan_id))
     events = [e for e in driver.uow.envelopes if e.causation_id == envelope.id]
     assert [e.type for e in events] == ["WorkflowStarted", "TaskCreated", "TaskCreated"]
-    plan_state = driver.uow.rows[("plan", plan_id)][1]
+    plan_state = driver.uow.states[("plan", plan_id)][1]
     task_ids = [task_id_for(workflow_id, uuid.UUID(s["step_id"])) for s in plan_state["steps"]]
     assert [e.aggregate_id for e in events[1:]] == task_ids
-    assert all(driver.uow.rows[("task", t)][1]["status"] == "pending" for t in task_ids)
+    assert all(driver.uow.states[("task", t)][1]["status"] == "pending" for t in task_ids)
 
 
 async def test_begin_execution_queues_tasks_and_cancel_cancels_unfinished_ones() -> None:
@@ -218,16 +243,15 @@ async def test_repeated_dedup_key_is_processed_without_a_second_notification() -
 
     key = uuid.uuid4()
     first, second = await send(driver, notify()), await send(driver, notify())
-    assert driver.outcomes == [Outcome.PROCESSED, Outcome.PROCESSED]
+    assert driver.outcomes == [Outcome.APPLIED, Outcome.APPLIED]
     assert [e.type for e in driver.uow.envelopes] == ["NotificationRequested"]
     assert driver.uow.statuses[first.id].result_event_ids
     assert driver.uow.statuses[second.id].result_event_ids == ()
 
 
-async def test_an_event_sent_as_a_command_is_a_contract_error() -> None:
-    driver = FakeDriver()
+def an_event_envelope(driver: FakeDriver) -> Envelope[Message]:
     event = ProjectCreated(project_id=uuid.uuid4(), name="P", policy=policy("a"))
-    envelope = Envelope[Message](
+    return Envelope[Message](
         id=uuid.uuid4(),
         type="ProjectCreated",
         version=1,
@@ -236,67 +260,73 @@ async def test_an_event_sent_as_a_command_is_a_contract_error() -> None:
         actor=ACTOR,
         data=event,
     )
-    with pytest.raises(InvalidMessageError, match="not a command"):
-        await handle_command(envelope, driver.uow)
+
+
+async def test_an_event_sent_as_a_command_is_a_contract_error() -> None:
+    driver = FakeDriver()
+    envelope = an_event_envelope(driver)
+    async with driver.uow:
+        with pytest.raises(InvalidMessageError, match="not a command"):
+            await handle_command(envelope, driver.uow, clock=driver.uow.clock)
+    with pytest.raises(InvalidMessageError, match="not handled by command_processor"):
+        await driver.send(envelope)  # the processor has no handler for it: parked as invalid
     assert driver.uow.commits == 0
+    assert driver.uow.claimed == set()
 
 
 async def test_saving_a_stale_aggregate_raises_concurrency_error() -> None:
-    rows: Rows = {}
+    db = FakeDatabase()
     driver = FakeDriver()
-    driver.uow = FakeAggregateUnitOfWork(rows=rows)
+    driver.uow = FakeUnitOfWork(db=db)
     project_id = uuid.uuid4()
     envelope = await send(
         driver, CreateProject(project_id=project_id, name="P", policy=policy("a"))
     )
-    first, second = FakeAggregateUnitOfWork(rows=rows), FakeAggregateUnitOfWork(rows=rows)
+    first, second = FakeUnitOfWork(db=db), FakeUnitOfWork(db=db)
     context = MessageContext.caused_by(envelope)
     async with first, second:
         mine = await first.aggregates.projects.require(project_id)
         theirs = await second.aggregates.projects.require(project_id)
         mine.change_policy(policy("b"), at=first.clock())
         theirs.change_policy(policy("c"), at=second.clock())
-        await first.aggregates.save(first.outbox, context)
+        await first.save_aggregates(context)
         await first.commit()
         with pytest.raises(ConcurrencyError, match="moved on from 1"):
-            await second.aggregates.save(second.outbox, context)
-    assert rows[("project", project_id)][1]["policy"]["approvers"] == ["b"]
+            await second.save_aggregates(context)
+    assert db.states[("project", project_id)][1]["policy"]["approvers"] == ["b"]
 
 
-class RacedUnitOfWork(FakeAggregateUnitOfWork):
+class RacedUnitOfWork(FakeUnitOfWork):
     """Lets a competing command commit between this unit's reads and its save (once)."""
 
-    def __init__(self, rows: Rows, competitor: Callable[[], Awaitable[object]]) -> None:
-        super().__init__(rows=rows)
+    def __init__(self, db: FakeDatabase, competitor: Callable[[], Awaitable[object]]) -> None:
+        super().__init__(db=db)
         self._competitor = competitor
 
-    @property
-    def aggregates(self) -> Aggregates:
-        aggregates = super().aggregates
-        save, competitor = aggregates.save, self._competitor
-
-        async def raced_save(outbox: Any, context: MessageContext) -> list[uuid.UUID]:
-            await competitor()
-            return await save(outbox, context)
-
-        aggregates.save = raced_save  # type: ignore[method-assign]
-        return aggregates
+    async def save_aggregates(self, context: MessageContext) -> list[uuid.UUID]:
+        await self._competitor()
+        return await super().save_aggregates(context)
 
 
 async def test_a_version_conflict_is_retried_with_a_fresh_unit_of_work() -> None:
-    rows: Rows = {}
+    db = FakeDatabase()
     driver = FakeDriver()
-    driver.uow = FakeAggregateUnitOfWork(rows=rows)
+    driver.uow = FakeUnitOfWork(db=db)
     plan_id = await submitted_plan(driver, approvers=("a", "b", "c"), required=3)
     rival = command_envelope(ApprovePlan(plan_id=plan_id, approver="b"))
     mine = command_envelope(ApprovePlan(plan_id=plan_id, approver="a"))
-    raced = RacedUnitOfWork(rows, lambda: handle_command(rival, FakeAggregateUnitOfWork(rows=rows)))
-    units = iter([raced, FakeAggregateUnitOfWork(rows=rows)])
-    outcome = await call_with_retries(lambda: handle_command(mine, next(units)), RUNTIME)
-    assert outcome is Outcome.PROCESSED
-    version, state = rows[("plan", plan_id)]
+    rivals = processor_runner(db, lambda: FakeUnitOfWork(db=db))
+    raced = RacedUnitOfWork(db, lambda: rivals.apply(rival))
+    units: Iterator[UnitOfWork] = iter([raced, FakeUnitOfWork(db=db)])
+    runner = processor_runner(db, lambda: next(units))
+    assert runner.policy is not None
+    body = catalog.encode(mine)
+    outcome = await call_with_retries(lambda: runner.deliver(mine, body, {}), runner.policy)
+    assert outcome is Outcome.APPLIED
+    version, state = db.states[("plan", plan_id)]
     assert state["approvals"] == ["b", "a"]
     assert version == 4  # drafted, submitted, two approvals: no lost update
+    assert next(units, None) is None  # the conflict was retried with the second, fresh unit
 
 
 def test_every_catalog_command_has_exactly_one_handler() -> None:
@@ -304,24 +334,27 @@ def test_every_catalog_command_has_exactly_one_handler() -> None:
     assert set(HANDLERS) == commands
 
 
+def _problem_cases() -> list[tuple[str, DomainError, int]]:
+    raised = [(code, _raised(action), status) for code, action, status in DOMAIN_CASES]
+    unknown, taken = uuid.uuid4(), uuid.uuid4()
+    return [
+        *raised,
+        ("plan-not-found", AggregateNotFoundError("plan", unknown), UNPROCESSABLE),
+        ("project-exists", AggregateExistsError("project", taken), CONFLICT),
+    ]
+
+
 @pytest.mark.parametrize(
-    ("code", "status"),
-    [
-        ("plan-not-draft", 409),
-        ("plan-duplicate-vote", 409),
-        ("project-exists", 409),
-        ("plan-not-found", 422),
-        ("plan-not-an-approver", 422),
-        ("workflow-unknown-task", 422),
-    ],
+    ("code", "error", "status"), _problem_cases(), ids=[case[0] for case in _problem_cases()]
 )
 def test_problem_status_is_422_for_bad_input_and_409_for_state_conflicts(
-    code: str, status: int
+    code: str, error: DomainError, status: int
 ) -> None:
-    problem = problem_for(DomainError(code, "because"))
+    problem = problem_for(error)
     assert problem["status"] == status
+    assert problem["code"] == code
     assert problem["type"].endswith("/" + code)
-    assert problem["detail"] == "because"
+    assert problem["detail"] == error.reason
 
 
 async def test_every_state_filter_of_the_http_api_is_a_field_the_processor_stores() -> None:
@@ -331,7 +364,7 @@ async def test_every_state_filter_of_the_http_api_is_a_field_the_processor_store
     plan_id, workflow_id = await approved_plan(driver, 1), uuid.uuid4()
     await send(driver, StartWorkflow(workflow_id=workflow_id, plan_id=plan_id))
     stored: dict[str, set[str]] = {}
-    for (aggregate_type, _), (_, state) in driver.uow.rows.items():
+    for (aggregate_type, _), (_, state) in driver.uow.states.items():
         stored.setdefault(aggregate_type, set()).update(state)
     for resource in RESOURCES:
         if resource.aggregate_type in stored:

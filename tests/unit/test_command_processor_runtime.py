@@ -1,14 +1,27 @@
-"""The consumer runtime's decisions: what is retried, where a failed message goes."""
+"""The consumer runtime's decisions: what is retried, where a failed message goes.
+
+The command processor is an ordered consumer: its transient failures are retried in process
+only, then parked (no delay queue may let a later command of its aggregate overtake it).
+"""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import asyncpg
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from consumers.command_processor import RUNTIME, is_retryable
+from consumers.command_processor import CONSUMER
 from events import InvalidMessageError, UnknownMessageTypeError
-from infra.consumer_runtime import RuntimePolicy, call_with_retries, is_transient, settlement_for
+from infra.consumers.router import policy_for
+from infra.consumers.runtime import (
+    RuntimePolicy,
+    call_with_retries,
+    is_retryable,
+    is_transient,
+    settlement_for,
+)
 from infra.db.repositories import ConcurrencyError
 from infra.topology import ConsumerQueues
 
@@ -68,11 +81,39 @@ def test_is_transient_knows_database_and_network_hiccups(
     assert is_transient(error) is transient
 
 
-def test_the_processor_also_retries_version_conflicts() -> None:
+def test_the_processor_also_retries_version_conflicts_in_process_then_parks() -> None:
     conflict = ConcurrencyError("plan moved on")
     assert is_retryable(conflict)
-    assert RUNTIME.transient(conflict)
-    assert settlement_for(conflict, RUNTIME, retries_done=0).action == "retry"
+    assert CONSUMER.transient is None  # the framework's default: `is_retryable`
+    policy = policy_for(CONSUMER)
+    assert policy.transient(conflict)
+    assert policy.transient(ConnectionResetError())
+    assert not policy.transient(ValueError("bug"))
+    settled = settlement_for(conflict, policy, retries_done=0)
+    assert (settled.action, settled.exchange, settled.routing_key) == (
+        "park",
+        "hisho.dead",
+        "command_processor",
+    )
+    assert settled.reason == "gave up after 0 delayed retries: ConcurrencyError: plan moved on"
+
+
+async def test_the_processor_retries_a_conflict_in_process_up_to_its_attempts() -> None:
+    policy = replace(policy_for(CONSUMER), first_wait=0.0, max_wait=0.0)
+    calls: list[int] = []
+
+    async def conflicted(times: int) -> str:
+        calls.append(1)
+        if len(calls) <= times:
+            raise ConcurrencyError("plan moved on")
+        return "done"
+
+    assert await call_with_retries(lambda: conflicted(CONSUMER.attempts - 1), policy) == "done"
+    assert len(calls) == CONSUMER.attempts
+    calls.clear()
+    with pytest.raises(ConcurrencyError):
+        await call_with_retries(lambda: conflicted(CONSUMER.attempts), policy)
+    assert len(calls) == CONSUMER.attempts
 
 
 async def test_call_with_retries_tries_again_while_transient() -> None:

@@ -4,26 +4,53 @@ from __future__ import annotations
 
 import pytest
 
+from consumers.command_processor import CONSUMER
 from events import catalog
+from hisho.consumers import CONSUMERS
+from infra.partitions import PARTITION_SLOTS, PartitionedQueues
 from infra.topology import (
     COMMAND_PARKED_QUEUE,
-    COMMAND_QUEUE,
+    COMMAND_PROCESSOR,
     COMMANDS_EXCHANGE,
     DEAD_EXCHANGE,
     ConsumerQueues,
     TopologyConflictError,
     TopologyError,
-    command_processor_queues,
 )
 
 
 def test_command_processor_is_bound_to_every_command_type_and_no_event() -> None:
-    spec = command_processor_queues()
+    spec = CONSUMER.queue_spec()
+    assert isinstance(spec, PartitionedQueues)
     commands = {e.routing_key for e in catalog.entries() if e.kind == "command"}
     assert commands
     assert set(spec.bindings) == commands
     assert spec.source == COMMANDS_EXCHANGE
-    assert (spec.queue, spec.parked) == (COMMAND_QUEUE, COMMAND_PARKED_QUEUE)
+    assert spec.consumer == COMMAND_PROCESSOR
+    assert spec.parked == COMMAND_PARKED_QUEUE
+    assert spec.exchange == "hisho.command_processor.partitioned"
+    assert spec.queues == tuple(f"hisho.command_processor.p{i}" for i in range(16))
+
+
+def test_command_processor_partitions_own_every_slot_once_and_have_no_delay_queue() -> None:
+    spec = CONSUMER.queue_spec()
+    assert isinstance(spec, PartitionedQueues)
+    slots = [
+        binding["partition_slot"]
+        for partition in range(spec.partitions)
+        for binding in spec.slot_bindings(partition)
+    ]
+    assert sorted(slots) == list(range(PARTITION_SLOTS))
+    arguments = spec.queue_arguments()
+    assert arguments["x-single-active-consumer"] is True
+    assert arguments["x-dead-letter-exchange"] == DEAD_EXCHANGE
+    assert arguments["x-dead-letter-routing-key"] == spec.parking_routing_key == COMMAND_PROCESSOR
+    assert (spec.retry_delays_ms, spec.next_retry(0)) == ((), None)
+
+
+def test_the_registry_holds_the_processor_and_yields_every_consumers_queues() -> None:
+    assert CONSUMERS[COMMAND_PROCESSOR] is CONSUMER
+    assert [spec.consumer for spec in CONSUMERS.queue_specs()] == list(CONSUMERS.names())
 
 
 def test_main_queue_dead_letters_to_its_parking_key_at_least_once() -> None:
