@@ -131,6 +131,15 @@ class Table:
                 columns[n] = [None if v is None else _literal(v) for v in columns[n]]
         return columns
 
+    def select_list(self, names: Sequence[str], *, uuids_as_text: bool = False) -> str:
+        """A SELECT list of `names` (checked against the table); UUIDs as text if asked."""
+        return ", ".join(
+            f"{name}::text AS {name}"
+            if uuids_as_text and self.column(name).type == "uuid"
+            else self.column(name).name
+            for name in names
+        )
+
     def record(self, row: tuple[Any, ...]) -> dict[str, Any]:
         """A written row as a mapping of column names to values."""
         return dict(zip(self.written, row, strict=True))

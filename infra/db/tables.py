@@ -70,6 +70,9 @@ OUTBOX = Table(
     ),
 )
 
+# The relay's link of the hash chain (infra.eventlog.chain), set when it positions a row.
+CHAIN_COLUMNS = ("position", "prev_hash", "hash")
+
 # The inbox: one row per (consumer, message) already applied; a second claim is left out.
 INBOX = Table(
     "inbox",

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, select
 
-from infra.db.outbox import envelope_from_row
-from infra.db.tables import outbox
+from infra.db.outbox import ENVELOPE_COLUMNS, envelope_from_row
+from infra.db.tables import CHAIN_COLUMNS, outbox
 
 if TYPE_CHECKING:
     import uuid
@@ -150,26 +150,12 @@ class EventLogReader:
         return rows
 
 
+# The envelope, its chain link and when it was published.
+_COLUMNS = tuple(dict.fromkeys((*ENVELOPE_COLUMNS, *CHAIN_COLUMNS, "published_at")))
+
+
 def _columns() -> Select[Any]:
-    c = outbox.c
-    return select(
-        c.id,
-        c.type,
-        c.version,
-        c.occurred_at,
-        c.aggregate_type,
-        c.aggregate_id,
-        c.aggregate_version,
-        c.position,
-        c.correlation_id,
-        c.causation_id,
-        c.actor,
-        c.traceparent,
-        c.data,
-        c.prev_hash,
-        c.hash,
-        c.published_at,
-    )
+    return select(*(outbox.c[name] for name in _COLUMNS))
 
 
 def _logged(row: RowMapping) -> LoggedEvent:

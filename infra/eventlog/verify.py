@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from infra.db.outbox import ENVELOPE_COLUMNS
+from infra.db.tables import CHAIN_COLUMNS, OUTBOX
 from infra.eventlog.chain import GENESIS, EnvelopeFields, canonical_bytes, link_hash
 
 if TYPE_CHECKING:
@@ -20,12 +22,12 @@ if TYPE_CHECKING:
 
     import asyncpg
 
-_PAGE = """SELECT id, type, version, occurred_at, aggregate_type, aggregate_id,
-        aggregate_version, correlation_id, causation_id, actor, traceparent, data,
-        position, prev_hash, hash
-    FROM outbox WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3"""
-_HASH_AT = "SELECT hash FROM outbox WHERE position = $1"
-_LAST = "SELECT max(position) FROM outbox"
+# The envelope and its chain link; only names from the table's description are formatted in.
+_LINKED = OUTBOX.select_list(tuple(dict.fromkeys((*ENVELOPE_COLUMNS, *CHAIN_COLUMNS))))
+_PAGE = f"""SELECT {_LINKED}
+    FROM {OUTBOX.name} WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3"""  # noqa: S608
+_HASH_AT = f"SELECT hash FROM {OUTBOX.name} WHERE position = $1"  # noqa: S608
+_LAST = f"SELECT max(position) FROM {OUTBOX.name}"  # noqa: S608
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from events.catalog import stored_partition_key
+from infra.db.tables import CHAIN_COLUMNS, OUTBOX
 from infra.eventlog.chain import GENESIS, canonical_bytes, link_hash
 
 if TYPE_CHECKING:
@@ -49,36 +50,34 @@ class ChainedEvent:
 # The partial index `outbox_unpublished` (seq WHERE published_at IS NULL) serves both scans:
 # its size is the backlog, never the log, so a claim costs the same at 10 k or 100 M events.
 # UUIDs come as text: they are needed as text (canonical bytes, AMQP properties) anyway.
-_CLAIM = """SELECT id::text AS id, type, version, occurred_at, aggregate_type,
-        aggregate_id::text AS aggregate_id, aggregate_version,
-        correlation_id::text AS correlation_id, causation_id::text AS causation_id,
-        actor, traceparent, data, exchange, routing_key
-    FROM outbox WHERE published_at IS NULL AND position IS NULL ORDER BY seq LIMIT $1"""
-_UNMARKED = """SELECT id::text AS id, type, version, occurred_at, aggregate_type,
-        aggregate_id::text AS aggregate_id, aggregate_version,
-        correlation_id::text AS correlation_id, causation_id::text AS causation_id,
-        actor, traceparent, data, exchange, routing_key, position, prev_hash, hash
-    FROM outbox WHERE published_at IS NULL AND position IS NOT NULL ORDER BY position"""
-_TAIL = """SELECT position, hash FROM outbox
-    WHERE position IS NOT NULL ORDER BY position DESC LIMIT 1"""
+# A claimed row is what a unit of work wrote (`OUTBOX.written`); an unmarked one also has its
+# chain link. Only names from the table's description are formatted in.
+_ROW = OUTBOX.select_list(OUTBOX.written, uuids_as_text=True)
+_LINKED = OUTBOX.select_list((*OUTBOX.written, *CHAIN_COLUMNS), uuids_as_text=True)
+_CLAIM = f"""SELECT {_ROW}
+    FROM {OUTBOX.name} WHERE published_at IS NULL AND position IS NULL ORDER BY seq LIMIT $1"""  # noqa: S608
+_UNMARKED = f"""SELECT {_LINKED}
+    FROM {OUTBOX.name} WHERE published_at IS NULL AND position IS NOT NULL ORDER BY position"""  # noqa: S608
+_TAIL = f"""SELECT position, hash FROM {OUTBOX.name}
+    WHERE position IS NOT NULL ORDER BY position DESC LIMIT 1"""  # noqa: S608
 # One statement, one round trip, one durable commit. All or nothing: unless every row was
 # still unpositioned, the division by zero aborts the statement and every assignment in it.
-_ASSIGN = """WITH assigned AS (
-        UPDATE outbox AS o
+_ASSIGN = f"""WITH assigned AS (
+        UPDATE {OUTBOX.name} AS o
         SET position = u.position, prev_hash = u.prev_hash, hash = u.hash
         FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::bytea[])
             AS u(id, position, prev_hash, hash)
         WHERE o.id = u.id AND o.position IS NULL
         RETURNING 1
     )
-    SELECT 1 / (count(*) = $5)::int FROM assigned"""
+    SELECT 1 / (count(*) = $5)::int FROM assigned"""  # noqa: S608
 # Marks need no fsync of their own: a mark lost in a crash only means a republication (a
 # duplicate with the same id and position). Positions, by contrast, commit synchronously:
 # they must never be published before they are durable. One round trip, literals are ints.
-_MARK = """BEGIN; SET LOCAL synchronous_commit = off;
-    UPDATE outbox SET published_at = now()
-    WHERE position BETWEEN {first:d} AND {last:d} AND published_at IS NULL;
-    COMMIT"""
+_MARK = f"""BEGIN; SET LOCAL synchronous_commit = off;
+    UPDATE {OUTBOX.name} SET published_at = now()
+    WHERE position BETWEEN {{first:d}} AND {{last:d}} AND published_at IS NULL;
+    COMMIT"""  # noqa: S608
 
 
 def _chained(row: asyncpg.Record, position: int, prev_hash: bytes, body: bytes) -> ChainedEvent:
