@@ -177,4 +177,5 @@ def _probe(key: str, position: int) -> ChainedEvent:
         aggregate_type="plan",
         aggregate_id=event_id,
         aggregate_version=1,
+        partition_key=event_id,
     )

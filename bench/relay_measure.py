@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, cast
 import aio_pika
 import asyncpg
 
+from hisho.bootstrap import run_on_app
 from infra.eventlog.chain import canonical_bytes
 from infra.eventlog.notify import NOTIFY_CHANNEL, set_notify_trigger
 from infra.eventlog.verify import use_json_codecs
@@ -61,7 +62,7 @@ async def relay_throughput(settings: Settings, db: asyncpg.Connection, count: in
     """Events/s for an in-process relay to position, chain, publish and mark `count` rows."""
     stop = asyncio.Event()
     started = time.perf_counter()
-    task = asyncio.create_task(relay.run(settings, stop))
+    task = asyncio.create_task(run_on_app(relay.run, "relay", settings, stop))
     pending = "SELECT EXISTS (SELECT 1 FROM outbox WHERE published_at IS NULL)"
     while await db.fetchval(pending):  # noqa: ASYNC110  (the database is what we watch)
         await asyncio.sleep(0.02)
@@ -90,6 +91,7 @@ async def chained_events(db: asyncpg.Connection, after: int, count: int) -> list
             aggregate_type=row["aggregate_type"],
             aggregate_id=str(row["aggregate_id"]),
             aggregate_version=row["aggregate_version"],
+            partition_key=str(row["aggregate_id"] or row["id"]),
         )
         for row in await db.fetch(_ROWS, after, count)
     ]

@@ -1,5 +1,8 @@
 """The composition root: the only place that wires settings, servers and components together.
 
+`build_app()` builds one process's resources (`infra.app.App`: the PostgreSQL engine sized
+for the component, one AMQP connection and one confirmed publisher, Redis, clock, tracer)
+and closes them; `hisho run <component>` hands the App to the component's `run`.
 `prepare()` makes the outside world ready (local stack, schema, topology); `up()` is
 `hisho up`: prepare, then supervise every component as its own process (the relay once more
 per hot standby) and heal the stack services it started.
@@ -8,11 +11,13 @@ per hot standby) and heal the stack services it started.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
 import structlog
@@ -20,19 +25,83 @@ import structlog
 from hisho.run_status import status_path
 from hisho.stack_watch import StackWatch
 from hisho.supervisor import Supervisor, instances
+from infra.amqp import AmqpConnection, ConfirmedPublisher
+from infra.app import App
 from infra.auth import SqlApiKeyStore, ensure_bootstrap_admin_key
-from infra.db.engine import create_engine
+from infra.clock import utc_now
+from infra.db.engine import GENERIC_PLANS, create_engine
 from infra.db.migrate import upgrade_to_head
 from infra.logging import renders_json
+from infra.redis_store import fail_fast_client
 from infra.stack.launcher import Stack
-from infra.topology import declare_topology
+from infra.telemetry import tracer_provider
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
     from pathlib import Path
 
     from infra.settings import Settings
 
 log = structlog.get_logger("hisho")
+
+# The PostgreSQL pool of each component. The processor: a connection per command in flight,
+# no pre-ping (a round trip per command; a dead connection fails once and is retried), and
+# generic plans (re-planning its commit statement cost more than executing it). The relay's
+# leader lock and marks are asyncpg sessions of their own; its engine stays unused.
+ENGINE_OPTIONS: dict[str, dict[str, Any]] = {
+    "processor": {
+        "pool_size": 32,
+        "max_overflow": 0,
+        "pool_pre_ping": False,
+        "connect_args": {"server_settings": GENERIC_PLANS},
+    },
+    "ingress": {"pool_size": 10, "connect_args": {"timeout": 2}},
+    "relay": {"pool_size": 1, "max_overflow": 0},
+}
+
+
+AppComponent = Callable[[App, asyncio.Event], Awaitable[None]]
+
+
+async def run_on_app(
+    component: AppComponent, name: str, settings: Settings, stop: asyncio.Event
+) -> None:
+    """Run `component` until `stop` on an App built for `name`, then close the App."""
+    async with build_app(settings, component=name) as app:
+        await component(app, stop)
+
+
+@contextlib.asynccontextmanager
+async def build_app(
+    settings: Settings, *, component: str, consumers: Mapping[str, Any] | None = None
+) -> AsyncIterator[App]:
+    """The resources of a process running `component`; all closed on exit.
+
+    Nothing waits for a server here: the engine and Redis connect on first use, the broker
+    connection in the background (a component may start while the broker is down).
+    """
+    engine = create_engine(settings, **ENGINE_OPTIONS.get(component, {}))
+    amqp = AmqpConnection(settings.amqp)
+    publisher = ConfirmedPublisher(amqp)
+    redis = fail_fast_client(settings.redis, timeout=settings.ingress_redis_timeout)
+    amqp.start()
+    try:
+        yield App(
+            settings=settings,
+            component=component,
+            engine=engine,
+            amqp=amqp,
+            publisher=publisher,
+            redis=redis,
+            clock=utc_now,
+            tracing=tracer_provider(f"hisho-{component}"),
+            consumers=consumers or {},
+        )
+    finally:
+        await publisher.close()
+        await amqp.close()
+        await redis.aclose()
+        await engine.dispose()
 
 
 @dataclass
@@ -58,9 +127,13 @@ async def prepare(settings: Settings, prepared: Prepared, stop: asyncio.Event) -
 
 
 async def _declare_topology(settings: Settings) -> None:
+    # Here, not at the top: `hisho run <component>` imports this module, and a component
+    # imports only its own code (the registry imports every consumer).
+    from hisho.consumers import declare_all  # noqa: PLC0415
+
     connection = await aio_pika.connect(settings.amqp)
     try:
-        await declare_topology(connection)
+        await declare_all(connection)
     finally:
         await connection.close()
 

@@ -33,6 +33,16 @@ return false
 """
 
 
+def fail_fast_client(url: str, *, timeout: float) -> Redis:
+    """A client that connects lazily and gives up after `timeout` s, with no retries."""
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
 class RedisUnavailableError(Exception):
     """Redis did not answer in time (down, unreachable or failing)."""
 
@@ -113,13 +123,7 @@ class RedisIngressStore:
     @classmethod
     def from_url(cls, url: str, *, timeout: float) -> RedisIngressStore:
         """Build a store on its own client; connects lazily, fails fast."""
-        client = Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
-        return cls(client, timeout=timeout)
+        return cls(fail_fast_client(url, timeout=timeout), timeout=timeout)
 
     async def aclose(self) -> None:
         """Close the client's connections."""

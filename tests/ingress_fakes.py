@@ -11,12 +11,12 @@ from infra.auth import ApiKey, Scope
 from infra.redis_store import Claim, RedisUnavailableError
 from infra.settings import Settings
 from producers.ingress import create_app
-from producers.ingress.publisher import BrokerUnavailableError
+from producers.ingress.ports import BrokerUnavailableError
 
 if TYPE_CHECKING:
     from uuid import UUID
 
-    from producers.ingress.publisher import OutgoingCommand
+    from producers.ingress.ports import OutgoingCommand
 
 
 class FakePublisher:

@@ -19,8 +19,12 @@ from uuid import uuid4
 
 import httpx
 
+from hisho.bootstrap import build_app
+from infra.amqp import AmqpConnection, ConfirmedPublisher
 from infra.auth import Scope, SqlApiKeyStore
 from infra.topology import COMMANDS_EXCHANGE
+from producers.ingress import create_app
+from producers.ingress.publisher import AmqpCommandPublisher
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -112,6 +116,27 @@ class TcpProxy:
             self._writers.discard(writer)
             with contextlib.suppress(Exception):
                 writer.transport.abort()
+
+
+@contextlib.asynccontextmanager
+async def ingress_app(settings: Settings, **parts: Any) -> AsyncIterator[FastAPI]:
+    """The ingress on a process App of its own (as `hisho run ingress` builds it)."""
+    async with build_app(settings, component="ingress") as resources:
+        yield create_app(resources, **parts)
+
+
+@contextlib.asynccontextmanager
+async def command_publisher(
+    url: str, *, confirm_timeout: float, reconnect_interval: float = 1.0
+) -> AsyncIterator[AmqpCommandPublisher]:
+    """The ingress's publisher on a connection of its own to `url` (a proxy, say)."""
+    connection = AmqpConnection(url, reconnect_interval=reconnect_interval)
+    confirmed = ConfirmedPublisher(connection, retry_interval=reconnect_interval)
+    try:
+        yield AmqpCommandPublisher(confirmed, confirm_timeout=confirm_timeout)
+    finally:
+        await confirmed.close()
+        await connection.close()
 
 
 @contextlib.asynccontextmanager

@@ -7,10 +7,12 @@ import gc
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from functools import partial
 
 import typer
 import uvloop
 
+from hisho.bootstrap import AppComponent, run_on_app
 from infra.logging import configure_logging
 from infra.settings import Settings, load_settings
 
@@ -56,12 +58,17 @@ def serve(component: Component) -> None:
     uvloop.run(run_until_signalled(component, settings))
 
 
+def serve_app(component: AppComponent, name: str) -> None:
+    """`serve` a component that runs on the process's `App` (built, then closed, around it)."""
+    serve(partial(run_on_app, component, name))
+
+
 @app.command("relay")
 def relay_command() -> None:
     """Relay the outbox to RabbitMQ (leader or hot standby) until SIGTERM/SIGINT."""
     from producers import relay  # noqa: PLC0415  (each component imports only its own code)
 
-    serve(relay.run)
+    serve_app(relay.run, "relay")
 
 
 @app.command("ingress")
@@ -69,7 +76,7 @@ def ingress_command() -> None:
     """Serve the HTTP ingress on HISHO_INGRESS_HOST:HISHO_INGRESS_PORT until SIGTERM/SIGINT."""
     from producers import ingress  # noqa: PLC0415  (each component imports only its own code)
 
-    serve(ingress.run)
+    serve_app(ingress.run, "ingress")
 
 
 @app.command("processor")

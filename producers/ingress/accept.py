@@ -30,12 +30,12 @@ from events.envelope import body_sha256
 from infra.partitions import PARTITION_HEADER, envelope_slot
 from infra.redis_store import Claim, RedisUnavailableError, quietly
 from infra.telemetry import context_from_traceparent, current_traceparent
-from producers.ingress.problems import ProblemError, broker_unavailable, outcome_unknown
-from producers.ingress.publisher import (
+from producers.ingress.ports import (
     BrokerUnavailableError,
     OutgoingCommand,
     PublishOutcomeUnknownError,
 )
+from producers.ingress.problems import ProblemError, broker_unavailable, outcome_unknown
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -1,10 +1,9 @@
-"""The ingress application factory: every part is a keyword argument with a real default."""
+"""The ingress application factory: built on the process's `App`, any part replaceable."""
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
@@ -12,10 +11,9 @@ from fastapi.openapi.utils import get_openapi
 
 from events import catalog as default_catalog
 from infra.auth import JwtVerifier, Scope, SqlApiKeyStore
-from infra.db.engine import create_engine
+from infra.clock import utc_now
 from infra.db.ingress_fallback import SqlIngressFallback
 from infra.redis_store import RedisIngressStore
-from infra.settings import Settings, load_settings
 from infra.telemetry import tracer_provider
 from producers.ingress.accept import CommandAcceptor
 from producers.ingress.auth import Authenticator, guard
@@ -32,12 +30,16 @@ from producers.ingress.state import StateReader, add_state_routes
 from producers.ingress.status import StatusReader
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Callable
+    from datetime import datetime
 
     from opentelemetry.sdk.trace import TracerProvider
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from events import Catalog
+    from infra.app import App
+    from infra.clock import Clock
+    from infra.settings import Settings
     from producers.ingress.ports import (
         CommandPublisher,
         IngressFallback,
@@ -46,12 +48,8 @@ if TYPE_CHECKING:
     )
 
 
-def utc_now() -> datetime:
-    """Return the current UTC time (the default clock)."""
-    return datetime.now(UTC)
-
-
 def create_app(
+    resources: App | None = None,
     *,
     settings: Settings | None = None,
     publisher: CommandPublisher | None = None,
@@ -59,25 +57,24 @@ def create_app(
     redis: IngressStore | None = None,
     fallback: IngressFallback | None = None,
     engine: AsyncEngine | None = None,
-    clock: Callable[[], datetime] = utc_now,
+    clock: Clock | None = None,
     jwt: JwtVerifier | None = None,
     tracing: TracerProvider | None = None,
     commands: Catalog = default_catalog,
 ) -> FastAPI:
-    """Build the ingress; parts not given are built from `settings` and closed on shutdown."""
-    settings = settings or load_settings()
-    owned: list[Callable[[], Awaitable[Any]]] = []
-    if engine is None:
-        engine = create_engine(settings, pool_size=10, connect_args={"timeout": 2})
-        owned.append(engine.dispose)
-    if redis is None:
-        redis = RedisIngressStore.from_url(settings.redis, timeout=settings.ingress_redis_timeout)
-        owned.append(redis.aclose)
+    """Build the ingress on the process's `resources`; a part given here replaces its own.
+
+    The engine, the publisher and Redis come from `resources` unless given (the App owns
+    and closes them); the key store and the fallback store are built on the engine.
+    """
+    settings = settings or _part(resources, "settings")
+    engine = engine or _part(resources, "engine")
     if publisher is None:
         publisher = AmqpCommandPublisher(
-            settings.amqp, confirm_timeout=settings.ingress_confirm_timeout
+            _part(resources, "publisher"), confirm_timeout=settings.ingress_confirm_timeout
         )
-        owned.append(publisher.close)
+    if redis is None:
+        redis = RedisIngressStore(_part(resources, "redis"), timeout=settings.ingress_redis_timeout)
     # Redis is the fast path; PostgreSQL keeps its records and markers while it is down.
     store = FallbackIngressStore(redis, fallback or SqlIngressFallback(engine))
     parts = _Parts(
@@ -86,15 +83,15 @@ def create_app(
         key_store=key_store or SqlApiKeyStore(engine),
         redis=store,
         engine=engine,
-        clock=clock,
+        clock=clock or (resources.clock if resources else utc_now),
         jwt=jwt or JwtVerifier.from_settings(settings),
-        tracing=tracing or tracer_provider("hisho-ingress"),
+        tracing=tracing or (resources.tracing if resources else tracer_provider("hisho-ingress")),
     )
     app = FastAPI(
         title="hisho ingress",
         version="1",
         description="Publish commands to hisho and read what became of them.",
-        lifespan=_lifespan(publisher, owned),
+        lifespan=_lifespan(publisher),
         # The ingress starts/continues the W3C trace itself (one span per command, see
         # accept.py); FastAPI's own per-request, per-dependency spans and metrics are off.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
@@ -109,6 +106,12 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.ingress_max_body_bytes)
     _problem_openapi(app)
     return app
+
+
+def _part(resources: App | None, name: str) -> Any:  # noqa: ANN401  (one of the App's fields)
+    if resources is None:
+        raise TypeError(f"create_app needs the process's App, or `{name}=` given")
+    return getattr(resources, name)
 
 
 @dataclass(frozen=True)
@@ -164,16 +167,12 @@ def _include_routers(app: FastAPI, parts: _Parts, commands: Catalog) -> dict[str
 
 
 def _lifespan(
-    publisher: CommandPublisher, owned: list[Callable[[], Awaitable[Any]]]
+    publisher: CommandPublisher,
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await publisher.start(wait=2.0)
-        try:
-            yield
-        finally:
-            for close in reversed(owned):
-                await close()
+        await publisher.start(wait=2.0)  # serve at once when the broker is up; 503s until then
+        yield
 
     return lifespan
 

@@ -1,15 +1,42 @@
-"""What the ingress needs from its adapters (the real ones live in `infra/`)."""
+"""What the ingress needs from its adapters, with the types they exchange.
+
+The adapters: `producers.ingress.publisher` (AMQP, on the process's confirmed publisher),
+`infra.auth` (keys), `infra.redis_store` and `producers.ingress.fallback` (short-lived state),
+`infra.db.ingress_fallback` (the same in PostgreSQL), `producers.ingress.status` (records).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from datetime import datetime
     from uuid import UUID
 
     from infra.auth import ApiKey
     from infra.redis_store import Claim
-    from producers.ingress.publisher import OutgoingCommand
+
+
+class BrokerUnavailableError(Exception):
+    """The broker certainly did not take a command: it was not accepted (503)."""
+
+
+class PublishOutcomeUnknownError(Exception):
+    """A command was (or may have been) sent, but no confirm came: maybe accepted (504)."""
+
+
+@dataclass(frozen=True)
+class OutgoingCommand:
+    """One command message as it goes on the wire."""
+
+    routing_key: str
+    body: bytes
+    message_id: str
+    type: str
+    correlation_id: str
+    timestamp: datetime
+    headers: dict[str, Any] = field(default_factory=dict)
 
 
 class CommandPublisher(Protocol):
@@ -21,16 +48,13 @@ class CommandPublisher(Protocol):
         ...
 
     async def start(self, *, wait: float = 0.0) -> None:
-        """Begin connecting."""
+        """Begin connecting; wait up to `wait` seconds for the connection."""
 
     async def publish(self, command: OutgoingCommand) -> None:
         """Publish with a confirm; raise `BrokerUnavailableError` or `PublishOutcomeUnknownError`.
 
         The first: not taken (the ingress answers 503). The second: sent, no confirm (504).
         """
-
-    async def close(self) -> None:
-        """Disconnect."""
 
 
 class KeyStore(Protocol):

@@ -1,8 +1,9 @@
 """Publish commands to `hisho.commands` with publisher confirms; fail fast without them.
 
-A `202` means the broker confirmed the message (persistent, routed to at least one queue:
-`mandatory` with returns raised). A failure is one of two kinds, and the ingress answers
-them differently:
+The adapter of the `CommandPublisher` port on the process's confirmed publisher
+(`infra.amqp`). A `202` means the broker confirmed the message (persistent, routed to at
+least one queue: `mandatory` with returns raised). A failure is one of two kinds, and the
+ingress answers them differently:
 
 - `BrokerUnavailableError`: the broker certainly did not take the message — not connected
   or the channel closed before the publish began, a nack, a returned (unroutable) message.
@@ -18,47 +19,18 @@ once instead of waiting for it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aio_pika
 import aiormq
-import structlog
-from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
 
+from infra.amqp import ConfirmUnknownError, NotPublishedError
 from infra.topology import COMMANDS_EXCHANGE
+from producers.ingress.ports import BrokerUnavailableError, PublishOutcomeUnknownError
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
-    from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
-
-log = structlog.get_logger("hisho.ingress.publisher")
-
-_FAILURES = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError)
-
-
-class BrokerUnavailableError(Exception):
-    """The broker certainly did not take a message: it was not accepted."""
-
-
-class PublishOutcomeUnknownError(Exception):
-    """A message was (or may have been) sent, but no confirm came: it may have been accepted."""
-
-
-@dataclass(frozen=True)
-class OutgoingCommand:
-    """One command message as it goes on the wire."""
-
-    routing_key: str
-    body: bytes
-    message_id: str
-    type: str
-    correlation_id: str
-    timestamp: datetime
-    headers: dict[str, Any] = field(default_factory=dict)
+    from infra.amqp import ConfirmedPublisher
+    from producers.ingress.ports import OutgoingCommand
 
 
 def amqp_properties(command: OutgoingCommand) -> aiormq.spec.Basic.Properties:
@@ -76,108 +48,40 @@ def amqp_properties(command: OutgoingCommand) -> aiormq.spec.Basic.Properties:
 
 
 class AmqpCommandPublisher:
-    """Publishes to `hisho.commands` on one confirm-mode channel of a robust connection."""
+    """Publishes commands on the process's confirmed publisher, one confirm per command."""
 
     def __init__(
         self,
-        url: str,
+        publisher: ConfirmedPublisher,
         *,
         confirm_timeout: float,
         exchange: str = COMMANDS_EXCHANGE,
-        reconnect_interval: float = 1.0,
     ) -> None:
-        self._url = url
+        self._publisher = publisher
         self._confirm_timeout = confirm_timeout
-        self._exchange_name = exchange
-        self._reconnect_interval = reconnect_interval
-        self._connection: AbstractRobustConnection | None = None
-        self._channel: AbstractChannel | None = None
-        self._exchange: AbstractExchange | None = None
-        self._connector: asyncio.Task[None] | None = None
+        self._exchange = exchange
 
     @property
     def ready(self) -> bool:
         """Whether a publish can be attempted now (connected, channel open)."""
-        return (
-            self._exchange is not None
-            and self._connection is not None
-            and not self._connection.is_closed
-            and self._channel is not None
-            and not self._channel.is_closed
-        )
+        return self._publisher.ready
 
     async def start(self, *, wait: float = 0.0) -> None:
-        """Connect in the background; wait up to `wait` seconds for the first connection."""
-        if self._connector is None:
-            self._connector = asyncio.create_task(self._connect_until_done())
-        if wait > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._connector), wait)
-
-    async def _connect_until_done(self) -> None:
-        while True:
-            try:
-                await self._connect()
-            except _FAILURES as exc:
-                log.warning("broker not reachable yet", error=str(exc) or type(exc).__name__)
-                await self._drop_connection()
-                await asyncio.sleep(self._reconnect_interval)
-            else:
-                return
-
-    async def _connect(self) -> None:
-        async with asyncio.timeout(max(self._confirm_timeout, 5.0)):
-            connection = await aio_pika.connect_robust(
-                self._url, reconnect_interval=self._reconnect_interval, timeout=5
-            )
-            self._connection = connection
-            async with connection.channel(publisher_confirms=False) as probe:
-                await probe.get_exchange(self._exchange_name, ensure=True)  # exists?
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            self._channel = channel
-            self._exchange = await channel.get_exchange(self._exchange_name, ensure=False)
-
-    async def _drop_connection(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
-        self._exchange = None
-        if connection is not None:
-            with contextlib.suppress(*_FAILURES):
-                await connection.close()
+        """Open the channel once the exchange exists; wait up to `wait` seconds for it."""
+        await self._publisher.start(wait=wait, exchanges=(self._exchange,))
 
     async def publish(self, command: OutgoingCommand) -> None:
         """Publish and wait for the broker's confirm; raise one of the two errors above."""
-        channel = self._channel
-        if channel is None or not self.ready:
-            raise BrokerUnavailableError("not connected to the broker")
-        # Straight onto the channel's aiormq channel: aio-pika's Message and Exchange layers
-        # cost ~60 us of CPU per command and add nothing here.
-        properties = amqp_properties(command)
         try:
-            async with asyncio.timeout(self._confirm_timeout):
-                underlay = await channel.get_underlay_channel()
-                await underlay.basic_publish(
-                    command.body,
-                    exchange=self._exchange_name,
-                    routing_key=command.routing_key,
-                    properties=properties,
-                    mandatory=True,
-                )
-        except DeliveryError as exc:  # a nack, or returned unroutable (PublishError)
-            raise BrokerUnavailableError(_describe(exc)) from exc
-        except ChannelInvalidStateError as exc:  # refused on a closed channel, before sending
-            raise BrokerUnavailableError(_describe(exc)) from exc
-        except _FAILURES as exc:  # a timeout, or a channel or connection lost on the way
-            raise PublishOutcomeUnknownError(_describe(exc)) from exc
-
-    async def close(self) -> None:
-        """Stop connecting and close the connection."""
-        if self._connector is not None:
-            self._connector.cancel()
-            with contextlib.suppress(asyncio.CancelledError, *_FAILURES):
-                await self._connector
-            self._connector = None
-        await self._drop_connection()
-
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+            await self._publisher.publish(
+                command.body,
+                exchange=self._exchange,
+                routing_key=command.routing_key,
+                properties=amqp_properties(command),
+                mandatory=True,
+                confirm_timeout=self._confirm_timeout,
+            )
+        except NotPublishedError as exc:
+            raise BrokerUnavailableError(str(exc)) from exc
+        except ConfirmUnknownError as exc:
+            raise PublishOutcomeUnknownError(str(exc)) from exc

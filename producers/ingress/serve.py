@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from fastapi import FastAPI
 
-    from infra.settings import Settings
+    from infra.app import App
 
 
 class _Server(uvicorn.Server):
@@ -51,13 +51,10 @@ def uvicorn_config(app: FastAPI, *, host: str, port: int) -> uvicorn.Config:
     )
 
 
-async def run(settings: Settings, stop: asyncio.Event, app: FastAPI | None = None) -> None:
+async def run(app: App, stop: asyncio.Event) -> None:
     """Serve on settings.ingress_host:ingress_port until `stop` is set, then shut down."""
-    config = uvicorn_config(
-        app or create_app(settings=settings),
-        host=settings.ingress_host,
-        port=settings.ingress_port,
-    )
+    settings = app.settings
+    config = uvicorn_config(create_app(app), host=settings.ingress_host, port=settings.ingress_port)
     server = _Server(config)
     serving = asyncio.ensure_future(server.serve())
     stopping = asyncio.ensure_future(stop.wait())

@@ -61,10 +61,12 @@ from infra.eventlog.notify import NOTIFY_CHANNEL, set_notify_trigger
 from infra.eventlog.verify import use_json_codecs
 from infra.readiness import notify_ready
 from producers.relay.leader import acquire_leadership
-from producers.relay.publisher import ConfirmingPublisher
+from producers.relay.publisher import publish
 from producers.relay.store import ChainedEvent, RelayStore
 
 if TYPE_CHECKING:
+    from infra.amqp import ConfirmedPublisher, ConfirmStream
+    from infra.app import App
     from infra.settings import Settings
 
 log = structlog.get_logger("hisho.relay")
@@ -79,7 +81,7 @@ CONNECT_TIMEOUT = 5.0
 class _Batch:
     first: int
     last: int
-    confirms: list[asyncio.Task[Any]]
+    confirms: list[asyncio.Future[Any]]
 
 
 _END = _Batch(0, 0, [])  # queued after the last batch of a term
@@ -93,8 +95,9 @@ async def _wait(event: asyncio.Event, seconds: float) -> None:
 class Relay:
     """Relays the outbox to RabbitMQ while `stop` is unset, as leader or standby."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, publisher: ConfirmedPublisher) -> None:
         self._settings = settings
+        self._publisher = publisher
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
 
@@ -112,34 +115,35 @@ class Relay:
                 await self._term()
 
     async def _term(self) -> None:
-        """Connect to the broker, wait for the lock (hot standby), then lead until stopped."""
+        """Open a confirm stream, wait for the lock (hot standby), then lead until stopped."""
         if self._stop.is_set():
             return
         window = self._settings.relay_confirm_window
         dsn = self._settings.database_dsn
-        async with ConfirmingPublisher(self._settings.amqp, window=window) as publisher:
-            # Hot: the broker connection, the marks connection and the lock connection's
-            # codecs are ready before the wait, so a takeover starts claiming at once.
-            marks = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT)
+        # Hot: the broker channel, the marks connection and the lock connection's codecs are
+        # ready before the wait, so a takeover starts claiming at once. A stream is pinned to
+        # the channel as it is now: a lost channel fails this term, never reorders it.
+        stream = await self._publisher.stream(window=window, wait=CONNECT_TIMEOUT)
+        marks = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT)
+        try:
+            log.info("relay.standby")
+            notify_ready("relay")  # serving: as a hot standby now, as the leader soon
+            connection = await acquire_leadership(dsn, self._stop, prepare=use_json_codecs)
+            if connection is None:
+                return
             try:
-                log.info("relay.standby")
-                notify_ready("relay")  # serving: as a hot standby now, as the leader soon
-                connection = await acquire_leadership(dsn, self._stop, prepare=use_json_codecs)
-                if connection is None:
-                    return
-                try:
-                    await self._lead(connection, marks, publisher)
-                finally:
-                    connection.terminate()  # releases the lock at once
-                    log.info("relay.term_ended")
+                await self._lead(connection, marks, stream)
             finally:
-                marks.terminate()
+                connection.terminate()  # releases the lock at once
+                log.info("relay.term_ended")
+        finally:
+            marks.terminate()
 
     async def _lead(
         self,
         connection: asyncpg.Connection,
         marks: asyncpg.Connection,
-        publisher: ConfirmingPublisher,
+        stream: ConfirmStream,
     ) -> None:
         await set_notify_trigger(connection, enabled=self._settings.relay_notify)
         if self._settings.relay_notify:
@@ -149,14 +153,14 @@ class Relay:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._mark_confirmed(store, batches))
             try:
-                await self._feed(store, publisher, batches)
+                await self._feed(store, stream, batches)
             finally:
                 batches.put_nowait(_END)
 
     async def _feed(
         self,
         store: RelayStore,
-        publisher: ConfirmingPublisher,
+        stream: ConfirmStream,
         batches: asyncio.Queue[_Batch],
     ) -> None:
         """Republish what an earlier term left unmarked, then claim and publish until stopped."""
@@ -164,14 +168,14 @@ class Relay:
         unmarked = await store.unmarked()
         log.info("relay.leader", republishing=len(unmarked))
         for start in range(0, len(unmarked), size):
-            await self._dispatch(unmarked[start : start + size], publisher, batches)
+            await self._dispatch(unmarked[start : start + size], stream, batches)
         await store.load_tail()
         busy_at = time.monotonic()
         while not self._stop.is_set():
             self._wake.clear()
             events = await store.claim(size)
             if events:
-                await self._dispatch(events, publisher, batches)
+                await self._dispatch(events, stream, batches)
                 busy_at = time.monotonic()
                 continue
             await self._idle(time.monotonic() - busy_at)
@@ -197,10 +201,10 @@ class Relay:
     @staticmethod
     async def _dispatch(
         events: list[ChainedEvent],
-        publisher: ConfirmingPublisher,
+        stream: ConfirmStream,
         batches: asyncio.Queue[_Batch],
     ) -> None:
-        confirms = [await publisher.send(event) for event in events]
+        confirms = [await publish(stream, event) for event in events]
         batches.put_nowait(_Batch(events[0].position, events[-1].position, confirms))
 
     @staticmethod
@@ -229,6 +233,6 @@ def _log_failure(state: RetryCallState) -> None:
     log.warning("relay.term_failed", error=repr(error), attempt=state.attempt_number)
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
-    """Run the relay until `stop` is set (leader or hot standby)."""
-    await Relay(settings).run(stop)
+async def run(app: App, stop: asyncio.Event) -> None:
+    """Run the relay on the process's publisher until `stop` is set (leader or hot standby)."""
+    await Relay(app.settings, app.publisher).run(stop)

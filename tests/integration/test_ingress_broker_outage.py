@@ -9,10 +9,16 @@ from uuid import uuid4
 
 import pytest
 
-from producers.ingress import create_app
-from producers.ingress.publisher import AmqpCommandPublisher
 from tests.amqp_delay_proxy import loss_noticed
-from tests.ingress_support import IngressKeys, TcpProxy, ingress_client, make_test_keys, tap
+from tests.ingress_support import (
+    IngressKeys,
+    TcpProxy,
+    command_publisher,
+    ingress_app,
+    ingress_client,
+    make_test_keys,
+    tap,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -52,12 +58,16 @@ async def test_broker_down_is_503_and_not_ready_then_accepted_again(
     settings: Settings, engine: AsyncEngine, keys: IngressKeys, amqp: AbstractRobustConnection
 ) -> None:
     proxy = TcpProxy.to_url(settings.amqp)
-    publisher = AmqpCommandPublisher(
-        await proxy.start_url(), confirm_timeout=CONFIRM_TIMEOUT, reconnect_interval=0.2
-    )
-    app = create_app(settings=settings, engine=engine, publisher=publisher)
+    url = await proxy.start_url()
     try:
-        async with ingress_client(app) as client, tap(amqp, "SubmitPlan") as commands:
+        async with (
+            command_publisher(
+                url, confirm_timeout=CONFIRM_TIMEOUT, reconnect_interval=0.2
+            ) as publisher,
+            ingress_app(settings, engine=engine, publisher=publisher) as app,
+            ingress_client(app) as client,
+            tap(amqp, "SubmitPlan") as commands,
+        ):
             before = await _post(client, keys)
             proxy.cut()
             await loss_noticed(publisher)  # else the outcome is unknown (504)
@@ -68,7 +78,6 @@ async def test_broker_down_is_503_and_not_ready_then_accepted_again(
             ready = await client.get("/readyz")
             published = await commands.from_actors(*keys.ids)
     finally:
-        await publisher.close()
         await proxy.close()
     assert before.status_code == 202
     assert [response.status_code for response in during] == [503, 503, 503]

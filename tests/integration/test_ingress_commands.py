@@ -14,8 +14,14 @@ from infra.auth import JwtVerifier
 from infra.db.command_status import CommandState
 from infra.db.tables import command_status
 from infra.redis_store import RedisIngressStore
-from producers.ingress import create_app
-from tests.ingress_support import IngressKeys, closed_port, ingress_client, make_test_keys, tap
+from tests.ingress_support import (
+    IngressKeys,
+    closed_port,
+    ingress_app,
+    ingress_client,
+    make_test_keys,
+    tap,
+)
 from tests.processor_support import Deliveries, eventually, running_processor
 from tests.processor_support import command_status as command_status_of
 
@@ -39,7 +45,7 @@ async def keys(engine: AsyncEngine) -> IngressKeys:
 
 @pytest.fixture
 async def client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
-    async with ingress_client(create_app(settings=settings, engine=engine)) as http:
+    async with ingress_app(settings, engine=engine) as app, ingress_client(app) as http:
         yield http
 
 
@@ -118,9 +124,10 @@ async def without_redis(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client of an ingress whose Redis is a closed port."""
     dead_redis = RedisIngressStore.from_url(f"redis://127.0.0.1:{closed_port()}/0", timeout=0.2)
-    async with ingress_client(
-        create_app(settings=settings, engine=engine, redis=dead_redis)
-    ) as http:
+    async with (
+        ingress_app(settings, engine=engine, redis=dead_redis) as app,
+        ingress_client(app) as http,
+    ):
         yield http
     await dead_redis.aclose()
 
@@ -244,8 +251,11 @@ async def test_a_jwt_user_is_the_actor_of_its_commands(
         secret,
         algorithm="HS256",
     )
-    app = create_app(settings=settings, engine=engine, jwt=verifier)
-    async with ingress_client(app) as client, tap(amqp, "SubmitPlan") as commands:
+    async with (
+        ingress_app(settings, engine=engine, jwt=verifier) as app,
+        ingress_client(app) as client,
+        tap(amqp, "SubmitPlan") as commands,
+    ):
         response = await _submit(client, token)
         assert response.status_code == 202
         published = await commands.from_actors(subject)

@@ -17,9 +17,15 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from infra.auth import SqlApiKeyStore
 from infra.redis_store import RedisIngressStore
-from producers.ingress import create_app
 from producers.ingress.state import RESOURCES
-from tests.ingress_support import IngressKeys, closed_port, ingress_client, make_test_keys, tap
+from tests.ingress_support import (
+    IngressKeys,
+    closed_port,
+    ingress_app,
+    ingress_client,
+    make_test_keys,
+    tap,
+)
 from tests.processor_support import eventually
 
 if TYPE_CHECKING:
@@ -50,9 +56,12 @@ async def without_database(
         f"postgresql+asyncpg://hisho:hisho@127.0.0.1:{closed_port()}/hisho",
         connect_args={"timeout": 2},
     )
-    app = create_app(settings=settings, engine=nowhere, key_store=SqlApiKeyStore(engine))
+    keys = SqlApiKeyStore(engine)
     try:
-        async with ingress_client(app) as http:
+        async with (
+            ingress_app(settings, engine=nowhere, key_store=keys) as app,
+            ingress_client(app) as http,
+        ):
             yield http
     finally:
         await nowhere.dispose()
@@ -68,9 +77,11 @@ async def without_redis(
     redis = RedisIngressStore.from_url(
         f"redis://127.0.0.1:{closed_port()}/0", timeout=settings.ingress_redis_timeout
     )
-    app = create_app(settings=settings, engine=engine, redis=redis)
     try:
-        async with ingress_client(app) as http:
+        async with (
+            ingress_app(settings, engine=engine, redis=redis) as app,
+            ingress_client(app) as http,
+        ):
             yield http
     finally:
         await redis.aclose()

@@ -16,13 +16,13 @@ from uuid import uuid4
 
 import pytest
 
-from producers.ingress import create_app
-from producers.ingress.publisher import AmqpCommandPublisher
 from tests.amqp_delay_proxy import loss_noticed
 from tests.ingress_support import (
     IngressKeys,
     Tap,
     TcpProxy,
+    command_publisher,
+    ingress_app,
     ingress_client,
     make_test_keys,
     tap,
@@ -49,7 +49,7 @@ async def keys(engine: AsyncEngine) -> IngressKeys:
 @pytest.fixture
 async def client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
     limited = settings.model_copy(update={"ingress_max_body_bytes": LIMIT})
-    async with ingress_client(create_app(settings=limited, engine=engine)) as http:
+    async with ingress_app(limited, engine=engine) as app, ingress_client(app) as http:
         yield http
 
 
@@ -213,8 +213,11 @@ async def test_over_the_rate_limit_is_429_and_publishes_nothing_more(
 ) -> None:
     keys = await make_test_keys(engine)  # fresh keys: a window of their own
     limited = settings.model_copy(update={"ingress_rate_limit": 2})
-    app = create_app(settings=limited, engine=engine)
-    async with ingress_client(app) as client, tap(amqp, "SubmitPlan") as commands:
+    async with (
+        ingress_app(limited, engine=engine) as app,
+        ingress_client(app) as client,
+        tap(amqp, "SubmitPlan") as commands,
+    ):
         answers = [
             await client.post("/v1/commands/SubmitPlan", json=_plan(), headers=_as_writer(keys))
             for _ in range(3)
@@ -230,10 +233,14 @@ async def test_an_unconfirmed_publish_is_503_and_nothing_is_accepted(
     settings: Settings, engine: AsyncEngine, keys: IngressKeys, amqp: AbstractRobustConnection
 ) -> None:
     proxy = TcpProxy.to_url(settings.amqp)
-    publisher = AmqpCommandPublisher(await proxy.start_url(), confirm_timeout=1.0)
-    app = create_app(settings=settings, engine=engine, publisher=publisher)
+    url = await proxy.start_url()
     try:
-        async with ingress_client(app) as client, tap(amqp, "SubmitPlan") as commands:
+        async with (
+            command_publisher(url, confirm_timeout=1.0) as publisher,
+            ingress_app(settings, engine=engine, publisher=publisher) as app,
+            ingress_client(app) as client,
+            tap(amqp, "SubmitPlan") as commands,
+        ):
             proxy.cut()
             await loss_noticed(publisher)  # else the outcome is unknown (504)
             response = await client.post(
@@ -241,7 +248,6 @@ async def test_an_unconfirmed_publish_is_503_and_nothing_is_accepted(
             )
             published = await _everything(commands)
     finally:
-        await publisher.close()
         await proxy.close()
     _assert_problem(response, 503, "broker-unavailable", "did not confirm")
     assert response.headers["retry-after"] == "1"

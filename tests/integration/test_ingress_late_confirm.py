@@ -16,10 +16,15 @@ from uuid import UUID, uuid4
 import pytest
 
 from infra.db.command_status import CommandState
-from producers.ingress import create_app
-from producers.ingress.publisher import AmqpCommandPublisher
 from tests.amqp_delay_proxy import AmqpDelayProxy, loss_noticed
-from tests.ingress_support import IngressKeys, ingress_client, make_test_keys, tap
+from tests.ingress_support import (
+    IngressKeys,
+    command_publisher,
+    ingress_app,
+    ingress_client,
+    make_test_keys,
+    tap,
+)
 from tests.processor_support import (
     Deliveries,
     command_status,
@@ -38,6 +43,7 @@ if TYPE_CHECKING:
 
     from infra.db.command_status import CommandStatus
     from infra.settings import Settings
+    from producers.ingress.publisher import AmqpCommandPublisher
 
 CONFIRM_TIMEOUT = 0.3
 HELD_BACK = 1.0  # well past the confirm timeout
@@ -57,16 +63,19 @@ async def proxy(settings: Settings) -> AsyncIterator[AmqpDelayProxy]:
 
 @pytest.fixture
 async def publisher(proxy: AmqpDelayProxy) -> AsyncIterator[AmqpCommandPublisher]:
-    publishing = AmqpCommandPublisher(
-        await proxy.start_url(), confirm_timeout=CONFIRM_TIMEOUT, reconnect_interval=0.2
-    )
-    yield publishing
-    await publishing.close()
+    url = await proxy.start_url()
+    async with command_publisher(
+        url, confirm_timeout=CONFIRM_TIMEOUT, reconnect_interval=0.2
+    ) as publishing:
+        yield publishing
 
 
 @pytest.fixture
-def app(settings: Settings, engine: AsyncEngine, publisher: AmqpCommandPublisher) -> FastAPI:
-    return create_app(settings=settings, engine=engine, publisher=publisher)
+async def app(
+    settings: Settings, engine: AsyncEngine, publisher: AmqpCommandPublisher
+) -> AsyncIterator[FastAPI]:
+    async with ingress_app(settings, engine=engine, publisher=publisher) as ingress:
+        yield ingress
 
 
 def _project() -> dict[str, Any]:

@@ -22,8 +22,14 @@ from sqlalchemy import select
 from infra.db.ingress_tables import ingress_accepted, ingress_idempotency
 from infra.redis_store import RedisIngressStore
 from infra.stack.probes import redis_ping
-from producers.ingress import create_app
-from tests.ingress_support import IngressKeys, closed_port, ingress_client, make_test_keys, tap
+from tests.ingress_support import (
+    IngressKeys,
+    closed_port,
+    ingress_app,
+    ingress_client,
+    make_test_keys,
+    tap,
+)
 from tests.processor_support import eventually
 
 if TYPE_CHECKING:
@@ -48,7 +54,7 @@ async def without_redis(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client of an ingress whose Redis is a closed port."""
     dead = RedisIngressStore.from_url(f"redis://127.0.0.1:{closed_port()}/0", timeout=0.2)
-    async with ingress_client(create_app(settings=settings, engine=engine, redis=dead)) as http:
+    async with ingress_app(settings, engine=engine, redis=dead) as app, ingress_client(app) as http:
         yield http
     await dead.aclose()
 
@@ -200,9 +206,12 @@ async def test_with_redis_back_and_empty_the_outages_keys_hold_and_new_keys_are_
     amqp: AbstractRobustConnection,
 ) -> None:
     store = RedisIngressStore.from_url(private_redis.url, timeout=0.2)
-    app = create_app(settings=settings, engine=engine, redis=store)
     body, key, later_key = _plan(), f"outage-{uuid4()}", f"after-{uuid4()}"
-    async with ingress_client(app) as client, tap(amqp, "SubmitPlan") as commands:
+    async with (
+        ingress_app(settings, engine=engine, redis=store) as app,
+        ingress_client(app) as client,
+        tap(amqp, "SubmitPlan") as commands,
+    ):
         private_redis.stop()
         during = await _submit(client, keys, body, key)
         fresh = await _submit(client, keys, _plan())

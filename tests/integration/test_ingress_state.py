@@ -10,8 +10,7 @@ import pytest
 from sqlalchemy import insert
 
 from infra.db.state_tables import aggregate_state
-from producers.ingress import create_app
-from tests.ingress_support import IngressKeys, ingress_client, make_test_keys
+from tests.ingress_support import IngressKeys, ingress_app, ingress_client, make_test_keys
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -29,7 +28,7 @@ async def keys(engine: AsyncEngine) -> IngressKeys:
 
 @pytest.fixture
 async def client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
-    async with ingress_client(create_app(settings=settings, engine=engine)) as http:
+    async with ingress_app(settings, engine=engine) as app, ingress_client(app) as http:
         yield http
 
 

@@ -10,8 +10,7 @@ from uuid import uuid4
 
 import pytest
 
-from producers.ingress import create_app
-from tests.ingress_support import IngressKeys, ingress_client, make_test_keys, tap
+from tests.ingress_support import IngressKeys, ingress_app, ingress_client, make_test_keys, tap
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustConnection
@@ -35,8 +34,11 @@ async def test_unstorable_text_is_422_and_nothing_reaches_the_broker(
 ) -> None:
     headers = {**IngressKeys.bearer(keys.writer), "Content-Type": "application/json"}
     refused = [_project("p", "a\x00"), _project("\ud800", "a"), _project("p\x00", "\x00")]
-    app = create_app(settings=settings, engine=engine)
-    async with ingress_client(app) as client, tap(amqp, "CreateProject") as commands:
+    async with (
+        ingress_app(settings, engine=engine) as app,
+        ingress_client(app) as client,
+        tap(amqp, "CreateProject") as commands,
+    ):
         answers = [
             await client.post("/v1/commands/CreateProject", content=body, headers=headers)
             for body in refused

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import pytest
 
+from hisho.bootstrap import run_on_app
 from infra.eventlog.chain import GENESIS, link_hash
 from infra.eventlog.verify import use_json_codecs
 from infra.partitions import partition_slot
@@ -64,7 +65,7 @@ async def channel(amqp: AbstractRobustConnection) -> AsyncIterator[AbstractChann
 @asynccontextmanager
 async def running_relay(settings: Settings) -> AsyncIterator[None]:
     stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(settings, stop))
+    task = asyncio.create_task(run_on_app(relay.run, "relay", settings, stop))
     try:
         yield
     finally:

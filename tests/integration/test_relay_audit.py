@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import pytest
 
+from hisho.bootstrap import run_on_app
 from infra.eventlog.verify import verify_chain
 from infra.settings import PROJECT_ROOT
 from producers import relay
@@ -38,7 +39,7 @@ async def relayed(settings: Settings) -> AsyncIterator[tuple[Settings, asyncpg.C
         try:
             await insert_probes(connection, unique_routing_key(), probes(6, EVENTS // 6))
             stop = asyncio.Event()
-            task = asyncio.create_task(relay.run(private, stop))
+            task = asyncio.create_task(run_on_app(relay.run, "relay", private, stop))
 
             async def published() -> bool:
                 return (await log_state(connection))[2] == EVENTS

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from events import Actor, catalog
 from events.project import ApprovalPolicy, CreateProject
+from hisho.bootstrap import run_on_app
 from infra.db.engine import create_engine
 from infra.db.pg_uow import PgUnitOfWork
 from infra.message_context import MessageContext
@@ -42,7 +43,12 @@ async def test_a_command_in_the_outbox_is_published_to_the_commands_exchange_onc
         await engine.dispose()
         stop = asyncio.Event()
         running = asyncio.create_task(
-            relay.run(private.model_copy(update={"relay_poll_interval": 0.05}), stop)
+            run_on_app(
+                relay.run,
+                "relay",
+                private.model_copy(update={"relay_poll_interval": 0.05}),
+                stop,
+            )
         )
         try:
             async with tap.iterator(timeout=20) as messages:

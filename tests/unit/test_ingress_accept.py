@@ -19,12 +19,12 @@ from producers.ingress.accept import (
     CommandRequest,
     command_id_for,
 )
+from producers.ingress.ports import BrokerUnavailableError
 from producers.ingress.problems import ProblemError
-from producers.ingress.publisher import BrokerUnavailableError
 from tests.ingress_fakes import FakeCommandRecords, FakeIngressStore, FakePublisher
 
 if TYPE_CHECKING:
-    from producers.ingress.publisher import OutgoingCommand
+    from producers.ingress.ports import OutgoingCommand
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 ACTOR = Actor(kind=ActorKind.API_KEY, id="0123456789abcdef")

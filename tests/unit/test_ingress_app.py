@@ -7,7 +7,7 @@ from uuid import uuid4
 
 import pytest
 
-from producers.ingress.publisher import PublishOutcomeUnknownError
+from producers.ingress.ports import PublishOutcomeUnknownError
 from tests.ingress_fakes import ADMIN, READER, WRITER, FakedIngress
 from tests.ingress_support import ingress_client
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     import httpx
 
-    from producers.ingress.publisher import OutgoingCommand
+    from producers.ingress.ports import OutgoingCommand
 
 PROBLEM = "application/problem+json"
 INVALID = 'Bearer realm="hisho", error="invalid_token"'

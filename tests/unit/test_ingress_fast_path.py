@@ -16,7 +16,7 @@ import pytest
 from starlette.middleware import Middleware
 
 from producers.ingress.fast_path import CommandFastPath
-from producers.ingress.publisher import PublishOutcomeUnknownError
+from producers.ingress.ports import PublishOutcomeUnknownError
 from tests.ingress_fakes import READER, WRITER, FakedIngress
 from tests.ingress_support import ingress_client
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-    from producers.ingress.publisher import OutgoingCommand
+    from producers.ingress.ports import OutgoingCommand
 
 PLAN = "11111111-2222-4333-8444-555555555555"
 LOST = "99999999-2222-4333-8444-555555555555"  # a plan id whose first confirm is lost

@@ -1,5 +1,7 @@
 """The ingress publisher: the properties aio-pika would send, and what each failure means.
 
+It publishes on the process's `infra.amqp.ConfirmedPublisher`, which sorts the failures.
+
 A failure is either "certainly not taken" (`BrokerUnavailableError`: the ingress says 503) or
 "sent, outcome unknown" (`PublishOutcomeUnknownError`: 504). The broker here is a stand-in
 that answers a publish the way aiormq does (returns the ack, or raises what aiormq raises).
@@ -25,13 +27,13 @@ from aiormq.exceptions import (
 from pamqp import frame
 from pamqp.header import ContentHeader
 
-from producers.ingress.publisher import (
-    AmqpCommandPublisher,
+from infra.amqp import AmqpConnection, ConfirmedPublisher
+from producers.ingress.ports import (
     BrokerUnavailableError,
     OutgoingCommand,
     PublishOutcomeUnknownError,
-    amqp_properties,
 )
+from producers.ingress.publisher import AmqpCommandPublisher, amqp_properties
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -84,11 +86,12 @@ class _Broker:
 
 
 def _publisher(broker: _Broker | None) -> AmqpCommandPublisher:
-    publisher = AmqpCommandPublisher("amqp://unused", confirm_timeout=0.05)
-    if broker is not None:  # connected: what `_connect` sets
-        publisher._connection = publisher._channel = broker  # type: ignore[assignment]
-        publisher._exchange = broker  # type: ignore[assignment]
-    return publisher
+    connection = AmqpConnection("amqp://unused")
+    confirmed = ConfirmedPublisher(connection)
+    if broker is not None:  # connected, channel open: what connecting and `start` set
+        connection._connection = broker  # type: ignore[assignment]
+        confirmed._channel = broker  # type: ignore[assignment]
+    return AmqpCommandPublisher(confirmed, confirm_timeout=0.05)
 
 
 def _returned() -> PublishError:
