@@ -8,6 +8,7 @@ units of work (group commit and group load) and the PostgreSQL store of held mes
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 from contextlib import asynccontextmanager
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
     from types import TracebackType
 
-    from aio_pika.abc import AbstractChannel, AbstractConnection
+    from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
     from faststream.rabbit import RabbitBroker
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -88,6 +89,40 @@ async def purge_commands(channel: AbstractChannel) -> int:
         queue = await channel.declare_queue(name, passive=True)
         purged += (await queue.purge()).message_count or 0
     return purged
+
+
+async def consume_one(
+    connection: AbstractConnection, queue_name: str, message_id: str, deadline: float = DEADLINE
+) -> AbstractIncomingMessage:
+    """Consume `queue_name` until `message_id` arrives; ack it, return the others unacked.
+
+    A partition queue has a single active consumer, which `basic.get` cannot be: this one
+    subscribes (it is the active one while no processor runs).
+    """
+    async with connection.channel() as channel:
+        queue = await channel.declare_queue(queue_name, passive=True)
+        async with asyncio.timeout(deadline), queue.iterator() as messages:
+            async for message in messages:
+                if message.message_id == message_id:
+                    await message.ack()
+                    return message
+    raise AssertionError(f"{message_id} never reached {queue_name}")  # pragma: no cover
+
+
+async def ready_message_ids(connection: AbstractConnection, queue_name: str) -> set[str]:
+    """Ids of the messages ready in a partition queue now; they all go back to it."""
+    async with connection.channel() as channel:
+        queue = await channel.declare_queue(queue_name, passive=True)
+        ready = queue.declaration_result.message_count or 0
+        ids: set[str] = set()
+        if ready == 0:
+            return ids
+        async with asyncio.timeout(DEADLINE), queue.iterator() as messages:
+            async for message in messages:  # unacknowledged: requeued when the channel closes
+                ids.add(message.message_id or "")
+                if len(ids) >= ready:
+                    break
+        return ids
 
 
 class Deliveries:

@@ -14,14 +14,18 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
-from consumers.command_processor import handle_command
+from consumers.command_processor import CONSUMER
+from events import catalog
 from events.persona import RegisterPersona
 from events.plan import DraftPlan, HumanStep
 from events.project import ApprovalPolicy, CreateProject
+from infra.clock import utc_now
+from infra.consumers import Outcome, Runner
+from infra.consumers.held import PgHeldMessages
 from infra.db.command_status import CommandState
-from infra.db.command_unit import SqlAggregateUnitOfWork
 from infra.db.group_commit import GroupCommit
 from infra.db.group_load import GroupLoad
+from infra.db.pg_uow import PgUnitOfWork
 from infra.db.state_tables import aggregate_state
 from infra.db.tables import command_status, inbox, outbox
 from tests.command_scenarios import command_envelope
@@ -33,6 +37,22 @@ if TYPE_CHECKING:
     from events import Envelope, Message
 
 POLICY = ApprovalPolicy(approvers=("a",), required_approvals=1)
+
+
+async def _decided(
+    engine: AsyncEngine,
+    envelope: Envelope[Message],
+    group: GroupCommit | None = None,
+    loads: GroupLoad | None = None,
+) -> Outcome:
+    """Deliver one command to the processor's runner (its own unit of work), as the broker does."""
+    runner = Runner(
+        CONSUMER,
+        lambda: PgUnitOfWork(engine, group=group, loads=loads),
+        held=PgHeldMessages(engine),
+        deps={"clock": utc_now},
+    )
+    return await runner.deliver(envelope, catalog.encode(envelope), {})
 
 
 def _project(project_id: uuid.UUID) -> Envelope[Message]:
@@ -81,12 +101,12 @@ async def test_a_plan_with_a_projects_id_is_rejected_and_only_the_rejection_is_w
     engine: AsyncEngine,
 ) -> None:
     project_id = uuid.uuid4()
-    assert await handle_command(_project(project_id), SqlAggregateUnitOfWork(engine)) == "processed"
+    assert await _decided(engine, _project(project_id)) is Outcome.APPLIED
     step = HumanStep(step_id=uuid.uuid4(), title="t", assignee="a", instructions="do")
     draft = command_envelope(
         DraftPlan(plan_id=project_id, project_id=project_id, title="T", steps=(step,))
     )
-    assert await handle_command(draft, SqlAggregateUnitOfWork(engine)) == "rejected"
+    assert await _decided(engine, draft) is Outcome.REJECTED
     status = await status_of(engine, draft.id)
     assert status is not None
     assert status.status is CommandState.REJECTED
@@ -97,23 +117,18 @@ async def test_a_plan_with_a_projects_id_is_rejected_and_only_the_rejection_is_w
     assert await _written(engine, draft) == {"inbox": 1, "status": 1, "outbox": 0}
     assert await _types_holding(engine, project_id) == ["project"]
     # Decided once: a redelivery finds the inbox row.
-    assert await handle_command(draft, SqlAggregateUnitOfWork(engine)) == "duplicate"
+    assert await _decided(engine, draft) is Outcome.DUPLICATE
 
 
 async def test_in_a_group_only_the_colliding_unit_is_rejected(engine: AsyncEngine) -> None:
     taken = uuid.uuid4()
-    assert await handle_command(_project(taken), SqlAggregateUnitOfWork(engine)) == "processed"
+    assert await _decided(engine, _project(taken)) is Outcome.APPLIED
     group, loads = GroupCommit(), GroupLoad()
     commands = [_project(uuid.uuid4()), _persona(taken), _project(uuid.uuid4())]
     await _warm(engine, len(commands))  # checkouts from idle connections: no I/O between them
     # Their loads go together, so their commits are asked for in the same turn: one group.
-    outcomes = await asyncio.gather(
-        *(
-            handle_command(c, SqlAggregateUnitOfWork(engine, group=group, loads=loads))
-            for c in commands
-        )
-    )
-    assert outcomes == ["processed", "rejected", "processed"]
+    outcomes = await asyncio.gather(*(_decided(engine, c, group, loads) for c in commands))
+    assert outcomes == [Outcome.APPLIED, Outcome.REJECTED, Outcome.APPLIED]
     assert loads.grouped == 3
     assert group.statements == 5  # the group, refused; each unit alone; then the rejection
     assert [await _written(engine, c) for c in commands] == [
@@ -131,12 +146,9 @@ async def test_rivals_creating_one_id_as_two_types_at_once_get_one_winner(
     project, persona = _project(shared), _persona(shared)
     # Both read "absent" before either writes; the loser's first event waits for the
     # winner's index entry, then is refused.
-    outcomes = await asyncio.gather(
-        handle_command(project, SqlAggregateUnitOfWork(engine)),
-        handle_command(persona, SqlAggregateUnitOfWork(engine)),
-    )
-    assert sorted(outcomes) == ["processed", "rejected"]
-    won = outcomes[0] == "processed"
+    outcomes = await asyncio.gather(_decided(engine, project), _decided(engine, persona))
+    assert sorted(outcomes) == sorted([Outcome.APPLIED, Outcome.REJECTED])
+    won = outcomes[0] is Outcome.APPLIED
     (winner, kind), loser = (
         ((project, "project"), persona) if won else ((persona, "persona"), project)
     )

@@ -1,8 +1,9 @@
 """Parking on the real broker and database: a parked command says `failed` at its status URL.
 
-Whatever parks it (a body the catalog refuses, a bug, transient errors outlasting the whole
-retry ladder), the command's status row becomes `failed` with the parking reason; a re-drive
-that succeeds replaces it; a parked copy of a command already answered leaves the answer.
+Whatever parks it (a body the catalog refuses, a bug, transient errors outlasting the
+in-process retries), the command's status row becomes `failed` with the parking reason; a
+re-drive that succeeds replaces it; a parked copy of a command already answered leaves the
+answer.
 """
 
 from __future__ import annotations
@@ -12,51 +13,42 @@ import uuid
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, cast
 
-import aio_pika
-
-from consumers.command_processor import RUNTIME, command_broker, command_router
+from consumers.command_processor import CONSUMER
 from events import catalog
 from events.project import ApprovalPolicy, CreateProject
-from infra.consumer_runtime import (
-    PARKED_REASON_HEADER,
-    RETRIES_HEADER,
-    RETRY_REASON_HEADER,
-    RuntimePolicy,
-)
+from infra.consumers.redrive import redrive
+from infra.consumers.runtime import PARKED_CONSUMER_HEADER, PARKED_REASON_HEADER, RETRIES_HEADER
 from infra.db.command_status import CommandState
+from infra.db.group_commit import GroupCommit
+from infra.db.group_load import GroupLoad
+from infra.db.inbox import PgInbox
 from infra.redis_store import RedisIngressStore
-from infra.topology import (
-    COMMAND_PROCESSOR,
-    COMMANDS_EXCHANGE,
-    DEAD_EXCHANGE,
-    RETRY_EXCHANGE,
-    ConsumerQueues,
-    declare_queues,
-)
+from infra.topology import COMMAND_PROCESSOR, DEAD_EXCHANGE
 from producers.ingress.status import StatusReader
 from tests.command_scenarios import command_envelope
 from tests.processor_support import (
     CountingUnitOfWork,
     Deliveries,
-    backlog_worked_off,
     command_status,
     eventually,
     headers_of,
+    processor_running,
     publish,
+    publish_command,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
     from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from events import Envelope, Message
     from infra.db.command_status import CommandStatus
-    from infra.db.command_unit import KeptInbox
     from infra.settings import Settings
 
 POLICY = ApprovalPolicy(approvers=("alice",), required_approvals=1)
+Failures = dict[uuid.UUID, tuple[Exception, int]]
 
 
 class FailingUnitOfWork(CountingUnitOfWork):
@@ -69,18 +61,20 @@ class FailingUnitOfWork(CountingUnitOfWork):
     def __init__(
         self,
         engine: AsyncEngine,
-        failures: dict[uuid.UUID, tuple[Exception, int]],
+        failures: Failures,
         attempts: dict[uuid.UUID, int],
+        group: GroupCommit,
+        loads: GroupLoad,
     ) -> None:
-        super().__init__(engine, Deliveries())
+        super().__init__(engine, Deliveries(), group=group, loads=loads)
         self._failures = failures
         self._attempts = attempts
 
     @property
-    def inbox(self) -> KeptInbox:
+    def inbox(self) -> PgInbox:
         inner, failures, attempts = super().inbox, self._failures, self._attempts
 
-        class Failing:
+        class Failing(PgInbox):
             async def claim(self, consumer: str, message_id: uuid.UUID) -> bool:
                 attempts[message_id] = attempts.get(message_id, 0) + 1
                 error, times = failures.get(message_id, (None, 0))
@@ -89,21 +83,24 @@ class FailingUnitOfWork(CountingUnitOfWork):
                     raise error
                 return await inner.claim(consumer, message_id)
 
-        return cast("KeptInbox", Failing())
+        return Failing()
 
 
 @asynccontextmanager
 async def processor(
     settings: Settings,
-    factory: Callable[[], CountingUnitOfWork],
-    policy: RuntimePolicy = RUNTIME,
+    engine: AsyncEngine,
+    failures: Failures | None = None,
+    attempts: dict[uuid.UUID, int] | None = None,
 ) -> AsyncIterator[None]:
-    """The real router in this process, consuming `policy`'s queue."""
-    broker = command_broker(settings.amqp, command_router(factory, policy=policy))
-    async with broker:
-        await broker.start()
-        if policy.queues.queue == RUNTIME.queues.queue:
-            await backlog_worked_off(settings)
+    """The command processor in this process, its claims failing as `failures` says."""
+    group, loads = GroupCommit(), GroupLoad()
+    chosen, counted = failures or {}, {} if attempts is None else attempts
+
+    def units() -> FailingUnitOfWork:
+        return FailingUnitOfWork(engine, chosen, counted, group, loads)
+
+    async with processor_running(settings, engine, units):
         yield
 
 
@@ -160,7 +157,7 @@ async def test_an_invalid_command_parked_is_failed_with_the_reason(
     envelope = project_command()
     async with (
         tap(amqp, DEAD_EXCHANGE, (COMMAND_PROCESSOR,)) as parked,
-        processor(settings, lambda: FailingUnitOfWork(engine, {}, {})),
+        processor(settings, engine),
     ):
         await publish(
             amqp, with_extra_field(envelope), routing_key=envelope.type, message_id=str(envelope.id)
@@ -191,21 +188,20 @@ async def test_a_command_parked_by_a_bug_is_failed_and_a_redrive_processes_it(
     settings: Settings, amqp: AbstractRobustConnection, engine: AsyncEngine
 ) -> None:
     envelope = project_command()
-    failures = {envelope.id: (cast("Exception", RuntimeError("bug")), 1)}
+    failures: Failures = {envelope.id: (cast("Exception", RuntimeError("bug")), 1)}
     async with (
         tap(amqp, DEAD_EXCHANGE, (COMMAND_PROCESSOR,)) as parked,
-        processor(settings, lambda: FailingUnitOfWork(engine, failures, {})),
+        processor(settings, engine, failures),
     ):
-        await publish(
-            amqp, catalog.encode(envelope), routing_key=envelope.type, message_id=str(envelope.id)
-        )
+        await publish_command(amqp, envelope)
         copy = await copy_of(parked, str(envelope.id))
         failed = await final_status(engine, envelope.id, CommandState.FAILED)
         assert failed.problem is not None
         assert failed.problem["detail"] == "unexpected error: RuntimeError: bug"
         assert failed.body_sha256 is not None  # the ingress can still compare a reused key
+        assert headers_of(copy)[PARKED_CONSUMER_HEADER] == COMMAND_PROCESSOR
         # An operator re-drives the parked message; the bug is gone now.
-        await publish(amqp, copy.body, routing_key=envelope.type, message_id=str(envelope.id))
+        assert await redrive(amqp, CONSUMER, message_id=str(envelope.id)) == 1
         processed = await final_status(engine, envelope.id, CommandState.PROCESSED)
     assert processed.problem is None
     assert len(processed.result_event_ids) == 1
@@ -218,11 +214,9 @@ async def test_a_parked_copy_of_an_answered_command_leaves_its_answer(
     envelope = project_command()
     async with (
         tap(amqp, DEAD_EXCHANGE, (COMMAND_PROCESSOR,)) as parked,
-        processor(settings, lambda: FailingUnitOfWork(engine, {}, {})),
+        processor(settings, engine),
     ):
-        await publish(
-            amqp, catalog.encode(envelope), routing_key=envelope.type, message_id=str(envelope.id)
-        )
+        await publish_command(amqp, envelope)
         answered = await final_status(engine, envelope.id, CommandState.PROCESSED)
         await publish(
             amqp, with_extra_field(envelope), routing_key=envelope.type, message_id=str(envelope.id)
@@ -232,54 +226,27 @@ async def test_a_parked_copy_of_an_answered_command_leaves_its_answer(
     assert after == answered
 
 
-async def test_a_command_failing_every_time_climbs_the_whole_ladder_then_is_parked_failed(
+async def test_a_command_failing_every_time_is_retried_in_process_then_parked_failed(
     settings: Settings, amqp: AbstractRobustConnection, engine: AsyncEngine
 ) -> None:
-    # A consumer queue of its own with short delays; the real router and runtime consume it.
-    queues = ConsumerQueues(
-        consumer=f"ladder_{uuid.uuid4().hex[:12]}",
-        source=COMMANDS_EXCHANGE,
-        retry_delays_ms=(100, 200, 300),
-    )
-    policy = RuntimePolicy(
-        queues=queues, attempts=3, first_wait=0.001, max_wait=0.005, transient=RUNTIME.transient
-    )
-    channel = await amqp.channel()
-    await declare_queues(channel, queues)
     envelope = project_command()
-    failures = {envelope.id: (cast("Exception", ConnectionResetError("database went away")), -1)}
-    attempts: dict[uuid.UUID, int] = {}
-    keys = tuple(queues.retry_routing_key(d) for d in queues.retry_delays_ms)
-    try:
-        async with (
-            tap(amqp, RETRY_EXCHANGE, keys) as retried,
-            processor(settings, lambda: FailingUnitOfWork(engine, failures, attempts), policy),
-        ):
-            message = aio_pika.Message(catalog.encode(envelope), message_id=str(envelope.id))
-            await channel.default_exchange.publish(message, routing_key=queues.queue)
-            parked = await eventually(lambda: _one(channel, queues.parked))
-            status = await final_status(engine, envelope.id, CommandState.FAILED)
-            rounds = [await copy_of(retried, str(envelope.id)) for _ in keys]
-    finally:
-        for name in (queues.queue, queues.parked, *map(queues.retry_queue, queues.retry_delays_ms)):
-            await channel.queue_delete(name)
-        await channel.close()
-    assert [(m.routing_key, headers_of(m)[RETRIES_HEADER]) for m in rounds] == [
-        (key, n) for n, key in enumerate(keys, start=1)
-    ]
-    assert {headers_of(m)[RETRY_REASON_HEADER] for m in rounds} == {
-        "ConnectionResetError: database went away"
+    failures: Failures = {
+        envelope.id: (cast("Exception", ConnectionResetError("database went away")), -1)
     }
-    assert attempts[envelope.id] == policy.attempts * (1 + len(keys))  # in-process, each round
-    reason = "gave up after 3 delayed retries: ConnectionResetError: database went away"
-    assert headers_of(parked)[PARKED_REASON_HEADER] == reason
-    assert headers_of(parked)[RETRIES_HEADER] == len(keys)
+    attempts: dict[uuid.UUID, int] = {}
+    async with (
+        tap(amqp, DEAD_EXCHANGE, (COMMAND_PROCESSOR,)) as parked,
+        processor(settings, engine, failures, attempts),
+    ):
+        await publish_command(amqp, envelope)
+        copy = await copy_of(parked, str(envelope.id))
+        status = await final_status(engine, envelope.id, CommandState.FAILED)
+    # Ordered: no delay queue (a later command of the plan would overtake it); the in-process
+    # attempts, once, then parked.
+    assert attempts[envelope.id] == CONSUMER.attempts
+    reason = "gave up after 0 delayed retries: ConnectionResetError: database went away"
+    assert headers_of(copy)[PARKED_REASON_HEADER] == reason
+    assert RETRIES_HEADER not in headers_of(copy)
     assert status.problem is not None
     assert status.problem["detail"] == reason
     assert status.problem["error"] == "ConnectionResetError"
-
-
-async def _one(channel: aio_pika.abc.AbstractChannel, queue_name: str) -> AbstractIncomingMessage:
-    message = await (await channel.get_queue(queue_name)).get(fail=False, no_ack=True)
-    assert message is not None, f"nothing in {queue_name} yet"
-    return message

@@ -15,11 +15,13 @@ import pytest
 from aio_pika import ExchangeType, Message
 from typer.testing import CliRunner
 
+from consumers.command_processor import CONSUMER
 from events import catalog
 from hisho.cli import app
+from hisho.consumers import CONSUMERS, declare_all
+from infra.partitions import PARTITION_HEADER, PARTITION_SLOTS, PartitionedQueues
 from infra.topology import (
     COMMAND_PARKED_QUEUE,
-    COMMAND_QUEUE,
     COMMANDS_EXCHANGE,
     DEAD_EXCHANGE,
     EVENTS_EXCHANGE,
@@ -27,12 +29,11 @@ from infra.topology import (
     RETRY_EXCHANGE,
     ConsumerQueues,
     TopologyConflictError,
-    command_processor_queues,
     declare_consumer_queues,
     declare_exchanges,
     declare_queues,
-    declare_topology,
 )
+from tests.processor_support import consume_one
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -87,32 +88,56 @@ async def _get(queue: AbstractQueue, message_id: str) -> AbstractIncomingMessage
     pytest.fail(f"message {message_id} never reached {queue.name}")
 
 
+def _processor_queues() -> PartitionedQueues:
+    spec = CONSUMER.queue_spec()
+    assert isinstance(spec, PartitionedQueues)
+    return spec
+
+
 async def test_declaring_twice_keeps_every_entity_as_declared(
     amqp: Connection, channel: AbstractChannel
 ) -> None:
-    await declare_topology(amqp)
-    await declare_topology(amqp)
+    await declare_all(amqp)
+    await declare_all(amqp)
     for name, kind in EXCHANGES:  # same type and flags again: accepted, so they match
         await channel.declare_exchange(name, kind, durable=True)
-    spec = command_processor_queues()
-    await declare_queues(channel, spec)  # same arguments again: accepted
-    for name in [COMMAND_QUEUE, COMMAND_PARKED_QUEUE, *map(spec.retry_queue, spec.retry_delays_ms)]:
+    spec = _processor_queues()
+    await spec.declare(channel)  # same arguments again: accepted
+    for name in [*spec.queues, COMMAND_PARKED_QUEUE]:
         await channel.declare_queue(name, passive=True)
+    for exchange in (spec.exchange, spec.unslotted):
+        await channel.get_exchange(exchange, ensure=True)
 
 
-@pytest.mark.parametrize("command_type", [e.type for e in catalog.entries() if e.kind == "command"])
-async def test_every_command_type_routes_to_the_command_processor_queue(
-    amqp: Connection, command_type: str
+@pytest.mark.parametrize(
+    ("index", "command_type"),
+    list(enumerate(e.type for e in catalog.entries() if e.kind == "command")),
+)
+async def test_every_command_type_routes_to_the_partition_of_its_slot(
+    amqp: Connection, index: int, command_type: str
 ) -> None:
+    spec = _processor_queues()
+    slot = (index * 7) % PARTITION_SLOTS  # spread over the slots, and so over the partitions
     async with amqp.channel(on_return_raises=True) as ch:
         exchange = await ch.get_exchange(COMMANDS_EXCHANGE, ensure=False)
         message_id = str(uuid.uuid4())
         key = catalog.entry(command_type).routing_key
-        await exchange.publish(Message(b"{}", message_id=message_id), key, mandatory=True)
-        queue = await ch.declare_queue(COMMAND_QUEUE, passive=True)
-        message = await _get(queue, message_id)
-        await message.ack()
-        assert message.routing_key == key
+        message = Message(b"{}", message_id=message_id, headers={PARTITION_HEADER: slot})
+        await exchange.publish(message, key, mandatory=True)
+    arrived = await consume_one(amqp, spec.queues[slot % spec.partitions], message_id)
+    assert arrived.routing_key == key
+
+
+async def test_a_command_without_a_slot_goes_to_the_first_partition(amqp: Connection) -> None:
+    spec = _processor_queues()
+    async with amqp.channel(on_return_raises=True) as ch:
+        exchange = await ch.get_exchange(COMMANDS_EXCHANGE, ensure=False)
+        message_id = str(uuid.uuid4())
+        await exchange.publish(
+            Message(b"{}", message_id=message_id), "CreateProject", mandatory=True
+        )
+    message = await consume_one(amqp, spec.queues[0], message_id)
+    assert message.routing_key == "CreateProject"
 
 
 async def test_consumer_queues_route_park_rejects_and_retry_after_delay(
@@ -190,10 +215,12 @@ async def test_hisho_exchanges_refuse_another_type_and_stay_as_they_were(
 ) -> None:
     with pytest.raises(TopologyConflictError, match=name):
         await declare_exchanges(channel, [(name, ExchangeType(wrong))])
-    await declare_topology(amqp)
+    await declare_all(amqp)
 
 
-def test_cli_topology_declares_and_reports_the_command_bindings() -> None:
+def test_cli_topology_declares_and_reports_every_consumer() -> None:
     result = CliRunner().invoke(app, ["topology"])
     assert result.exit_code == 0, result.output
-    assert f"{COMMAND_QUEUE} bound to" in result.output
+    names = ", ".join(CONSUMERS.names())
+    assert f"queues of {len(CONSUMERS.names())} consumers: {names}" in result.output
+    assert CONSUMER.name in CONSUMERS.names()
