@@ -82,6 +82,7 @@ def ingress_command() -> None:
 @app.command("processor")
 def processor_command() -> None:
     """Process commands from hisho.command_processor until SIGTERM/SIGINT (competing consumer)."""
-    from consumers import command_processor  # noqa: PLC0415  (each component imports its own)
+    from hisho import consumers  # noqa: PLC0415  (each component imports only its own code)
 
-    serve(command_processor.run)
+    processor = next(c for c in consumers.CONSUMERS if c.command == "processor")
+    serve_app(partial(consumers.run, processor), "processor")
