@@ -8,13 +8,18 @@ import signal
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from functools import partial
+from typing import TYPE_CHECKING
 
 import typer
 import uvloop
 
+from hisho import consumers
 from hisho.bootstrap import AppComponent, run_on_app
 from infra.logging import configure_logging
 from infra.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from infra.consumers import Consumer
 
 app = typer.Typer(help="Run one component in the foreground (for scaling out).")
 
@@ -79,10 +84,13 @@ def ingress_command() -> None:
     serve_app(ingress.run, "ingress")
 
 
-@app.command("processor")
-def processor_command() -> None:
-    """Process commands from hisho.command_processor until SIGTERM/SIGINT (competing consumer)."""
-    from hisho import consumers  # noqa: PLC0415  (each component imports only its own code)
+def _consumer_command(consumer: Consumer) -> Callable[[], None]:
+    def command() -> None:
+        serve_app(partial(consumers.run, consumer), consumer.command or consumer.name)
 
-    processor = next(c for c in consumers.CONSUMERS if c.command == "processor")
-    serve_app(partial(consumers.run, processor), "processor")
+    command.__doc__ = f"Run the {consumer.name} consumer until SIGTERM/SIGINT (any number may run)."
+    return command
+
+
+for _consumer in consumers.CONSUMERS:  # every registered consumer is a `hisho run` command
+    app.command(_consumer.command or _consumer.name)(_consumer_command(_consumer))
