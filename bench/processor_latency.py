@@ -622,6 +622,7 @@ def main(argv: list[str] | None = None) -> None:
         settings, HISHO_INGRESS_PORT=str(port), HISHO_INGRESS_RATE_LIMIT="100000000"
     )
     hisho_cli(env, "migrate")
+    hisho_cli(env, "topology")  # every consumer's queues, before any consumer runs
     _, token = cli_key(env, "commands:write", "state:read")
     measure: Callable[..., Coroutine[None, None, LatencyReport | StoryReport]] = (
         measure_latency if args.mix == "single" else measure_stories

@@ -102,6 +102,7 @@ async def test_a_client_never_sees_its_commands_decided_out_of_order_across_a_ki
         settings, HISHO_INGRESS_PORT=str(port), HISHO_INGRESS_RATE_LIMIT="100000000"
     )
     hisho_cli(env, "migrate")
+    hisho_cli(env, "topology")  # every consumer's queues, before any consumer runs
     _, token = cli_key(env, "commands:write", "state:read")
     (tmp_path / "first").mkdir()
     (tmp_path / "second").mkdir()
