@@ -14,20 +14,16 @@ from __future__ import annotations
 import itertools
 import json
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from infra.db.aggregate_ids import AggregateIdTakenError
 from infra.db.command_status import CommandStatus, status_from_row
-from infra.db.outbox import EnvelopeOutbox
-from infra.db.pg_uow import PgRows
-from infra.db.repositories import Aggregates
 from infra.db.tables import COMMAND_STATUS, CONSUMER_HELD
+from infra.db.unit_block import BlockUnitOfWork, UnitBlock
 from infra.db.uow import AlreadyAppliedError, ConcurrencyError, HeldError
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from events import Envelope, Message
     from infra.db.table import Table
     from infra.message_context import MessageContext
@@ -198,22 +194,16 @@ class FakeStateRows:
                 raise AggregateIdTakenError(kind, key, holders[key])
 
 
-class _Block:
+class _Block(UnitBlock[FakeInbox, FakeStateRows]):
     def __init__(self, uow: FakeUnitOfWork) -> None:
-        self.inbox = FakeInbox(uow.db.claimed)
-        self.states = FakeStateRows(uow.db.states)
-        self.aggregates = Aggregates(self.states)
-        self.outbox = EnvelopeOutbox(uow.clock)
-        self.rows = PgRows()  # rows kept for the commit, by table, as PostgreSQL's unit keeps them
-        self.guards: list[tuple[str, str, UUID]] = []
-        self.done = False
+        super().__init__(FakeInbox(uow.db.claimed), FakeStateRows(uow.db.states), uow.clock)
 
 
-class FakeUnitOfWork:
+class FakeUnitOfWork(BlockUnitOfWork[_Block]):
     """In-memory `UnitOfWork` over `db` (or over `rows`, aggregate states shared with others).
 
-    `envelopes`, `claimed`, `statuses` and `rows` show what was committed; `commits` counts
-    this unit's commits.
+    `envelopes`, `claimed`, `states` and `statuses` show what was committed; `commits`
+    counts this unit's commits.
     """
 
     def __init__(
@@ -224,11 +214,10 @@ class FakeUnitOfWork:
         rows: States | None = None,
         context: MessageContext | None = None,
     ) -> None:
+        super().__init__(context)
         self.clock = clock or FakeClock()
         self.db = db or FakeDatabase(rows)
-        self.context = context
         self.commits = 0
-        self._block: _Block | None = None
 
     @property
     def envelopes(self) -> list[Envelope[Message]]:
@@ -239,11 +228,6 @@ class FakeUnitOfWork:
     def claimed(self) -> set[tuple[str, UUID]]:
         """The committed inbox rows."""
         return self.db.claimed
-
-    @property
-    def rows(self) -> PgRows:
-        """Extra rows, in this block."""
-        return self._current().rows
 
     @property
     def states(self) -> States:
@@ -260,50 +244,11 @@ class FakeUnitOfWork:
         """The inbox, in this block."""
         return self._current().inbox
 
-    @property
-    def outbox(self) -> EnvelopeOutbox:
-        """The outbox, in this block."""
-        return self._current().outbox
+    async def _open(self) -> _Block:
+        return _Block(self)
 
-    @property
-    def aggregates(self) -> Aggregates:
-        """The repositories, in this block."""
-        return self._current().aggregates
-
-    async def save_aggregates(self, context: MessageContext) -> list[UUID]:
-        """Drain the touched aggregates' events into the outbox; keep their state rows."""
-        block = self._current()
-        return await block.aggregates.save(block.outbox, context)
-
-    def hold_guard(self, consumer: str, partition_key: str, message_id: UUID) -> None:
-        """Make the commit fail with `HeldError` behind a held row; it releases this one's."""
-        self._current().guards.append((consumer, partition_key, message_id))
-
-    async def __aenter__(self) -> Self:
-        if self._block is not None:
-            raise RuntimeError("this unit of work is already in use; make one per message")
-        self._block = _Block(self)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._current()
-        self._block = None
-
-    async def commit(self) -> None:
-        """Keep every write of this block at once, or raise as PostgreSQL's commit would."""
-        block = self._current()
-        if block.done:
-            raise RuntimeError("this block already committed or rolled back")
-        if self.context is not None:
-            await self.save_aggregates(self.context)
-        elif block.aggregates.pending:
-            raise RuntimeError("aggregates recorded events: set the unit's context to save them")
-        block.done = True
+    async def _write(self, block: _Block) -> None:
+        """Keep every write of `block` at once, or raise as PostgreSQL's statement would."""
         db = self.db
         applied = [claim for claim in block.inbox.claims if claim in db.claimed]
         if applied:
@@ -324,15 +269,3 @@ class FakeUnitOfWork:
         for consumer, _, message_id in block.guards:
             db.release(consumer, message_id)
         self.commits += 1
-
-    async def rollback(self) -> None:
-        """Discard every write of this block."""
-        self._current().done = True
-
-    def _current(self) -> _Block:
-        if self._block is None:
-            raise RuntimeError("use the unit of work inside `async with uow:`")
-        return self._block
-
-
-FakeAggregateUnitOfWork = FakeUnitOfWork  # the old name, until its last user moves

@@ -108,9 +108,6 @@ class PgCommandStatuses:
         return None if row is None else status_from_row(row)
 
 
-SqlCommandStatuses = PgCommandStatuses  # the old name, until its last reader moves
-
-
 def status_from_row(row: Mapping[Any, Any] | asyncpg.Record) -> CommandStatus:
     """A `command_status` row (SQLAlchemy mapping or asyncpg record) as a `CommandStatus`."""
     return CommandStatus(

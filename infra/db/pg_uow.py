@@ -19,28 +19,26 @@ before `commit()`; the commit drains the aggregates' remaining events with it.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from infra.clock import Clock, utc_now
 from infra.db.inbox import PgInbox
-from infra.db.outbox import PgOutbox
-from infra.db.repositories import LOAD_SQL, Aggregates
+from infra.db.repositories import LOAD_SQL
 from infra.db.state_tables import AGGREGATE_STATE
 from infra.db.statement import Changed, Writes, write
 from infra.db.tables import INBOX, OUTBOX
+from infra.db.unit_block import BlockUnitOfWork, UnitBlock
 
 if TYPE_CHECKING:
     import uuid
-    from types import TracebackType
 
     import asyncpg
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from infra.db.group_commit import GroupCommit
     from infra.db.group_load import GroupLoad
-    from infra.db.table import Table
     from infra.message_context import MessageContext
 
 
@@ -92,26 +90,8 @@ class PgStateRows:
         self.changed[key] = (aggregate_type, aggregate_id, read, version, json.dumps(state))
 
 
-class PgRows:
-    """`infra.db.uow.Rows` kept for the unit's statement, by table.
-
-    In a table with a conflict rule, a later row with the same key replaces an earlier one.
-    """
-
-    def __init__(self) -> None:
-        self.by_table: dict[Table, dict[Any, tuple[Any, ...]]] = {}
-
-    def add(self, table: Table, row: tuple[Any, ...]) -> None:
-        """Write `row` into `table` at commit, in the same statement."""
-        if len(row) != len(table.written):
-            raise ValueError(f"a {table.name} row has {len(table.written)} values: {table.written}")
-        kept = self.by_table.setdefault(table, {})
-        key = tuple(row[n] for n in table.key_positions) if table.key_positions else len(kept)
-        kept[key] = row
-
-
-class _Block:
-    """What one `async with` block keeps until its statement."""
+class _Block(UnitBlock[PgInbox, PgStateRows]):
+    """What one `async with` block keeps until its statement, and the connection it runs on."""
 
     def __init__(
         self,
@@ -120,15 +100,9 @@ class _Block:
         clock: Clock,
         loads: GroupLoad | None,
     ) -> None:
+        super().__init__(PgInbox(), PgStateRows(driver, loads), clock)
         self.connection = connection
         self.driver = driver
-        self.inbox = PgInbox()
-        self.states = PgStateRows(driver, loads)
-        self.aggregates = Aggregates(self.states)
-        self.outbox = PgOutbox(clock)
-        self.rows = PgRows()
-        self.guards: list[tuple[str, str, uuid.UUID]] = []
-        self.done = False
 
     def writes(self) -> Writes:
         """Everything the block keeps for its commit."""
@@ -139,7 +113,7 @@ class _Block:
         return Writes(inserts, list(self.states.changed.values()), self.guards)
 
 
-class PgUnitOfWork:
+class PgUnitOfWork(BlockUnitOfWork[_Block]):
     """`infra.db.uow.UnitOfWork` on a connection of `engine`'s pool, one statement at commit.
 
     `engine` may be a connection instead (a test's outer transaction): the statement then
@@ -156,45 +130,18 @@ class PgUnitOfWork:
         group: GroupCommit | None = None,
         loads: GroupLoad | None = None,
     ) -> None:
-        self.context = context  # the causing message's; the commit drains events with it
+        super().__init__(context)
         self._engine = engine
         self._clock = clock
         self._group = group  # shared by the units of one process: their commits go together
         self._loads = loads  # likewise their aggregate reads
-        self._block: _Block | None = None
 
     @property
     def inbox(self) -> PgInbox:
         """The optimistic inbox (the claim is written, and checked, at commit)."""
         return self._current().inbox
 
-    @property
-    def aggregates(self) -> Aggregates:
-        """The repositories of the open block."""
-        return self._current().aggregates
-
-    @property
-    def outbox(self) -> PgOutbox:
-        """The outbox rows kept for the commit."""
-        return self._current().outbox
-
-    @property
-    def rows(self) -> PgRows:
-        """Extra rows kept for the commit."""
-        return self._current().rows
-
-    async def save_aggregates(self, context: MessageContext) -> list[uuid.UUID]:
-        """Drain the touched aggregates' events into the outbox; keep their state rows."""
-        block = self._current()
-        return await block.aggregates.save(block.outbox, context)
-
-    def hold_guard(self, consumer: str, partition_key: str, message_id: uuid.UUID) -> None:
-        """Make the commit fail with `HeldError` behind a held row; it releases this one's."""
-        self._current().guards.append((consumer, partition_key, message_id))
-
-    async def __aenter__(self) -> Self:
-        if self._block is not None:
-            raise RuntimeError("this unit of work is already in use; make one per message")
+    async def _open(self) -> _Block:
         engine = self._engine
         connection = engine if isinstance(engine, AsyncConnection) else await engine.connect()
         try:
@@ -203,32 +150,13 @@ class PgUnitOfWork:
             if connection is not engine:
                 await connection.close()
             raise
-        self._block = _Block(connection, driver, self._clock, self._loads)
-        return self
+        return _Block(connection, driver, self._clock, self._loads)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        block, self._block = self._current(), None
+    async def _close(self, block: _Block) -> None:
         if block.connection is not self._engine:
             await block.connection.close()  # back to the pool; nothing uncommitted is on it
 
-    async def commit(self) -> None:
-        """Write everything kept, in one statement (or raise, having written nothing).
-
-        Events still pending on touched aggregates are drained first, with `context`.
-        """
-        block = self._current()
-        if block.done:
-            raise RuntimeError("this block already committed or rolled back")
-        if self.context is not None:
-            await self.save_aggregates(self.context)
-        elif block.aggregates.pending:
-            raise RuntimeError("aggregates recorded events: set the unit's context to save them")
-        block.done = True
+    async def _write(self, block: _Block) -> None:
         writes = block.writes()
         if not writes:
             return
@@ -236,15 +164,6 @@ class PgUnitOfWork:
             await write(block.driver, [writes])
         else:
             await self._group.commit(block.driver, writes)
-
-    async def rollback(self) -> None:
-        """Forget everything kept (nothing was written)."""
-        self._current().done = True
-
-    def _current(self) -> _Block:
-        if self._block is None:
-            raise RuntimeError("use the unit of work inside `async with uow:`")
-        return self._block
 
 
 async def _driver(connection: AsyncConnection) -> asyncpg.Connection:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from domain.aggregate import Aggregate
-from domain.errors import DomainError
+from domain.errors import UNPROCESSABLE, DomainError
 from domain.notification import Notification
 from domain.persona import Persona
 from domain.plan import Plan
@@ -43,7 +43,9 @@ A = TypeVar("A", bound=Aggregate)
 
 
 class AggregateNotFoundError(DomainError):
-    """A command names an aggregate that does not exist (`<type>-not-found`)."""
+    """A command names an aggregate that does not exist (`<type>-not-found`): input, 422."""
+
+    status = UNPROCESSABLE
 
     def __init__(self, aggregate_type: str, aggregate_id: uuid.UUID) -> None:
         super().__init__(f"{aggregate_type}-not-found", f"no {aggregate_type} {aggregate_id}")

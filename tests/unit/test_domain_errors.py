@@ -88,10 +88,6 @@ def test_a_domain_error_is_a_conflict_unless_it_says_otherwise() -> None:
     assert AggregateExistsError("plan", uuid4()).status == CONFLICT
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="infra/db/repositories.py: AggregateNotFoundError needs `status = UNPROCESSABLE`",
-)
 def test_an_unknown_aggregate_is_unprocessable() -> None:
     error = AggregateNotFoundError("plan", uuid4())
     assert (error.code, error.status) == ("plan-not-found", UNPROCESSABLE)

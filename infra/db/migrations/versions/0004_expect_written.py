@@ -1,6 +1,6 @@
 """`hisho_expect_written`: a statement that wrote fewer rows than meant fails as a whole.
 
-The command processor writes a command's effects in one statement (infra.db.command_unit).
+The command processor writes a command's effects in one statement (infra.db.statement).
 Rows of it that a concurrent writer left out make this function raise, so nothing of the
 statement is kept: an inbox row already there raises SQLSTATE `HS208` (already applied), a
 taken id or a moved-on version `HS409` (stale write).
