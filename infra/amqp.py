@@ -99,14 +99,9 @@ class AmqpConnection:
 
     async def close(self) -> None:
         """Stop connecting and close the connection."""
-        if self._connector is not None:
-            self._connector.cancel()
-            with contextlib.suppress(asyncio.CancelledError, *FAILURES):
-                await self._connector
+        await _cancel(self._connector)
         connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(*FAILURES):
-                await connection.close()
+        await _close(connection)
 
 
 class ConfirmedPublisher:
@@ -197,14 +192,22 @@ class ConfirmedPublisher:
 
     async def close(self) -> None:
         """Stop opening and close the channel (the connection is its owner's to close)."""
-        if self._opener is not None:
-            self._opener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, *FAILURES):
-                await self._opener
+        await _cancel(self._opener)
         channel, self._channel = self._channel, None
-        if channel is not None:
-            with contextlib.suppress(*FAILURES):
-                await channel.close()
+        await _close(channel)
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, *FAILURES):
+            await task
+
+
+async def _close(resource: AbstractRobustConnection | AbstractChannel | None) -> None:
+    if resource is not None:
+        with contextlib.suppress(*FAILURES):
+            await resource.close()
 
 
 class ConfirmStream:
