@@ -45,10 +45,10 @@ import uvloop
 
 from events import Actor, Envelope, Message, catalog
 from events.task import QueueTask, TaskRetried
-from hisho import bootstrap
+from hisho.bootstrap import ENGINE_OPTIONS
 from infra.consumers import Consumer
 from infra.consumers.router import consumer_broker, consumer_router, consumer_runner
-from infra.db.engine import GENERIC_PLANS, create_engine
+from infra.db.engine import create_engine
 from infra.db.group_commit import GroupCommit
 from infra.db.group_load import GroupLoad
 from infra.db.migrate import upgrade_to_head
@@ -74,14 +74,7 @@ PUBLISH_WINDOW = 500  # confirmed publishes in flight while pre-loading
 NAME, RAW = "bench_consumer", "bench_raw"
 OWN = "this process"
 ROUTING_KEY = catalog.entry_for(TaskRetried).routing_key
-# The processor's pool, as `hisho/bootstrap.py` sizes it (these values where it says nothing).
-ENGINE = {
-    "pool_size": 32,
-    "max_overflow": 0,
-    "pool_pre_ping": False,
-    "connect_args": {"server_settings": GENERIC_PLANS},
-    **getattr(bootstrap, "ENGINE_OPTIONS", {}).get("processor", {}),
-}
+ENGINE = ENGINE_OPTIONS["processor"]  # the processor's pool, as `hisho run` sizes it
 
 TASKS = Table(  # the consumer's projection: the latest retry of each task
     "bench_consumer_tasks",
