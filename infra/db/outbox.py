@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from events import Command, DomainEvent, Envelope, Message, catalog
@@ -23,14 +24,15 @@ if TYPE_CHECKING:
 
     from infra.message_context import MessageContext
 
-# The envelope's fields that are outbox columns (readers select these); the written columns
-# besides them address the row (`exchange`, `routing_key`).
+# The envelope's fields that are outbox columns (readers select these). A unit of work writes
+# those (without the relay's `position`), then the row's address.
 ENVELOPE_COLUMNS = tuple(name for name in OUTBOX.names if name in Envelope.model_fields)
-_ENVELOPE_WRITTEN = tuple(
-    (name, OUTBOX.column(name).type == "jsonb")
-    for name in OUTBOX.written
-    if name in ENVELOPE_COLUMNS
-)
+_FIELDS = tuple(name for name in OUTBOX.written if name in ENVELOPE_COLUMNS)
+_ADDRESS = ("exchange", "routing_key")
+if OUTBOX.written != (*_FIELDS, *_ADDRESS):  # pragma: no cover  (a description edited wrongly)
+    raise RuntimeError(f"outbox rows are the envelope's columns, then {_ADDRESS}")
+_GET_FIELDS = attrgetter(*_FIELDS)
+_JSON_FIELDS = tuple(n for n, name in enumerate(_FIELDS) if OUTBOX.column(name).type == "jsonb")
 
 
 def event_envelope(
@@ -88,14 +90,11 @@ def outbox_row(envelope: Envelope[Message]) -> tuple[Any, ...]:
     JSONB values are JSON text (asyncpg's connection carries SQLAlchemy's JSON codecs).
     """
     entry = catalog.entry(envelope.type)
-    values: dict[str, Any] = {
-        "exchange": EVENTS_EXCHANGE if entry.kind == "event" else COMMANDS_EXCHANGE,
-        "routing_key": entry.routing_key,
-    }
-    for name, is_json in _ENVELOPE_WRITTEN:
-        value = getattr(envelope, name)
-        values[name] = value.model_dump_json() if is_json else value
-    return tuple(values[name] for name in OUTBOX.written)
+    values = list(_GET_FIELDS(envelope))
+    for n in _JSON_FIELDS:
+        values[n] = values[n].model_dump_json()
+    exchange = EVENTS_EXCHANGE if entry.kind == "event" else COMMANDS_EXCHANGE
+    return (*values, exchange, entry.routing_key)
 
 
 def envelope_from_row(row: Mapping[Any, Any] | asyncpg.Record) -> Envelope[Message]:

@@ -59,7 +59,7 @@ class Conflict:
     allows: Allows | None = field(default=None, compare=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one object per table: hashed (a dict key) by identity
 class Table:
     """A table as its writers and readers see it."""
 
@@ -76,6 +76,11 @@ class Table:
     def written(self) -> tuple[str, ...]:
         """The columns an insert gives, in order: a row (`Rows.add`) is a tuple of these."""
         return tuple(column.name for column in self.columns if column.written)
+
+    @cached_property
+    def array_positions(self) -> tuple[int, ...]:
+        """Where the array columns are in a written row."""
+        return tuple(n for n, name in enumerate(self.written) if self.column(name).array)
 
     @cached_property
     def key_positions(self) -> tuple[int, ...]:
@@ -126,9 +131,8 @@ class Table:
         if not rows:
             return [[] for _ in self.written]
         columns = [list(values) for values in zip(*rows, strict=True)]
-        for n, name in enumerate(self.written):
-            if self.column(name).array:
-                columns[n] = [None if v is None else _literal(v) for v in columns[n]]
+        for n in self.array_positions:
+            columns[n] = [None if v is None else _literal(v) for v in columns[n]]
         return columns
 
     def select_list(self, names: Sequence[str], *, uuids_as_text: bool = False) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from infra.db.errors import AlreadyAppliedError, ConcurrencyError, HeldError
+from infra.db.repositories import EventSink
 
 __all__ = [
     "AlreadyAppliedError",
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     import uuid
     from types import TracebackType
 
-    from events import Command, DomainEvent, Envelope, Message
+    from events import Command, Envelope, Message
     from infra.db.repositories import Aggregates
     from infra.db.table import Table
     from infra.message_context import MessageContext
@@ -56,21 +57,13 @@ class Inbox(Protocol):
         ...
 
 
-class Outbox(Protocol):
-    """Collects the envelopes a unit of work will publish once it commits."""
+class Outbox(EventSink, Protocol):
+    """Collects the envelopes a unit of work will publish once it commits.
+
+    `add_event` (from `EventSink`) records a domain event and returns its envelope id.
+    """
 
     envelopes: list[Envelope[Message]]
-
-    async def add_event(
-        self,
-        event: DomainEvent,
-        *,
-        aggregate_id: uuid.UUID,
-        aggregate_version: int,
-        context: MessageContext,
-    ) -> uuid.UUID:
-        """Record a domain event; return its envelope id."""
-        ...
 
     async def add_command(self, command: Command, *, context: MessageContext) -> uuid.UUID:
         """Record a command to send; return its envelope id."""
