@@ -51,5 +51,10 @@ def resources(app: App) -> ConsumerResources:
 
 
 async def run(consumer: Consumer, app: App, stop: asyncio.Event) -> None:
-    """Run one registered consumer in this process until `stop` is set."""
+    """Run one registered consumer in this process until `stop` is set.
+
+    Its own queues are declared first (the same `declare_topology`, idempotent), so a
+    consumer started before `hisho topology` or `hisho up` still finds them.
+    """
+    await declare_topology(await app.amqp.connected(), [consumer.queue_spec()])
     await run_consumer(consumer, resources(app), stop)
