@@ -25,8 +25,8 @@ from infra.db.group_commit import GroupCommit
 from infra.db.group_load import GroupLoad
 from infra.db.pg_uow import PgUnitOfWork
 from infra.db.state_tables import aggregate_state
-from infra.db.tables import command_status, inbox, outbox
-from infra.db.uow import AlreadyAppliedError, ConcurrencyError
+from infra.db.tables import command_status, consumer_held, inbox, outbox
+from infra.db.uow import AlreadyAppliedError, ConcurrencyError, HeldError
 from infra.message_context import MessageContext
 from infra.topology import COMMAND_PROCESSOR
 from tests.command_scenarios import command_envelope
@@ -320,3 +320,35 @@ async def test_a_new_aggregate_with_another_types_id_is_refused_and_writes_nothi
             await unit.commit()
     assert (refused.value.aggregate_type, refused.value.holder) == ("plan", "project")
     assert await _written(engine, draft) == {"inbox": 0, "status": 0, "outbox": 0}
+
+
+async def test_a_held_unit_in_a_group_waits_while_the_others_commit(engine: AsyncEngine) -> None:
+    group = GroupCommit()
+    key, blocker, waiting = f"key-{uuid.uuid4()}", uuid.uuid4(), uuid.uuid4()
+    async with engine.begin() as conn:
+        await conn.execute(
+            consumer_held.insert().values(
+                consumer=COMMAND_PROCESSOR,
+                partition_key=key,
+                message_id=blocker,
+                parked=True,
+                reason="test",
+                body=b"{}",
+            )
+        )
+    project_id = await _created(engine)
+    change = _change(project_id, "b")
+    held, free = PgUnitOfWork(engine, group=group), PgUnitOfWork(engine, group=group)
+    async with held, free:
+        assert await held.inbox.claim(COMMAND_PROCESSOR, waiting)
+        held.hold_guard(COMMAND_PROCESSOR, key, waiting)
+        await _decide(free, change)
+        outcomes = await asyncio.gather(held.commit(), free.commit(), return_exceptions=True)
+    assert group.statements == 3  # the group, refused; then each unit alone
+    assert isinstance(outcomes[0], HeldError)
+    assert outcomes[0].blocker == blocker
+    assert outcomes[1] is None
+    assert await _written(engine, change) == {"inbox": 1, "status": 1, "outbox": 1}
+    query = select(func.count()).where(inbox.c.message_id == waiting)
+    async with engine.connect() as conn:
+        assert (await conn.execute(query)).scalar_one() == 0
