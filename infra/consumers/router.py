@@ -53,11 +53,14 @@ class Delivery:
     envelope: Envelope[Payload]
     body: bytes
     headers: Mapping[str, Any]
+    redelivered: bool
 
 
 async def decode_delivery(message: StreamMessage[Any]) -> Delivery:
     """FastStream decoder: the body through the catalog; a `ContractError` gets it parked."""
-    return Delivery(catalog.decode(message.body), message.body, message.headers or {})
+    raw: AbstractIncomingMessage = message.raw_message
+    envelope = catalog.decode(message.body)
+    return Delivery(envelope, message.body, message.headers or {}, bool(raw.redelivered))
 
 
 def policy_for(consumer: Consumer, runner: Runner | None = None) -> RuntimePolicy:
@@ -105,7 +108,9 @@ def consumer_router(runner: Runner) -> RabbitRouter:
 
         async def on_message(delivery: Delivery) -> None:
             """Adapt a delivery: decoded by the runtime, applied by the runner."""
-            await runner.deliver(delivery.envelope, delivery.body, delivery.headers)
+            await runner.deliver(
+                delivery.envelope, delivery.body, delivery.headers, redelivered=delivery.redelivered
+            )
 
         router.subscriber(
             RabbitQueue(name, declare=False),

@@ -96,9 +96,18 @@ class Runner:
         self.park_copy = park_copy
 
     async def deliver(
-        self, envelope: Envelope[Message], body: bytes, headers: Mapping[str, Any]
+        self,
+        envelope: Envelope[Message],
+        body: bytes,
+        headers: Mapping[str, Any],
+        *,
+        redelivered: bool = False,
     ) -> Outcome:
-        """Apply one delivered message (raises what the runtime should retry or park)."""
+        """Apply one delivered message (raises what the runtime should retry or park).
+
+        A re-driven or redelivered message of an ordered consumer may have been parked or held
+        before: once it is applied, the messages held behind it are released.
+        """
         with _tracer.start_as_current_span(
             f"{self.consumer.name} {envelope.type}",
             context=context_from_traceparent(envelope.traceparent),
@@ -111,8 +120,8 @@ class Runner:
                 outcome = await self.apply(envelope, key=key)
             except HeldError as held:
                 return await self._hold(envelope, key, body, headers, held)
-            if headers.get(REDRIVE_HEADER) == self.consumer.name:
-                await self.release(key)
+            if redelivered or headers.get(REDRIVE_HEADER) == self.consumer.name:
+                await self.release(key)  # it may have been held (or parked) before
             return outcome
 
     async def apply(self, envelope: Envelope[Message], *, key: str | None = None) -> Outcome:

@@ -46,14 +46,19 @@ def _runner(consumer: Consumer, db: FakeDatabase) -> Runner:
 
 
 async def _deliver(
-    runner: Runner, envelope: Envelope[Message], headers: Mapping[str, Any] | None = None
+    runner: Runner,
+    envelope: Envelope[Message],
+    headers: Mapping[str, Any] | None = None,
+    *,
+    redelivered: bool = False,
 ) -> Outcome | Settlement:
     """What the runtime middleware does with a delivery: retry, then settle (no broker)."""
     body = catalog.encode(envelope)
     assert runner.policy is not None
     try:
         return await call_with_retries(
-            lambda: runner.deliver(envelope, body, headers or {}), runner.policy
+            lambda: runner.deliver(envelope, body, headers or {}, redelivered=redelivered),
+            runner.policy,
         )
     except Exception as error:
         settlement = settlement_for(error, runner.policy, retries_done=0)
@@ -258,4 +263,17 @@ async def test_ordered_a_release_cut_short_goes_on_at_start() -> None:
     failures.poison.clear()
     await runner.apply(events[0], key=str(task))  # applied, then the process died: no release
     await runner.release_stuck()  # the next start
+    assert [message for message, _ in _effects(db)] == [event.id for event in events]
+
+
+async def test_ordered_a_redelivered_blocker_applied_without_a_redrive_releases_the_rest() -> None:
+    failures, db = Failures(), FakeDatabase()
+    runner = _runner(demo_consumer(failures, ordered=True), db)
+    task = uuid.uuid4()
+    events = [task_retried(task, n) for n in range(1, 4)]
+    failures.poison.add(events[0].id)
+    for event in events:  # 1 parked (its parking recorded, say, but not acknowledged), 2-3 held
+        await _deliver(runner, event)
+    failures.poison.clear()
+    assert await _deliver(runner, events[0], redelivered=True) is Outcome.APPLIED
     assert [message for message, _ in _effects(db)] == [event.id for event in events]
