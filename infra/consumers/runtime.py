@@ -142,7 +142,12 @@ def settlement_for(error: BaseException, policy: RuntimePolicy, retries_done: in
         reason = f"{name}: {error}"
         if key is not None:
             return Settlement("retry", RETRY_EXCHANGE, key, reason, name, queues.consumer)
-        reason = f"gave up after {retries_done} delayed retries: {reason}"
+        spent = (
+            f"{retries_done} delayed retries"
+            if queues.retry_delays_ms
+            else f"{policy.attempts} attempts"  # an ordered consumer retries in process only
+        )
+        reason = f"gave up after {spent}: {reason}"
     else:
         reason = f"unexpected error: {name}: {error}"
     key, reason = queues.parking_routing_key, reason[:_MAX_REASON]

@@ -244,7 +244,7 @@ async def test_a_command_failing_every_time_is_retried_in_process_then_parked_fa
     # Ordered: no delay queue (a later command of the plan would overtake it); the in-process
     # attempts, once, then parked.
     assert attempts[envelope.id] == CONSUMER.attempts
-    reason = "gave up after 0 delayed retries: ConnectionResetError: database went away"
+    reason = "gave up after 5 attempts: ConnectionResetError: database went away"
     assert headers_of(copy)[PARKED_REASON_HEADER] == reason
     assert RETRIES_HEADER not in headers_of(copy)
     assert status.problem is not None

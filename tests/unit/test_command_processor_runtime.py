@@ -95,7 +95,7 @@ def test_the_processor_also_retries_version_conflicts_in_process_then_parks() ->
         "hisho.dead",
         "command_processor",
     )
-    assert settled.reason == "gave up after 0 delayed retries: ConcurrencyError: plan moved on"
+    assert settled.reason == "gave up after 5 attempts: ConcurrencyError: plan moved on"
 
 
 async def test_the_processor_retries_a_conflict_in_process_up_to_its_attempts() -> None:
