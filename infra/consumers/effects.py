@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from infra.db.table import Column, Conflict, Table
+from infra.db.tables import CONSUMER_EFFECTS
 
 if TYPE_CHECKING:
     import uuid
@@ -30,19 +30,6 @@ if TYPE_CHECKING:
 
     from infra.db.uow import UnitOfWork
 
-EFFECTS = Table(
-    "consumer_effects",
-    (
-        Column("consumer", "text", nullable=False, primary_key=True),
-        Column("message_id", "uuid", nullable=False, primary_key=True),
-        Column("attempts", "int", nullable=False, written=False, default="1"),
-        Column("state", "text", nullable=False),
-        Column("outcome", "jsonb"),
-        Column("claimed_at", "timestamptz", nullable=False, written=False, default="now()"),
-        Column("done_at", "timestamptz", written=False),
-    ),
-    conflict=Conflict(key=("consumer", "message_id"), replace=True, touch=("done_at",)),
-)
 CLAIM_SQL = (
     "INSERT INTO consumer_effects (consumer, message_id, state) VALUES ($1, $2, 'started')"
     " ON CONFLICT (consumer, message_id) DO UPDATE"
@@ -88,4 +75,4 @@ def record_effect(
     uow: UnitOfWork, consumer: str, message_id: uuid.UUID, outcome: dict[str, Any]
 ) -> None:
     """Mark the effect `done` with its outcome, in the handler's unit."""
-    uow.rows.add(EFFECTS, (consumer, message_id, "done", json.dumps(outcome)))
+    uow.rows.add(CONSUMER_EFFECTS, (consumer, message_id, "done", json.dumps(outcome)))

@@ -140,6 +140,21 @@ CONSUMER_HELD = Table(
     ),
 )
 
+# External effects of consumers, claimed before and recorded after (`infra.consumers.effects`).
+CONSUMER_EFFECTS = Table(
+    "consumer_effects",
+    (
+        Column("consumer", "text", nullable=False, primary_key=True),
+        Column("message_id", "uuid", nullable=False, primary_key=True),
+        Column("attempts", "int", nullable=False, written=False, default="1"),
+        Column("state", "text", nullable=False),
+        Column("outcome", "jsonb"),
+        Column("claimed_at", "timestamptz", nullable=False, written=False, default="now()"),
+        Column("done_at", "timestamptz", written=False),
+    ),
+    conflict=Conflict(key=("consumer", "message_id"), replace=True, touch=("done_at",)),
+)
+
 _TYPES: dict[str, TypeEngine[Any]] = {
     "uuid": UUID(as_uuid=True),
     "text": Text(),
@@ -202,3 +217,4 @@ consumer_held = sql_table(
     CONSUMER_HELD,
     UniqueConstraint("consumer", "message_id", name="consumer_held_consumer_message_id_key"),
 )
+consumer_effects = sql_table(CONSUMER_EFFECTS)
