@@ -2,7 +2,7 @@
 
 The framework calls `record_parked` (the processor's `on_park` hook) before it publishes the
 parked copy and acknowledges the original, whatever the reason: a body the catalog refuses,
-an unexpected error, transient errors outlasting every delayed retry. The command's status
+an unexpected error, transient errors outlasting the in-process attempts. The command's status
 row becomes `failed` with an RFC 9457 problem naming the reason; `accepted_at` is kept (or
 set, for a command with no row yet). The row is written like any outcome (one statement,
 group commit), without an inbox row: a re-drive of the parked message is decided afresh, and
@@ -11,8 +11,9 @@ its `processed` or `rejected` replaces `failed`. A decided command is never mark
 
 The id is the body's `id` when the body is an envelope, else the AMQP `message_id` (the
 ingress sets it to the command id); a message with neither is parked unrecorded. If the row
-cannot be written, the runtime does not park the message yet (it waits in the last delay
-queue and comes back): no 202'd command stays `accepted` because its failure was lost.
+cannot be written, the framework does not park the message yet (the processor is ordered:
+it has no delay queue, so the message goes back to its partition and comes again): no 202'd
+command stays `accepted` because its failure was lost.
 """
 
 from __future__ import annotations
