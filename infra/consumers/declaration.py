@@ -153,9 +153,6 @@ class ConsumerRegistry:
     def __getitem__(self, name: str) -> Consumer:
         return self._by_name[name]
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._by_name
-
     def __iter__(self) -> Iterator[Consumer]:
         return iter(self._by_name.values())
 

@@ -38,7 +38,6 @@ async def redrive(
     consumer: Consumer,
     *,
     message_id: str | None = None,
-    limit: int | None = None,
 ) -> int:
     """Re-drive the consumer's parked messages (only `message_id`, if given); how many went.
 
@@ -53,7 +52,7 @@ async def redrive(
         else:
             target, routing_key = channel.default_exchange, spec.queue
         sent, skipped = 0, []
-        while limit is None or sent < limit:
+        while True:
             message = await parked.get(no_ack=False, fail=False)
             if message is None:
                 break
