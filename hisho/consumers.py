@@ -43,6 +43,7 @@ def resources(app: App) -> ConsumerResources:
     group, loads = GroupCommit(), GroupLoad()
     return ConsumerResources(
         amqp_url=app.settings.amqp,
+        connection=app.amqp.connected,
         publisher=app.publisher,
         unit=lambda: PgUnitOfWork(app.engine, clock=app.clock, group=group, loads=loads),
         held=PgHeldMessages(app.engine),

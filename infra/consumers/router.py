@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiormq import spec
 from faststream import AckPolicy
@@ -31,9 +31,10 @@ from infra.partitions import PartitionedQueues
 from infra.topology import DEAD_EXCHANGE
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
-    from aio_pika.abc import AbstractIncomingMessage
+    from aio_pika import RobustConnection
+    from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
     from faststream.message import StreamMessage
 
     from infra.amqp import ConfirmedPublisher
@@ -121,9 +122,50 @@ def consumer_router(runner: Runner) -> RabbitRouter:
     return router
 
 
-def consumer_broker(amqp_url: str, *routers: RabbitRouter) -> RabbitBroker:
-    """A broker for `routers`: quiet (structlog speaks), no argument casting, bounded stop."""
-    broker = RabbitBroker(amqp_url, logger=None, apply_types=False, graceful_timeout=SHUTDOWN_GRACE)
+class SharedConnectionBroker(RabbitBroker):
+    """A FastStream broker on the process's one AMQP connection, which it leaves open."""
+
+    def __init__(
+        self,
+        connection: Callable[[], Awaitable[AbstractRobustConnection]],
+        **options: Any,  # noqa: ANN401
+    ) -> None:
+        super().__init__(**options)
+        self._shared = connection
+
+    async def _connect(self) -> RobustConnection:
+        connection = cast("RobustConnection", await self._shared())
+        if self._channel is None:
+            self.config.connect(connection)
+            self._channel = await self.config.channel_manager.get_channel()
+        return connection
+
+    async def stop(self, *args: Any) -> None:  # noqa: ANN401
+        """Stop consuming and close the broker's channels; the connection is its owner's."""
+        self._connection = None
+        await super().stop(*args)
+
+
+def consumer_broker(
+    amqp_url: str,
+    *routers: RabbitRouter,
+    connection: Callable[[], Awaitable[AbstractRobustConnection]] | None = None,
+) -> RabbitBroker:
+    """A broker for `routers`: quiet (structlog speaks), no argument casting, bounded stop.
+
+    With `connection` (the process's: `App.amqp.connected`), it consumes on that connection;
+    else it opens its own to `amqp_url` (tests and benchmarks).
+    """
+    options: dict[str, Any] = {
+        "logger": None,
+        "apply_types": False,
+        "graceful_timeout": SHUTDOWN_GRACE,
+    }
+    broker = (
+        RabbitBroker(amqp_url, **options)
+        if connection is None
+        else SharedConnectionBroker(connection, url=amqp_url, **options)
+    )
     for router in routers:
         broker.include_router(router)
     return broker

@@ -1,9 +1,9 @@
 """Run one declared consumer until told to stop: what `hisho run <name>` does for a consumer.
 
-The composition root (`hisho.consumers`) gives it its resources: the broker URL, the
-process's confirmed publisher (it parks released messages that fail),
-a unit-of-work factory (PostgreSQL, with group commit and group load) and, for an ordered
-consumer, the store of held messages.
+The composition root (`hisho.consumers`) gives it its resources: the process's AMQP
+connection (FastStream consumes on it), its confirmed publisher (it parks released messages
+that fail), a unit-of-work factory (PostgreSQL, with group commit and group load) and, for
+an ordered consumer, the store of held messages.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from infra.readiness import notify_ready
 
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
+
+    from aio_pika.abc import AbstractRobustConnection
 
     from infra.amqp import ConfirmedPublisher
     from infra.consumers.declaration import Consumer
@@ -33,6 +35,7 @@ class ConsumerResources:
     """What a consumer runs with; the composition root builds it."""
 
     amqp_url: str
+    connection: Callable[[], Awaitable[AbstractRobustConnection]]  # the process's, once up
     publisher: ConfirmedPublisher
     unit: Callable[[], UnitOfWork]
     held: HeldMessages
@@ -50,7 +53,8 @@ async def run_consumer(
         publisher=resources.publisher,
         deps=resources.deps,
     )
-    broker = consumer_broker(resources.amqp_url, consumer_router(runner))
+    router = consumer_router(runner)
+    broker = consumer_broker(resources.amqp_url, router, connection=resources.connection)
     try:
         await broker.start()
         await runner.release_stuck()  # a release a crash cut short goes on
