@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import aio_pika
 import structlog
 
+from hisho.consumers import CONSUMERS, declare_all
 from hisho.run_status import status_path
 from hisho.stack_watch import StackWatch
 from hisho.supervisor import Supervisor, instances
@@ -37,9 +38,10 @@ from infra.stack.launcher import Stack
 from infra.telemetry import tracer_provider
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
+    from infra.consumers import ConsumerRegistry
     from infra.settings import Settings
 
 log = structlog.get_logger("hisho")
@@ -73,7 +75,7 @@ async def run_on_app(
 
 @contextlib.asynccontextmanager
 async def build_app(
-    settings: Settings, *, component: str, consumers: Mapping[str, Any] | None = None
+    settings: Settings, *, component: str, consumers: ConsumerRegistry = CONSUMERS
 ) -> AsyncIterator[App]:
     """The resources of a process running `component`; all closed on exit.
 
@@ -95,7 +97,7 @@ async def build_app(
             redis=redis,
             clock=utc_now,
             tracing=tracer_provider(f"hisho-{component}"),
-            consumers=consumers or {},
+            consumers=consumers,
         )
     finally:
         await publisher.close()
@@ -129,7 +131,6 @@ async def prepare(settings: Settings, prepared: Prepared, stop: asyncio.Event) -
 async def _declare_topology(settings: Settings) -> None:
     # Here, not at the top: `hisho run <component>` imports this module, and a component
     # imports only its own code (the registry imports every consumer).
-    from hisho.consumers import declare_all  # noqa: PLC0415
 
     connection = await aio_pika.connect(settings.amqp)
     try:

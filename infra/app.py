@@ -7,18 +7,17 @@ consumers, which sit below `hisho`, can name it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from opentelemetry.sdk.trace import TracerProvider
     from redis.asyncio import Redis
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from infra.amqp import AmqpConnection, ConfirmedPublisher
     from infra.clock import Clock
+    from infra.consumers import ConsumerRegistry
     from infra.settings import Settings
 
 
@@ -34,4 +33,4 @@ class App:
     redis: Redis  # fail-fast client (connects on first use)
     clock: Clock
     tracing: TracerProvider
-    consumers: Mapping[str, Any] = field(default_factory=dict)  # the consumer registry
+    consumers: ConsumerRegistry  # every registered consumer (`hisho.consumers.CONSUMERS`)
