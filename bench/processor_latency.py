@@ -44,9 +44,11 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -76,6 +78,15 @@ DRAIN_DEADLINE = 300.0
 TARGET_P99_MS = 50.0
 STORY_TARGET_P99_MS = 100.0  # POST -> first event, story mix at 200 commands/s
 EVENT = "POST -> first event"
+
+
+def _kind(error: str) -> str:
+    """An error without its story number and ids, to count alike errors together."""
+    return re.sub(r"story \d+|[0-9a-f]{8}-[0-9a-f-]{27}", "…", error)
+
+
+def _shorten(text: str, limit: int = 110) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _nearest(values: list[float], p: float) -> float:
@@ -490,6 +501,10 @@ class StoryReport:
             ("achieved rate (202/s)", f"{self.achieved_rate:.0f}"),
             ("stories / accepted commands", f"{self.stories} / {self.accepted}"),
             ("stories that broke off", f"{len(self.errors)}"),
+            *(
+                (f"  broke off ({n} like this)", _shorten(error))
+                for error, n in Counter(_kind(e) for e in self.errors).most_common(3)
+            ),
             ("status GETs per command", f"{self.status_reads / max(1, self.accepted):.2f}"),
             *((f"outcome: {name}", f"{n}") for name, n in sorted(self.outcomes.items())),
             (
