@@ -35,7 +35,6 @@ import statistics
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
@@ -43,7 +42,7 @@ import asyncpg
 import psutil
 import uvloop
 
-from events import Actor, Envelope, Message, catalog
+from events import Envelope, Message, catalog
 from events.task import QueueTask, TaskRetried
 from hisho.bootstrap import ENGINE_OPTIONS
 from infra.consumers import Consumer
@@ -60,6 +59,7 @@ from infra.settings import Settings, load_settings
 from infra.stack import Stack
 from infra.telemetry import tracer_provider
 from infra.topology import EVENTS_EXCHANGE, ConsumerQueues, declare_topology
+from tests.consumer_support import task_retried
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
@@ -125,24 +125,6 @@ class Part:
     rate: float  # messages/s
     cpu_us: dict[str, float]  # CPU microseconds per message, by process
     per_statement: float = 0.0  # framework: units per commit statement (group commit)
-
-
-def task_retried() -> Envelope[Message]:
-    """A `TaskRetried` of a task of its own, as the relay would publish it."""
-    task_id = uuid.uuid4()
-    return Envelope[Message](
-        id=uuid.uuid4(),
-        type="TaskRetried",
-        version=1,
-        occurred_at=datetime.now(UTC),
-        correlation_id=uuid.uuid4(),
-        causation_id=None,
-        actor=Actor.system("bench"),
-        aggregate_type="task",
-        aggregate_id=task_id,
-        aggregate_version=2,
-        data=TaskRetried(task_id=task_id, workflow_id=uuid.uuid4(), attempt=2),
-    )
 
 
 async def preload(channel: AbstractChannel, envelopes: list[Envelope[Message]]) -> None:
@@ -309,7 +291,7 @@ async def round_(
     bench: Bench, channel: AbstractChannel, n: int, raw_first: bool
 ) -> dict[str, Part]:
     """Pre-load `n` messages into both queues, consume each; verify the framework's effects."""
-    envelopes = [task_retried() for _ in range(n)]
+    envelopes = [task_retried(uuid.uuid4(), 1) for _ in range(n)]  # a task each
     await preload(channel, envelopes)
     ids = [envelope.id for envelope in envelopes]
     parts: dict[str, Part] = {}
