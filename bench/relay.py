@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench
 
 from bench import relay_latency as latencies
 from bench import relay_measure as measure
+from hisho.consumers import declare_all
 from infra.db.migrate import upgrade_to_head
 from infra.settings import Settings, load_settings
-from hisho.consumers import declare_all
 from infra.topology import EVENTS_EXCHANGE
 
 if TYPE_CHECKING:

@@ -21,7 +21,6 @@ from infra.db.table import Column, Conflict, Table
 from infra.db.tables import CONSUMER_HELD
 
 if TYPE_CHECKING:
-
     from infra.db.uow import UnitOfWork
     from tests.fakes import FakeDatabase
 

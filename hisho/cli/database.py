@@ -9,9 +9,9 @@ import aio_pika
 import typer
 from aiormq.exceptions import AMQPError
 
+from hisho.consumers import CONSUMERS, declare_all
 from infra.db.migrate import current_revision, downgrade, upgrade
 from infra.settings import Settings, load_settings
-from hisho.consumers import CONSUMERS, declare_all
 from infra.topology import TopologyError
 
 
