@@ -44,7 +44,7 @@ import uvloop
 
 from events import Envelope, Message, catalog
 from events.task import QueueTask, TaskRetried
-from hisho.bootstrap import ENGINE_OPTIONS
+from hisho.bootstrap import CONSUMER_ENGINE
 from infra.consumers import Consumer
 from infra.consumers.router import consumer_broker, consumer_router, consumer_runner
 from infra.db.engine import create_engine
@@ -74,7 +74,7 @@ PUBLISH_WINDOW = 500  # confirmed publishes in flight while pre-loading
 NAME, RAW = "bench_consumer", "bench_raw"
 OWN = "this process"
 ROUTING_KEY = catalog.entry_for(TaskRetried).routing_key
-ENGINE = ENGINE_OPTIONS["processor"]  # the processor's pool, as `hisho run` sizes it
+ENGINE = CONSUMER_ENGINE  # a consumer's pool, as `hisho run` sizes it
 
 TASKS = Table(  # the consumer's projection: the latest retry of each task
     "bench_consumer_tasks",

@@ -46,17 +46,18 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("hisho")
 
-# The PostgreSQL pool of each component. The processor: a connection per command in flight,
-# no pre-ping (a round trip per command; a dead connection fails once and is retried), and
-# generic plans (re-planning its commit statement cost more than executing it). The relay's
-# leader lock and marks are asyncpg sessions of their own; its engine stays unused.
+# The PostgreSQL pool of every consumer (the processor first): a connection per message in
+# flight, no pre-ping (a round trip per message; a dead connection fails once and is retried),
+# and generic plans (re-planning its commit statement cost more than executing it).
+CONSUMER_ENGINE: dict[str, Any] = {
+    "pool_size": 32,
+    "max_overflow": 0,
+    "pool_pre_ping": False,
+    "connect_args": {"server_settings": GENERIC_PLANS},
+}
+# The other components' pools. The relay's leader lock and marks are asyncpg sessions of
+# their own; its engine stays unused.
 ENGINE_OPTIONS: dict[str, dict[str, Any]] = {
-    "processor": {
-        "pool_size": 32,
-        "max_overflow": 0,
-        "pool_pre_ping": False,
-        "connect_args": {"server_settings": GENERIC_PLANS},
-    },
     "ingress": {"pool_size": 10, "connect_args": {"timeout": 2}},
     "relay": {"pool_size": 1, "max_overflow": 0},
 }
@@ -82,7 +83,9 @@ async def build_app(
     Nothing waits for a server here: the engine and Redis connect on first use, the broker
     connection in the background (a component may start while the broker is down).
     """
-    engine = create_engine(settings, **ENGINE_OPTIONS.get(component, {}))
+    runs_a_consumer = any(component == (c.command or c.name) for c in consumers)
+    options = CONSUMER_ENGINE if runs_a_consumer else ENGINE_OPTIONS.get(component, {})
+    engine = create_engine(settings, **options)
     amqp = AmqpConnection(settings.amqp)
     publisher = ConfirmedPublisher(amqp)
     redis = fail_fast_client(settings.redis, timeout=settings.ingress_redis_timeout)
@@ -129,9 +132,6 @@ async def prepare(settings: Settings, prepared: Prepared, stop: asyncio.Event) -
 
 
 async def _declare_topology(settings: Settings) -> None:
-    # Here, not at the top: `hisho run <component>` imports this module, and a component
-    # imports only its own code (the registry imports every consumer).
-
     connection = await aio_pika.connect(settings.amqp)
     try:
         await declare_all(connection)

@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from infra.db.engine import driver_of
 from infra.db.tables import CONSUMER_EFFECTS
 
 if TYPE_CHECKING:
@@ -63,9 +64,8 @@ class PgEffects:
     async def claim(self, consumer: str, message_id: uuid.UUID) -> EffectClaim:
         """Insert (or count again) the claim, committed before the effect starts."""
         async with self._engine.connect() as connection:
-            raw = await connection.get_raw_connection()
-            driver: Any = raw.driver_connection
-            row = await driver.fetchrow(CLAIM_SQL, consumer, message_id)
+            row = await (await driver_of(connection)).fetchrow(CLAIM_SQL, consumer, message_id)
+        assert row is not None  # an upsert returning its row always has one
         return EffectClaim(
             key=str(message_id), attempt=row["attempts"], done=row["state"] == "done"
         )

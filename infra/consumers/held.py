@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from infra.db.engine import driver_of
+
 if TYPE_CHECKING:
     import uuid
     from collections.abc import Mapping
@@ -100,7 +102,7 @@ class PgHeldMessages:
     async def head(self, consumer: str, key: str) -> HeldMessage | None:
         """The first message held for `key`, or None."""
         async with self._engine.connect() as connection:
-            driver = await _driver(connection)
+            driver = await driver_of(connection)
             row = await driver.fetchrow(HEAD_SQL, consumer, key)
         if row is None:
             return None
@@ -116,7 +118,7 @@ class PgHeldMessages:
     async def stuck_keys(self, consumer: str) -> list[str]:
         """Keys whose head is held but not parked."""
         async with self._engine.connect() as connection:
-            driver = await _driver(connection)
+            driver = await driver_of(connection)
             rows = await driver.fetch(STUCK_SQL, consumer)
         return [row["partition_key"] for row in rows if not row["parked"]]
 
@@ -126,12 +128,5 @@ class PgHeldMessages:
 
     async def _execute(self, sql: str, *args: Any) -> None:  # noqa: ANN401
         async with self._engine.connect() as connection:
-            driver = await _driver(connection)
+            driver = await driver_of(connection)
             await driver.execute(sql, *args)
-
-
-async def _driver(connection: Any) -> Any:  # noqa: ANN401  (SQLAlchemy's AsyncConnection)
-    raw = await connection.get_raw_connection()
-    if raw.driver_connection is None:  # pragma: no cover  (a checked-out connection has one)
-        raise RuntimeError("the pooled connection has no driver connection")
-    return raw.driver_connection

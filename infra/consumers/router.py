@@ -22,8 +22,6 @@ from events import Envelope, catalog
 from events import Message as Payload
 from infra.consumers.runner import Runner
 from infra.consumers.runtime import (
-    RuntimePolicy,
-    is_retryable,
     runtime_middleware,
     settled_headers,
 )
@@ -64,24 +62,6 @@ async def decode_delivery(message: StreamMessage[Any]) -> Delivery:
     return Delivery(envelope, message.body, message.headers or {}, bool(raw.redelivered))
 
 
-def policy_for(consumer: Consumer, runner: Runner | None = None) -> RuntimePolicy:
-    """The runtime policy of a consumer: its queues, attempts, transient rule, park hooks."""
-    policy = RuntimePolicy(
-        queues=consumer.queue_spec(),
-        attempts=consumer.attempts,
-        transient=consumer.transient or is_retryable,
-    )
-    if runner is None or (consumer.ordered is None and consumer.on_park is None):
-        return policy
-
-    async def parking(raw: AbstractIncomingMessage, settlement: Settlement) -> None:
-        await runner.parking(
-            raw.body, raw.headers or {}, raw.message_id, raw.routing_key, settlement
-        )
-
-    return replace(policy, on_park=parking)
-
-
 def consumer_runner(
     consumer: Consumer,
     unit: Callable[[], UnitOfWork],
@@ -92,7 +72,6 @@ def consumer_runner(
 ) -> Runner:
     """The runner of a consumer; `publisher` parks released messages that fail."""
     runner = Runner(consumer, unit, held=held, deps=deps)
-    runner.policy = policy_for(consumer, runner)
     if publisher is not None:
         runner.park_copy = partial(_park_copy, publisher, consumer.name)
     return runner
@@ -100,8 +79,8 @@ def consumer_runner(
 
 def consumer_router(runner: Runner) -> RabbitRouter:
     """The router of `runner`'s consumer: one subscriber per queue it reads."""
-    consumer, policy = runner.consumer, runner.policy or policy_for(runner.consumer, runner)
-    router = RabbitRouter(middlewares=[runtime_middleware(policy)])
+    consumer = runner.consumer
+    router = RabbitRouter(middlewares=[runtime_middleware(runner.policy)])
     queues = consumer.queue_spec()
     names = queues.queues if isinstance(queues, PartitionedQueues) else (queues.queue,)
     prefetch = 1 if consumer.ordered is not None else consumer.prefetch

@@ -19,6 +19,7 @@ The layers, one concern each (the retry → delay → parking layer wraps them a
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 from enum import StrEnum
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from infra.consumers.runtime import (
     RuntimePolicy,
     Settlement,
     call_with_retries,
+    is_retryable,
     settlement_for,
 )
 from infra.db.uow import AlreadyAppliedError, HeldError
@@ -45,6 +47,8 @@ from infra.telemetry import context_from_traceparent
 if TYPE_CHECKING:
     import uuid
     from collections.abc import Awaitable, Callable, Mapping
+
+    from aio_pika.abc import AbstractIncomingMessage
 
     from events import Envelope, Message
     from infra.consumers.declaration import Consumer
@@ -74,7 +78,6 @@ class Runner:
         unit: Callable[[], UnitOfWork],
         *,
         held: HeldMessages | None = None,
-        policy: RuntimePolicy | None = None,
         park_copy: Callable[[bytes, Mapping[str, Any], Settlement], Awaitable[None]] | None = None,
         deps: Mapping[str, Any] | None = None,
     ) -> None:
@@ -92,7 +95,7 @@ class Runner:
         self.consumer = consumer
         self.unit = unit
         self.held = held
-        self.policy = policy
+        self.policy = policy_for(consumer, self)
         self.park_copy = park_copy
 
     async def deliver(
@@ -197,7 +200,7 @@ class Runner:
             if head.parked:
                 break
             try:
-                outcome = await _retried(
+                outcome = await call_with_retries(
                     partial(self.apply, catalog.decode(head.body), key=key), self.policy
                 )
             except Exception as error:  # noqa: BLE001  (parked, the others stay held)
@@ -222,9 +225,7 @@ class Runner:
         error: Exception,
     ) -> None:
         assert self.held is not None
-        settlement = (
-            settlement_for(error, self.policy, retries_done=0) if self.policy else _parked(error)
-        )
+        settlement = settlement_for(error, self.policy, retries_done=0)
         await self.parking(body, headers, str(message_id), None, settlement)
         if self.park_copy is not None:
             await self.park_copy(body, headers, settlement)
@@ -276,10 +277,19 @@ def _injected(
     return {name: deps[name] for name in wanted}
 
 
-def _parked(error: Exception) -> Settlement:
-    name = type(error).__name__
-    return Settlement("park", "", "", f"unexpected error: {name}: {error}", name, "")
+def policy_for(consumer: Consumer, runner: Runner | None = None) -> RuntimePolicy:
+    """The runtime policy of a consumer: its queues, attempts, transient rule, park hooks."""
+    policy = RuntimePolicy(
+        queues=consumer.queue_spec(),
+        attempts=consumer.attempts,
+        transient=consumer.transient or is_retryable,
+    )
+    if runner is None or (consumer.ordered is None and consumer.on_park is None):
+        return policy
 
+    async def parking(raw: AbstractIncomingMessage, settlement: Settlement) -> None:
+        await runner.parking(
+            raw.body, raw.headers or {}, raw.message_id, raw.routing_key, settlement
+        )
 
-async def _retried(call: Callable[[], Awaitable[Outcome]], policy: RuntimePolicy | None) -> Outcome:
-    return await (call() if policy is None else call_with_retries(call, policy))
+    return replace(policy, on_park=parking)

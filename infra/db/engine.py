@@ -8,6 +8,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
 if TYPE_CHECKING:
+    import asyncpg
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
     from infra.settings import Settings
 
 
@@ -32,3 +35,11 @@ def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:  # noqa:
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Make sessions that keep loaded values after commit (units of work read ids afterwards)."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def driver_of(connection: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under a checked-out one (fixed SQL runs there, prepared once)."""
+    driver: asyncpg.Connection | None = (await connection.get_raw_connection()).driver_connection
+    if driver is None:  # pragma: no cover  (a checked-out connection has one)
+        raise RuntimeError("the pooled connection has no driver connection")
+    return driver

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from infra.clock import Clock, utc_now
+from infra.db.engine import driver_of
 from infra.db.inbox import PgInbox
 from infra.db.repositories import LOAD_SQL
 from infra.db.state_tables import AGGREGATE_STATE
@@ -172,9 +173,7 @@ async def _driver(connection: AsyncConnection) -> asyncpg.Connection:
     Inside a caller's transaction, one statement first makes that transaction real
     (SQLAlchemy's driver opens it lazily), so the commit statement runs inside it.
     """
-    driver: asyncpg.Connection | None = (await connection.get_raw_connection()).driver_connection
-    if driver is None:  # pragma: no cover  (a checked-out connection has one)
-        raise RuntimeError("the pooled connection has no driver connection")
+    driver = await driver_of(connection)
     if connection.in_transaction() and not driver.is_in_transaction():
         await connection.exec_driver_sql("SELECT 1")
     return driver

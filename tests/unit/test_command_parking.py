@@ -17,7 +17,6 @@ from events.catalog import partition_key
 from events.envelope import body_sha256
 from events.project import ApprovalPolicy, CreateProject
 from infra.consumers import Runner
-from infra.consumers.router import policy_for
 from infra.consumers.runtime import RuntimePolicy, Settlement, before_parking, settlement_for
 from infra.db.command_status import CommandState
 from infra.topology import ConsumerQueues
@@ -49,11 +48,7 @@ def incoming(body: bytes, message_id: str | None = None) -> AbstractIncomingMess
 
 def processor(uow: FakeUnitOfWork) -> Runner:
     """The processor's runner over `uow` (its `on_park` is `record_parked`)."""
-    runner = Runner(
-        CONSUMER, lambda: uow, held=FakeHeldMessages(uow.db), deps={"clock": FakeClock()}
-    )
-    runner.policy = policy_for(CONSUMER, runner)
-    return runner
+    return Runner(CONSUMER, lambda: uow, held=FakeHeldMessages(uow.db), deps={"clock": FakeClock()})
 
 
 def park(reason: str = "unexpected error: KeyError: 'x'") -> Settlement:

@@ -21,7 +21,6 @@ from events.plan import AiStep, ApprovePlan, DraftPlan, HumanStep, SubmitPlan
 from events.project import ApprovalPolicy, CreateProject, ProjectCreated
 from events.workflow import BeginExecution, CancelWorkflow, StartWorkflow
 from infra.consumers import Outcome, Runner
-from infra.consumers.router import policy_for
 from infra.consumers.runtime import call_with_retries
 from infra.db.command_status import CommandState
 from infra.db.repositories import AggregateExistsError, AggregateNotFoundError, ConcurrencyError
@@ -43,9 +42,7 @@ if TYPE_CHECKING:
 
 def processor_runner(db: FakeDatabase, unit: Callable[[], UnitOfWork]) -> Runner:
     """The processor's runner over fakes, with its policy (retries, parking hooks)."""
-    runner = Runner(CONSUMER, unit, held=FakeHeldMessages(db), deps={"clock": FakeClock()})
-    runner.policy = policy_for(CONSUMER, runner)
-    return runner
+    return Runner(CONSUMER, unit, held=FakeHeldMessages(db), deps={"clock": FakeClock()})
 
 
 class FakeDriver:
@@ -62,7 +59,6 @@ class FakeDriver:
             held=FakeHeldMessages(self.uow.db),
             deps={"clock": lambda: self.uow.clock()},  # noqa: PLW0108  (the current unit's)
         )
-        self.runner.policy = policy_for(CONSUMER, self.runner)
         self.outcomes: list[Outcome] = []
 
     async def send(self, envelope: Envelope[Message]) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import exc as sa_exc
 
 from consumers.command_processor import CONSUMER
 from events import InvalidMessageError, UnknownMessageTypeError
-from infra.consumers.router import policy_for
+from infra.consumers.runner import policy_for
 from infra.consumers.runtime import (
     RuntimePolicy,
     call_with_retries,

@@ -18,7 +18,6 @@ from events import Envelope, catalog
 from events.plan import SubmitPlan
 from events.task import TaskRetried
 from infra.consumers import Consumer, ConsumerRegistry, Outcome, Runner
-from infra.consumers.router import policy_for
 from infra.consumers.runner import REDRIVE_HEADER
 from infra.consumers.runtime import Settlement, call_with_retries, settlement_for
 from infra.partitions import PartitionedQueues
@@ -40,9 +39,7 @@ if TYPE_CHECKING:
 
 
 def _runner(consumer: Consumer, db: FakeDatabase) -> Runner:
-    runner = Runner(consumer, lambda: FakeUnitOfWork(db=db), held=FakeHeldMessages(db))
-    runner.policy = policy_for(consumer, runner)
-    return runner
+    return Runner(consumer, lambda: FakeUnitOfWork(db=db), held=FakeHeldMessages(db))
 
 
 async def _deliver(
