@@ -29,7 +29,7 @@ import structlog
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     import aiormq
     from aio_pika.abc import AbstractChannel, AbstractRobustConnection
@@ -82,20 +82,13 @@ class AmqpConnection:
         return self._connection
 
     async def _connect_until_done(self) -> None:
-        while True:
-            try:
-                async with asyncio.timeout(CONNECT_TIMEOUT):
-                    self._connection = await aio_pika.connect_robust(
-                        self._url,
-                        reconnect_interval=self._reconnect_interval,
-                        timeout=CONNECT_TIMEOUT,
-                    )
-            except FAILURES as exc:
-                log.warning("broker not reachable yet", error=describe(exc))
-                await asyncio.sleep(self._reconnect_interval)
-            else:
-                self._connected.set()
-                return
+        async def connect() -> None:
+            self._connection = await aio_pika.connect_robust(
+                self._url, reconnect_interval=self._reconnect_interval, timeout=CONNECT_TIMEOUT
+            )
+
+        await _until_done(connect, self._reconnect_interval, "broker not reachable yet")
+        self._connected.set()
 
     async def close(self) -> None:
         """Stop connecting and close the connection."""
@@ -130,22 +123,16 @@ class ConfirmedPublisher:
 
     async def _open_until_done(self, exchanges: tuple[str, ...]) -> None:
         connection = await self._connection.connected()
-        while True:
-            try:
-                async with asyncio.timeout(CONNECT_TIMEOUT):
-                    if exchanges:
-                        async with connection.channel(publisher_confirms=False) as probe:
-                            for name in exchanges:  # declared? (topology is not ours to make)
-                                await probe.get_exchange(name, ensure=True)
-                    self._channel = await connection.channel(
-                        publisher_confirms=True, on_return_raises=True
-                    )
-            except FAILURES as exc:
-                log.warning("broker not ready for publishing yet", error=describe(exc))
-                await asyncio.sleep(self._retry_interval)
-            else:
-                self._open.set()
-                return
+
+        async def open_channel() -> None:
+            if exchanges:
+                async with connection.channel(publisher_confirms=False) as probe:
+                    for name in exchanges:  # declared? (topology is not ours to make)
+                        await probe.get_exchange(name, ensure=True)
+            self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+
+        await _until_done(open_channel, self._retry_interval, "broker not ready for publishing yet")
+        self._open.set()
 
     async def publish(
         self,
@@ -249,3 +236,18 @@ class ConfirmStream:
 
     def _release(self, _: asyncio.Future[Any]) -> None:
         self._slots.release()
+
+
+async def _until_done(
+    attempt: Callable[[], Awaitable[None]], interval: float, waiting: str
+) -> None:
+    """Run `attempt` (each within `CONNECT_TIMEOUT`) until it succeeds, `interval` s apart."""
+    while True:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await attempt()
+        except FAILURES as exc:
+            log.warning(waiting, error=describe(exc))
+            await asyncio.sleep(interval)
+        else:
+            return
