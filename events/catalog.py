@@ -150,10 +150,18 @@ def partition_key(envelope: Envelope[Message]) -> str:
 def stored_partition_key(
     message_type: str, aggregate_id: str | None, data: dict[str, Any], message_id: str
 ) -> str:
-    """`partition_key` of a stored message (an outbox row: ids as text, data as JSON)."""
-    entry = catalog.entry(message_type)
-    if entry.kind == "command":
-        return str(uuid.UUID(str(data[next(iter(entry.model.model_fields))])))
+    """`partition_key` of a stored message (an outbox row: ids as text, data as JSON).
+
+    It never fails, so no stored row can stop whoever routes it (the relay): a type this build
+    does not know (a newer producer's), or a command whose target cannot be read, is keyed as
+    an event is, by its aggregate, else its own id.
+    """
+    try:
+        entry = catalog.entry(message_type)
+        if entry.kind == "command":
+            return str(uuid.UUID(str(data[next(iter(entry.model.model_fields))])))
+    except (UnknownMessageTypeError, LookupError, ValueError, TypeError):
+        pass
     return aggregate_id or message_id
 
 

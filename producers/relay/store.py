@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from events.catalog import stored_partition_key
-from events.errors import UnknownMessageTypeError
 from infra.db.tables import CHAIN_COLUMNS, OUTBOX
 from infra.eventlog.chain import GENESIS, canonical_bytes, link_hash
 
@@ -97,22 +96,10 @@ def _chained(row: asyncpg.Record, position: int, prev_hash: bytes, body: bytes) 
         aggregate_type=row["aggregate_type"],
         aggregate_id=row["aggregate_id"],
         aggregate_version=row["aggregate_version"],
-        partition_key=_partition_key(row),
-    )
-
-
-def _partition_key(row: asyncpg.Record) -> str:
-    """The row's partition key; never fails, so no row can stop the relay.
-
-    A type this build does not know (a newer producer's, a test's), or a command whose
-    target cannot be read, is keyed as an event is: by its aggregate, else its own id.
-    """
-    try:
-        return stored_partition_key(
+        partition_key=stored_partition_key(
             row["type"], row["aggregate_id"], _document(row["data"]), row["id"]
-        )
-    except (UnknownMessageTypeError, LookupError, ValueError, TypeError):
-        return str(row["aggregate_id"] or row["id"])
+        ),
+    )
 
 
 def _document(data: Any) -> dict[str, Any]:  # noqa: ANN401  (JSONB: decoded, or its text)

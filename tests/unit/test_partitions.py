@@ -56,3 +56,17 @@ def test_a_bad_declaration_is_refused(
 ) -> None:
     with pytest.raises(ValueError, match=r"consumer name|routing pattern|partitions"):
         PartitionedQueues(consumer=consumer, bindings=bindings, partitions=partitions)
+
+
+def test_a_stored_message_is_keyed_by_its_target_or_aggregate_and_never_fails() -> None:
+    from events.catalog import stored_partition_key  # noqa: PLC0415
+
+    plan, event_id = "6f1c9b1e-0000-4000-8000-000000000001", "6f1c9b1e-0000-4000-8000-0000000000aa"
+    assert stored_partition_key("SubmitPlan", None, {"plan_id": plan}, event_id) == plan
+    assert stored_partition_key("PlanSubmitted", plan, {}, event_id) == plan
+    # A type this build does not know, or a command whose target cannot be read: by its
+    # aggregate, else its own id (a row the relay cannot route must not stop it).
+    assert stored_partition_key("FromTheFuture", plan, {}, event_id) == plan
+    assert stored_partition_key("FromTheFuture", None, {}, event_id) == event_id
+    assert stored_partition_key("SubmitPlan", None, {"plan_id": "nope"}, event_id) == event_id
+    assert stored_partition_key("SubmitPlan", None, {}, event_id) == event_id
