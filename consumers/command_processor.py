@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 from consumers import command_handlers, workflow_handlers
 from consumers.parked_commands import record_parked
-from domain.errors import DomainError
 from events import Command, Envelope, InvalidMessageError, Message
 from events.envelope import body_sha256
 from infra.consumers import Consumer, Ordered
@@ -35,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
+    from domain.errors import DomainError
     from infra.clock import Clock
     from infra.db.repositories import Aggregates
     from infra.db.uow import UnitOfWork
@@ -73,10 +73,9 @@ async def handle_command(envelope: Envelope[Message], uow: UnitOfWork, *, clock:
     _record(uow, envelope, CommandState.PROCESSED, event_ids=event_ids)
 
 
-async def record_rejected(envelope: Envelope[Message], uow: UnitOfWork, error: Exception) -> None:
+async def record_rejected(envelope: Envelope[Message], uow: UnitOfWork, error: DomainError) -> None:
     """The refusal, committed with the inbox row by the framework."""
-    problem = problem_for(error) if isinstance(error, DomainError) else None
-    _record(uow, envelope, CommandState.REJECTED, problem=problem)
+    _record(uow, envelope, CommandState.REJECTED, problem=problem_for(error))
 
 
 # 3. The declaration: the framework derives queues, router, retries, parking and order.

@@ -39,6 +39,7 @@ from infra.topology import (
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator, Mapping
 
+    from domain.errors import DomainError
     from events import Envelope
     from infra.consumers.runtime import Settlement
     from infra.db.uow import UnitOfWork
@@ -51,7 +52,7 @@ Handler: TypeAlias = "Callable[..., Awaitable[None]]"
 ParkHook: TypeAlias = "Callable[[Parked, UnitOfWork], Awaitable[None]]"
 # Called in a fresh unit (inbox claimed) when the handler or the commit refused with a
 # `DomainError`: what the consumer records of the refusal (the processor: `rejected`).
-RejectHook: TypeAlias = "Callable[[Envelope[Any], UnitOfWork, Exception], Awaitable[None]]"
+RejectHook: TypeAlias = "Callable[[Envelope[Any], UnitOfWork, DomainError], Awaitable[None]]"
 QueueSpec: TypeAlias = ConsumerQueues | PartitionedQueues
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")

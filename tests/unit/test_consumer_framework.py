@@ -196,7 +196,7 @@ async def test_a_refusal_is_recorded_with_the_inbox_claim_and_decided_once() -> 
         uow.rows.add(DEMO_EFFECTS, (envelope.id, "written"))
         raise DomainError("demo-refused", "no")
 
-    async def on_reject(envelope: Envelope[Any], uow: UnitOfWork, error: Exception) -> None:
+    async def on_reject(envelope: Envelope[Any], uow: UnitOfWork, error: DomainError) -> None:
         refused.append(envelope.id)
         uow.rows.add(DEMO_EFFECTS, (envelope.id, f"refused: {error}"))
 
