@@ -178,4 +178,6 @@ def _probe(key: str, position: int) -> ChainedEvent:
         aggregate_id=event_id,
         aggregate_version=1,
         partition_key=event_id,
+        kind="event",
+        project_id=None,
     )

@@ -92,6 +92,8 @@ async def chained_events(db: asyncpg.Connection, after: int, count: int) -> list
             aggregate_id=str(row["aggregate_id"]),
             aggregate_version=row["aggregate_version"],
             partition_key=str(row["aggregate_id"] or row["id"]),
+            kind=row["kind"],
+            project_id=None if row["project_id"] is None else str(row["project_id"]),
         )
         for row in await db.fetch(_ROWS, after, count)
     ]

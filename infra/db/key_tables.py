@@ -19,3 +19,13 @@ api_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("revoked_at", DateTime(timezone=True)),
 )
+
+# JWT ids refused until they expire (`hisho tokens revoke`); Redis keeps a copy for the hot path.
+revoked_tokens = Table(
+    "revoked_tokens",
+    metadata,
+    Column("jti", Text, primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("revoked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 # those (without the relay's `position`), then the row's address.
 ENVELOPE_COLUMNS = tuple(name for name in OUTBOX.names if name in Envelope.model_fields)
 _FIELDS = tuple(name for name in OUTBOX.written if name in ENVELOPE_COLUMNS)
-_ADDRESS = ("exchange", "routing_key")
+_ADDRESS = ("exchange", "routing_key", "kind", "project_id")
 if OUTBOX.written != (*_FIELDS, *_ADDRESS):  # pragma: no cover  (a description edited wrongly)
     raise RuntimeError(f"outbox rows are the envelope's columns, then {_ADDRESS}")
 _GET_FIELDS = attrgetter(*_FIELDS)
@@ -87,6 +87,8 @@ def _envelope(
 def outbox_row(envelope: Envelope[Message]) -> tuple[Any, ...]:
     """The outbox row of an envelope (`OUTBOX.written`), addressed by the catalog.
 
+    Its `kind` is the catalog's; its `project_id` the payload's field of that name, if any.
+
     JSONB values are JSON text (asyncpg's connection carries SQLAlchemy's JSON codecs).
     """
     entry = catalog.entry(envelope.type)
@@ -94,7 +96,8 @@ def outbox_row(envelope: Envelope[Message]) -> tuple[Any, ...]:
     for n in _JSON_FIELDS:
         values[n] = values[n].model_dump_json()
     exchange = EVENTS_EXCHANGE if entry.kind == "event" else COMMANDS_EXCHANGE
-    return (*values, exchange, entry.routing_key)
+    project_id = getattr(envelope.data, "project_id", None)
+    return (*values, exchange, entry.routing_key, entry.kind, project_id)
 
 
 def envelope_from_row(row: Mapping[Any, Any] | asyncpg.Record) -> Envelope[Message]:

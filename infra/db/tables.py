@@ -43,7 +43,9 @@ metadata = MetaData()
 # The outbox. Once a row is published it *is* the event log: never updated again.
 # `seq` is the insert order (used to claim); `position` is the gap-free log order, written
 # only by the relay; `prev_hash`/`hash` chain every row to the one before it. The written
-# columns other than `exchange`/`routing_key` are the envelope's fields of the same names.
+# columns are the envelope's fields of the same names, then its address (`exchange`,
+# `routing_key`) and what readers filter on without parsing `data` (`kind`, `project_id`);
+# the chain covers the envelope only.
 OUTBOX = Table(
     "outbox",
     (
@@ -62,6 +64,8 @@ OUTBOX = Table(
         Column("data", "jsonb", nullable=False),
         Column("exchange", "text", nullable=False),
         Column("routing_key", "text", nullable=False),
+        Column("kind", "text", nullable=False, default="'event'"),  # the catalog's: event | command
+        Column("project_id", "uuid"),  # the payload's `project_id`, if it has one
         Column("recorded_at", "timestamptz", nullable=False, written=False, default="now()"),
         Column("position", "bigint", written=False, unique=True),
         Column("prev_hash", "bytea", written=False),
@@ -210,6 +214,15 @@ outbox = sql_table(
     ),
     Index("outbox_type_position", "type", "position"),
     Index("outbox_correlation_position", "correlation_id", "position"),
+    Index(
+        "outbox_kind_position", "kind", "position", postgresql_where=text("position IS NOT NULL")
+    ),
+    Index(
+        "outbox_project_position",
+        "project_id",
+        "position",
+        postgresql_where=text("project_id IS NOT NULL"),
+    ),
 )
 inbox = sql_table(INBOX)
 command_status = sql_table(COMMAND_STATUS)

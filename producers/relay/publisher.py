@@ -22,15 +22,20 @@ if TYPE_CHECKING:
     from producers.relay.store import ChainedEvent
 
 APP_ID = "hisho-relay"
+PROJECT_HEADER = "x-hisho-project"  # the payload's project, for subscribers' bindings
+KIND_HEADER = "x-hisho-kind"  # event | command
 
 
 def amqp_headers(event: ChainedEvent) -> dict[str, Any]:
-    """The headers of an event's message: position, partition key, aggregate, trace."""
+    """The headers of an event's message: position, slot, kind, project, aggregate, trace."""
     headers: dict[str, Any] = {
         "position": event.position,
         # Partitioned consumers (infra.partitions) are bound by this slot.
         PARTITION_HEADER: partition_slot(event.partition_key),
+        KIND_HEADER: event.kind,
     }
+    if event.project_id is not None:
+        headers[PROJECT_HEADER] = event.project_id
     if event.aggregate_id is not None:
         headers["aggregate_id"] = event.aggregate_id
         headers["aggregate_type"] = event.aggregate_type

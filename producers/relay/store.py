@@ -45,6 +45,8 @@ class ChainedEvent:
     aggregate_id: str | None
     aggregate_version: int | None
     partition_key: str  # ordered consumers' key (`events.catalog.partition_key`)
+    kind: str  # event | command
+    project_id: str | None
 
 
 # The partial index `outbox_unpublished` (seq WHERE published_at IS NULL) serves both scans:
@@ -99,6 +101,8 @@ def _chained(row: asyncpg.Record, position: int, prev_hash: bytes, body: bytes) 
         partition_key=stored_partition_key(
             row["type"], row["aggregate_id"], _document(row["data"]), row["id"]
         ),
+        kind=row["kind"],
+        project_id=row["project_id"],
     )
 
 

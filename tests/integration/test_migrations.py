@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from typer.testing import CliRunner
 
 from hisho.cli import app
-from infra.db import ingress_tables, key_tables, state_tables, tables
+from infra.db import ingress_tables, key_tables, people_tables, state_tables, tables
 from infra.db.migrate import (
     alembic_config,
     current_revision,
@@ -134,7 +134,7 @@ def _diff_against_tables_module(connection: Connection) -> list[Any]:
         opts={"compare_type": True, "compare_server_default": True},
     )
     # Every table module registers its tables on one MetaData.
-    modules = (tables, state_tables, key_tables, ingress_tables)
+    modules = (tables, state_tables, key_tables, ingress_tables, people_tables)
     assert {module.metadata for module in modules} == {tables.metadata}
     return list(compare_metadata(context, tables.metadata))
 
