@@ -1,12 +1,15 @@
 """Persona, project, plan and notification commands: one small function each, domain calls only.
 
 Each function loads what the command names (a missing aggregate rejects the command), calls
-the domain, and tracks new aggregates; the command processor saves them and their events.
-A `DomainError` anywhere rejects the command and nothing of it is saved.
+the domain with the `Decision` (when, and by whom: the envelope's actor), and tracks new
+aggregates; the command processor saves them and their events. A `DomainError` anywhere
+rejects the command and nothing of it is saved. Work on a project's plans is for its
+members (`Project.require_member`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from domain.notification import Notification, NotificationContent, notification_id_for
@@ -25,114 +28,155 @@ from events.plan import (
     SubmitPlan,
     WithdrawPlan,
 )
-from events.project import ChangeApprovalPolicy, CreateProject
+from events.project import (
+    AddProjectMember,
+    ChangeApprovalPolicy,
+    CreateProject,
+    RemoveProjectMember,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
     from datetime import datetime
+    from uuid import UUID
 
-    from events import Command
+    from events import Actor, Command
     from infra.db.repositories import Aggregates
 
-Handler: TypeAlias = "Callable[[Any, Aggregates, datetime], Awaitable[None]]"
-"""Applies one command (of the type it is registered for) to the aggregates, at a time."""
+
+@dataclass(frozen=True)
+class Decision:
+    """What a handler decides with besides the command: the time, and who sent it."""
+
+    at: datetime
+    actor: Actor
 
 
-async def register_persona(command: RegisterPersona, aggregates: Aggregates, at: datetime) -> None:
+Handler: TypeAlias = "Callable[[Any, Aggregates, Decision], Awaitable[None]]"
+"""Applies one command (of the type it is registered for) to the aggregates."""
+
+
+async def register_persona(command: RegisterPersona, aggregates: Aggregates, ctx: Decision) -> None:
     """RegisterPersona -> Persona.register."""
     await aggregates.personas.require_absent(command.persona_id)
     profile = PersonaProfile(
         **command.model_dump(exclude={"persona_id", "permissions"}),
         permissions=command.permissions,
     )
-    aggregates.personas.add(Persona.register(persona_id=command.persona_id, profile=profile, at=at))
+    persona = Persona.register(persona_id=command.persona_id, profile=profile, at=ctx.at)
+    aggregates.personas.add(persona)
 
 
-async def update_persona(command: UpdatePersona, aggregates: Aggregates, at: datetime) -> None:
+async def update_persona(command: UpdatePersona, aggregates: Aggregates, ctx: Decision) -> None:
     """UpdatePersona -> Persona.update (fields left out stay)."""
     persona = await aggregates.personas.require(command.persona_id)
-    persona.update(at=at, **command.model_dump(exclude={"persona_id"}))
+    persona.update(at=ctx.at, **command.model_dump(exclude={"persona_id"}))
 
 
-async def retire_persona(command: RetirePersona, aggregates: Aggregates, at: datetime) -> None:
+async def retire_persona(command: RetirePersona, aggregates: Aggregates, ctx: Decision) -> None:
     """RetirePersona -> Persona.retire."""
     persona = await aggregates.personas.require(command.persona_id)
-    persona.retire(reason=command.reason, at=at)
+    persona.retire(reason=command.reason, at=ctx.at)
 
 
-async def create_project(command: CreateProject, aggregates: Aggregates, at: datetime) -> None:
-    """CreateProject -> Project.create."""
+async def create_project(command: CreateProject, aggregates: Aggregates, ctx: Decision) -> None:
+    """CreateProject -> Project.create, owned by the sender."""
     await aggregates.projects.require_absent(command.project_id)
     project = Project.create(
-        project_id=command.project_id, name=command.name, policy=command.policy, at=at
+        project_id=command.project_id,
+        name=command.name,
+        policy=command.policy,
+        by=ctx.actor,
+        at=ctx.at,
     )
     aggregates.projects.add(project)
 
 
 async def change_approval_policy(
-    command: ChangeApprovalPolicy, aggregates: Aggregates, at: datetime
+    command: ChangeApprovalPolicy, aggregates: Aggregates, ctx: Decision
 ) -> None:
-    """ChangeApprovalPolicy -> Project.change_policy."""
+    """ChangeApprovalPolicy -> Project.change_policy (owner or admin)."""
     project = await aggregates.projects.require(command.project_id)
-    project.change_policy(command.policy, at=at)
+    project.change_policy(command.policy, by=ctx.actor, at=ctx.at)
 
 
-async def draft_plan(command: DraftPlan, aggregates: Aggregates, at: datetime) -> None:
-    """DraftPlan -> Plan.draft, for an existing project and active personas."""
+async def add_project_member(
+    command: AddProjectMember, aggregates: Aggregates, ctx: Decision
+) -> None:
+    """AddProjectMember -> Project.add_member (owner or admin)."""
+    project = await aggregates.projects.require(command.project_id)
+    project.add_member(command.member, by=ctx.actor, at=ctx.at)
+
+
+async def remove_project_member(
+    command: RemoveProjectMember, aggregates: Aggregates, ctx: Decision
+) -> None:
+    """RemoveProjectMember -> Project.remove_member (owner or admin)."""
+    project = await aggregates.projects.require(command.project_id)
+    project.remove_member(command.member, by=ctx.actor, at=ctx.at)
+
+
+async def draft_plan(command: DraftPlan, aggregates: Aggregates, ctx: Decision) -> None:
+    """DraftPlan -> Plan.draft, by a member, for an existing project and active personas."""
     await aggregates.plans.require_absent(command.plan_id)
-    await aggregates.projects.require(command.project_id)
+    (await aggregates.projects.require(command.project_id)).require_member(ctx.actor)
     await _require_active_personas(command.steps, aggregates)
     plan = Plan.draft(
         plan_id=command.plan_id,
         project_id=command.project_id,
         title=command.title,
         steps=command.steps,
-        at=at,
+        at=ctx.at,
     )
     aggregates.plans.add(plan)
 
 
-async def edit_plan(command: EditPlan, aggregates: Aggregates, at: datetime) -> None:
-    """EditPlan -> Plan.edit; new AI steps must name active personas."""
+async def edit_plan(command: EditPlan, aggregates: Aggregates, ctx: Decision) -> None:
+    """EditPlan -> Plan.edit, by a member; new AI steps must name active personas."""
     plan = await aggregates.plans.require(command.plan_id)
+    await require_member(plan.project_id, aggregates, ctx.actor)
     if command.steps is not None:
         await _require_active_personas(command.steps, aggregates)
-    plan.edit(title=command.title, steps=command.steps, at=at)
+    plan.edit(title=command.title, steps=command.steps, at=ctx.at)
 
 
-async def submit_plan(command: SubmitPlan, aggregates: Aggregates, at: datetime) -> None:
-    """SubmitPlan -> Plan.submit under the project's current policy (snapshot)."""
+async def submit_plan(command: SubmitPlan, aggregates: Aggregates, ctx: Decision) -> None:
+    """SubmitPlan -> Plan.submit by a member, under the project's current policy (snapshot)."""
     plan = await aggregates.plans.require(command.plan_id)
     project = await aggregates.projects.require(plan.project_id)
-    plan.submit(policy=project.policy, at=at)
+    project.require_member(ctx.actor)
+    plan.submit(policy=project.policy, by=ctx.actor, at=ctx.at)
 
 
-async def approve_plan(command: ApprovePlan, aggregates: Aggregates, at: datetime) -> None:
-    """ApprovePlan -> Plan.approve (one vote; quorum approves)."""
+async def approve_plan(command: ApprovePlan, aggregates: Aggregates, ctx: Decision) -> None:
+    """ApprovePlan -> Plan.approve: the sender's vote (or an admin's on behalf of one)."""
     plan = await aggregates.plans.require(command.plan_id)
-    plan.approve(approver=command.approver, comment=command.comment, at=at)
+    plan.approve(
+        by=ctx.actor, on_behalf_of=command.on_behalf_of, comment=command.comment, at=ctx.at
+    )
 
 
-async def reject_plan(command: RejectPlan, aggregates: Aggregates, at: datetime) -> None:
-    """RejectPlan -> Plan.reject."""
+async def reject_plan(command: RejectPlan, aggregates: Aggregates, ctx: Decision) -> None:
+    """RejectPlan -> Plan.reject: the sender's vote (or an admin's on behalf of one)."""
     plan = await aggregates.plans.require(command.plan_id)
-    plan.reject(approver=command.approver, reason=command.reason, at=at)
+    plan.reject(by=ctx.actor, on_behalf_of=command.on_behalf_of, reason=command.reason, at=ctx.at)
 
 
-async def expire_plan(command: ExpirePlan, aggregates: Aggregates, at: datetime) -> None:
-    """ExpirePlan -> Plan.expire (from its deadline on)."""
+async def expire_plan(command: ExpirePlan, aggregates: Aggregates, ctx: Decision) -> None:
+    """ExpirePlan -> Plan.expire (from its deadline on; system only)."""
     plan = await aggregates.plans.require(command.plan_id)
-    plan.expire(at=at)
+    plan.expire(at=ctx.at)
 
 
-async def withdraw_plan(command: WithdrawPlan, aggregates: Aggregates, at: datetime) -> None:
-    """WithdrawPlan -> Plan.withdraw."""
+async def withdraw_plan(command: WithdrawPlan, aggregates: Aggregates, ctx: Decision) -> None:
+    """WithdrawPlan -> Plan.withdraw, by a member."""
     plan = await aggregates.plans.require(command.plan_id)
-    plan.withdraw(reason=command.reason, at=at)
+    await require_member(plan.project_id, aggregates, ctx.actor)
+    plan.withdraw(reason=command.reason, at=ctx.at)
 
 
 async def send_notification(
-    command: SendNotification, aggregates: Aggregates, at: datetime
+    command: SendNotification, aggregates: Aggregates, ctx: Decision
 ) -> None:
     """SendNotification -> Notification.request; a repeated dedup key is dropped, not an error."""
     key = command.dedup_key
@@ -143,8 +187,14 @@ async def send_notification(
     content = NotificationContent(
         **command.model_dump(exclude={"notification_id", "dedup_key"}), dedup_key=key
     )
-    notification = Notification.request(notification_id=notification_id, content=content, at=at)
+    notification = Notification.request(notification_id=notification_id, content=content, at=ctx.at)
     aggregates.notifications.add(notification)
+
+
+async def require_member(project_id: UUID, aggregates: Aggregates, actor: Actor) -> None:
+    """Refuse an actor who is not a member of the project (hisho and admins need no read)."""
+    if not (actor.is_system or actor.admin):
+        (await aggregates.projects.require(project_id)).require_member(actor)
 
 
 async def _require_active_personas(steps: Iterable[PlanStep], aggregates: Aggregates) -> None:
@@ -161,6 +211,8 @@ HANDLERS: dict[type[Command], Handler] = {
     RetirePersona: retire_persona,
     CreateProject: create_project,
     ChangeApprovalPolicy: change_approval_policy,
+    AddProjectMember: add_project_member,
+    RemoveProjectMember: remove_project_member,
     DraftPlan: draft_plan,
     EditPlan: edit_plan,
     SubmitPlan: submit_plan,

@@ -9,8 +9,9 @@ correlation, by its actor, in its trace) and the command's status:
 
 - `processed`, with the event ids;
 - `rejected`, with an RFC 9457 problem, when the domain refuses (`DomainError`; the commit
-  may refuse too, `aggregate-id-taken`): committed with the inbox row, so a redelivery does
-  not decide again;
+  may refuse too, `aggregate-id-taken`), or when a system-only command comes from anyone
+  but hisho itself (403 `command-system-only`): committed with the inbox row, so a
+  redelivery does not decide again;
 - `failed`, with the parking reason, when the framework parks it (an invalid body, a bug,
   transient errors outlasting the retries: `consumers.parked_commands`); the later commands
   of its aggregate are held behind it until it is re-driven.
@@ -21,8 +22,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from consumers import command_handlers, workflow_handlers
+from consumers.command_handlers import Decision
 from consumers.parked_commands import record_parked
-from events import Command, Envelope, InvalidMessageError, Message
+from domain.errors import FORBIDDEN, DomainError
+from events import Command, Envelope, InvalidMessageError, Message, catalog
 from events.envelope import body_sha256
 from infra.consumers import Consumer, Ordered
 from infra.db.command_status import CommandState, record_status
@@ -32,9 +35,7 @@ from infra.topology import COMMAND_PROCESSOR
 if TYPE_CHECKING:
     import uuid
     from collections.abc import Sequence
-    from datetime import datetime
 
-    from domain.errors import DomainError
     from infra.clock import Clock
     from infra.db.repositories import Aggregates
     from infra.db.uow import UnitOfWork
@@ -47,12 +48,21 @@ PROBLEM_BASE = "https://hisho.dev/problems/"
 
 
 # 2. Application logic, testable without a broker.
-async def decide(command: Message, aggregates: Aggregates, at: datetime) -> None:
-    """Apply `command` through its handler; raises `DomainError` to reject it."""
+async def decide(command: Message, aggregates: Aggregates, ctx: Decision) -> None:
+    """Apply `command` through its handler; raises `DomainError` to reject it.
+
+    A system-only command (the catalog says which) is hisho's own: from anyone else, refused.
+    """
     handler = HANDLERS.get(type(command)) if isinstance(command, Command) else None
     if handler is None:
         raise InvalidMessageError(type(command).__name__, "type", "not a command hisho handles")
-    await handler(command, aggregates, at)
+    if catalog.entry_for(command).system_only and not ctx.actor.is_system:
+        raise DomainError(
+            "command-system-only",
+            f"{type(command).__name__} is sent by hisho's own components only",
+            status=FORBIDDEN,
+        )
+    await handler(command, aggregates, ctx)
 
 
 def problem_for(error: DomainError) -> dict[str, Any]:
@@ -68,7 +78,7 @@ def problem_for(error: DomainError) -> dict[str, Any]:
 
 async def handle_command(envelope: Envelope[Message], uow: UnitOfWork, *, clock: Clock) -> None:
     """Decide; the state, events and `processed` status commit with the inbox row."""
-    await decide(envelope.data, uow.aggregates, clock())
+    await decide(envelope.data, uow.aggregates, Decision(at=clock(), actor=envelope.actor))
     event_ids = await uow.save_aggregates(MessageContext.caused_by(envelope))
     _record(uow, envelope, CommandState.PROCESSED, event_ids=event_ids)
 

@@ -4,12 +4,16 @@ A workflow command that moves its tasks does so in the same transaction (domain/
 leaves the choice open): `BeginExecution` queues the pending tasks, `RequestRevision` reopens
 and queues the chosen ones, `CancelWorkflow` cancels the unfinished ones. One command, one
 atomic outcome; no follow-up commands that could arrive out of order.
+
+Moving a workflow is for its project's members; working a task for its assignee (human) or
+hisho (AI: `Task.require_worker`); queueing and retrying are hisho's (system-only commands).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from consumers.command_handlers import require_member
 from domain.task import Task, TaskStatus
 from domain.workflow import Workflow
 from events.task import (
@@ -32,101 +36,118 @@ from events.workflow import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
-    from datetime import datetime
     from uuid import UUID
 
-    from consumers.command_handlers import Handler
+    from consumers.command_handlers import Decision, Handler
     from events import Command
     from infra.db.repositories import Aggregates
 
 _UNFINISHED = frozenset({TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING})
 
 
-async def start_workflow(command: StartWorkflow, aggregates: Aggregates, at: datetime) -> None:
+async def start_workflow(command: StartWorkflow, aggregates: Aggregates, ctx: Decision) -> None:
     """StartWorkflow -> Workflow.start: the workflow and one task per plan step."""
     await aggregates.workflows.require_absent(command.workflow_id)
     plan = await aggregates.plans.require(command.plan_id)
-    workflow, tasks = Workflow.start(workflow_id=command.workflow_id, plan=plan, at=at)
+    await require_member(plan.project_id, aggregates, ctx.actor)
+    workflow, tasks = Workflow.start(workflow_id=command.workflow_id, plan=plan, at=ctx.at)
     aggregates.workflows.add(workflow)
     for task in tasks:
         aggregates.tasks.add(task)
 
 
-async def begin_execution(command: BeginExecution, aggregates: Aggregates, at: datetime) -> None:
+async def begin_execution(command: BeginExecution, aggregates: Aggregates, ctx: Decision) -> None:
     """BeginExecution -> Workflow.begin_execution, then queue its pending tasks."""
-    workflow = await aggregates.workflows.require(command.workflow_id)
-    workflow.begin_execution(at=at)
+    workflow = await _workflow(command.workflow_id, aggregates, ctx)
+    workflow.begin_execution(at=ctx.at)
     for task in await _tasks(workflow.task_ids, aggregates):
         if task.status is TaskStatus.PENDING:
-            task.queue(at=at)
+            task.queue(at=ctx.at)
 
 
-async def begin_review(command: BeginReview, aggregates: Aggregates, at: datetime) -> None:
+async def begin_review(command: BeginReview, aggregates: Aggregates, ctx: Decision) -> None:
     """BeginReview -> Workflow.begin_review with its tasks' statuses."""
-    workflow = await aggregates.workflows.require(command.workflow_id)
+    workflow = await _workflow(command.workflow_id, aggregates, ctx)
     tasks = await _tasks(workflow.task_ids, aggregates)
-    workflow.begin_review(task_statuses={task.id: task.status for task in tasks}, at=at)
+    workflow.begin_review(task_statuses={task.id: task.status for task in tasks}, at=ctx.at)
 
 
-async def request_revision(command: RequestRevision, aggregates: Aggregates, at: datetime) -> None:
+async def request_revision(command: RequestRevision, aggregates: Aggregates, ctx: Decision) -> None:
     """RequestRevision -> Workflow.request_revision, then reopen and queue the chosen tasks."""
-    workflow = await aggregates.workflows.require(command.workflow_id)
-    workflow.request_revision(task_ids=command.task_ids, reason=command.reason, at=at)
+    workflow = await _workflow(command.workflow_id, aggregates, ctx)
+    workflow.request_revision(task_ids=command.task_ids, reason=command.reason, at=ctx.at)
     for task in await _tasks(command.task_ids, aggregates):
-        task.reopen(feedback=command.reason, at=at)
-        task.queue(at=at)
+        task.reopen(feedback=command.reason, at=ctx.at)
+        task.queue(at=ctx.at)
 
 
 async def complete_workflow(
-    command: CompleteWorkflow, aggregates: Aggregates, at: datetime
+    command: CompleteWorkflow, aggregates: Aggregates, ctx: Decision
 ) -> None:
     """CompleteWorkflow -> Workflow.complete."""
-    workflow = await aggregates.workflows.require(command.workflow_id)
-    workflow.complete(at=at)
+    workflow = await _workflow(command.workflow_id, aggregates, ctx)
+    workflow.complete(at=ctx.at)
 
 
-async def cancel_workflow(command: CancelWorkflow, aggregates: Aggregates, at: datetime) -> None:
+async def cancel_workflow(command: CancelWorkflow, aggregates: Aggregates, ctx: Decision) -> None:
     """CancelWorkflow -> Workflow.cancel, then cancel its unfinished tasks."""
-    workflow = await aggregates.workflows.require(command.workflow_id)
-    workflow.cancel(reason=command.reason, at=at)
+    workflow = await _workflow(command.workflow_id, aggregates, ctx)
+    workflow.cancel(reason=command.reason, at=ctx.at)
     for task in await _tasks(workflow.task_ids, aggregates):
         if task.status in _UNFINISHED:
-            task.cancel(reason=command.reason, at=at)
+            task.cancel(reason=command.reason, at=ctx.at)
 
 
-async def queue_task(command: QueueTask, aggregates: Aggregates, at: datetime) -> None:
+async def queue_task(command: QueueTask, aggregates: Aggregates, ctx: Decision) -> None:
     """QueueTask -> Task.queue."""
-    (await aggregates.tasks.require(command.task_id)).queue(at=at)
+    (await aggregates.tasks.require(command.task_id)).queue(at=ctx.at)
 
 
-async def start_task(command: StartTask, aggregates: Aggregates, at: datetime) -> None:
+async def start_task(command: StartTask, aggregates: Aggregates, ctx: Decision) -> None:
     """StartTask -> Task.start (a new attempt)."""
-    (await aggregates.tasks.require(command.task_id)).start(worker=command.worker, at=at)
+    task = await aggregates.tasks.require(command.task_id)
+    task.start(worker=command.worker, by=ctx.actor, at=ctx.at)
 
 
-async def complete_task(command: CompleteTask, aggregates: Aggregates, at: datetime) -> None:
+async def complete_task(command: CompleteTask, aggregates: Aggregates, ctx: Decision) -> None:
     """CompleteTask -> Task.complete with its output."""
-    (await aggregates.tasks.require(command.task_id)).complete(output=command.output, at=at)
+    task = await aggregates.tasks.require(command.task_id)
+    task.complete(output=command.output, by=ctx.actor, at=ctx.at)
 
 
-async def fail_task(command: FailTask, aggregates: Aggregates, at: datetime) -> None:
+async def fail_task(command: FailTask, aggregates: Aggregates, ctx: Decision) -> None:
     """FailTask -> Task.fail."""
-    (await aggregates.tasks.require(command.task_id)).fail(error=command.error, at=at)
+    task = await aggregates.tasks.require(command.task_id)
+    task.fail(error=command.error, by=ctx.actor, at=ctx.at)
 
 
-async def retry_task(command: RetryTask, aggregates: Aggregates, at: datetime) -> None:
+async def retry_task(command: RetryTask, aggregates: Aggregates, ctx: Decision) -> None:
     """RetryTask -> Task.retry (if attempts are left)."""
-    (await aggregates.tasks.require(command.task_id)).retry(at=at)
+    (await aggregates.tasks.require(command.task_id)).retry(at=ctx.at)
 
 
-async def cancel_task(command: CancelTask, aggregates: Aggregates, at: datetime) -> None:
-    """CancelTask -> Task.cancel."""
-    (await aggregates.tasks.require(command.task_id)).cancel(reason=command.reason, at=at)
+async def cancel_task(command: CancelTask, aggregates: Aggregates, ctx: Decision) -> None:
+    """CancelTask -> Task.cancel, by a member."""
+    task = await _member_task(command.task_id, aggregates, ctx)
+    task.cancel(reason=command.reason, at=ctx.at)
 
 
-async def reopen_task(command: ReopenTask, aggregates: Aggregates, at: datetime) -> None:
-    """ReopenTask -> Task.reopen with the reviewer's feedback."""
-    (await aggregates.tasks.require(command.task_id)).reopen(feedback=command.feedback, at=at)
+async def reopen_task(command: ReopenTask, aggregates: Aggregates, ctx: Decision) -> None:
+    """ReopenTask -> Task.reopen with the reviewer's feedback, by a member."""
+    task = await _member_task(command.task_id, aggregates, ctx)
+    task.reopen(feedback=command.feedback, at=ctx.at)
+
+
+async def _workflow(workflow_id: UUID, aggregates: Aggregates, ctx: Decision) -> Workflow:
+    workflow = await aggregates.workflows.require(workflow_id)
+    await require_member(workflow.project_id, aggregates, ctx.actor)
+    return workflow
+
+
+async def _member_task(task_id: UUID, aggregates: Aggregates, ctx: Decision) -> Task:
+    task = await aggregates.tasks.require(task_id)
+    await require_member(task.project_id, aggregates, ctx.actor)
+    return task
 
 
 async def _tasks(task_ids: Iterable[UUID], aggregates: Aggregates) -> list[Task]:

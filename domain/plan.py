@@ -4,11 +4,14 @@ Approval is counted against the policy snapshot taken at submit (a later policy 
 not touch it): one vote per approver, only the snapshot's approvers vote, any rejection
 rejects, quorum approves, and a plan small enough for the policy is approved at submit.
 Votes are refused from the deadline on; `expire` is allowed from the deadline on.
+The voter is the actor who sent the vote; an admin may vote on behalf of an approver (the
+event names both). The plan records its submitter, and the one workflow started from it.
 
 Error codes (status 409, a conflict with the state): plan-not-draft, plan-not-submitted,
 plan-not-open, plan-duplicate-vote, plan-deadline-passed, plan-has-no-deadline,
-plan-deadline-not-reached; (status 422, input the command cannot mean): plan-nothing-to-edit,
-plan-has-no-steps, plan-duplicate-step, plan-not-an-approver.
+plan-deadline-not-reached, plan-not-approved, plan-workflow-started; (status 422, input the
+command cannot mean): plan-nothing-to-edit, plan-has-no-steps, plan-duplicate-step;
+(status 403, the actor may not): plan-not-an-approver, plan-vote-on-behalf-forbidden.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from uuid import UUID
 from pydantic import TypeAdapter
 
 from domain.aggregate import Aggregate, dump_time, load_time, utc
-from domain.errors import UNPROCESSABLE, DomainError
+from domain.errors import FORBIDDEN, UNPROCESSABLE, DomainError
 from domain.policies import (
     ApprovalOutcome,
     approval_policy,
@@ -38,12 +41,15 @@ from events.plan import (
     PlanStep,
     PlanSubmitted,
     PlanWithdrawn,
+    PlanWorkflowStarted,
 )
 from events.project import ApprovalPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import datetime
+
+    from events import Actor
 
 _STEPS: TypeAdapter[tuple[PlanStep, ...]] = TypeAdapter(tuple[PlanStep, ...])
 
@@ -89,6 +95,8 @@ class Plan(Aggregate):
         self.auto_approved = False
         self.rejected_by: str | None = None
         self.reason: str | None = None
+        self.submitted_by: str | None = None
+        self.workflow_id: UUID | None = None
 
     @classmethod
     def draft(
@@ -120,9 +128,12 @@ class Plan(Aggregate):
             _check_steps(steps)
             self.steps = steps
         self.title = self.title if title is None else title
-        self._record(PlanEdited(plan_id=self.id, title=self.title, steps=self.steps), at=at)
+        edited = PlanEdited(
+            plan_id=self.id, project_id=self.project_id, title=self.title, steps=self.steps
+        )
+        self._record(edited, at=at)
 
-    def submit(self, *, policy: ApprovalPolicy, at: datetime) -> None:
+    def submit(self, *, policy: ApprovalPolicy, by: Actor, at: datetime) -> None:
         """Hand the draft in under `policy` (snapshot); small plans pass at once by policy."""
         self._require(PlanStatus.DRAFT, "plan-not-draft")
         if not self.steps:
@@ -135,9 +146,12 @@ class Plan(Aggregate):
         self.policy = policy
         self.submitted_at = utc(at)
         self.deadline = deadline_policy(policy, self.submitted_at)
+        self.submitted_by = by.principal
         submitted = PlanSubmitted(
             plan_id=self.id,
             project_id=self.project_id,
+            title=self.title,
+            submitted_by=self.submitted_by,
             step_count=len(self.steps),
             policy=policy,
             deadline=self.deadline,
@@ -147,13 +161,19 @@ class Plan(Aggregate):
             self.auto_approved = True
             self._approve(at=at)
 
-    def approve(self, *, approver: str, comment: str | None, at: datetime) -> None:
+    def approve(
+        self, *, by: Actor, on_behalf_of: str | None, comment: str | None, at: datetime
+    ) -> None:
         """Record one approver's approval; reaching the snapshot's quorum approves the plan."""
+        approver = _voter(by, on_behalf_of)
         policy = self._vote_policy(approver, at=at)
         self.approvals = (*self.approvals, approver)
         recorded = PlanApprovalRecorded(
             plan_id=self.id,
+            project_id=self.project_id,
+            title=self.title,
             approver=approver,
+            cast_by=by.principal,
             comment=comment,
             approvals=len(self.approvals),
             required_approvals=policy.required_approvals,
@@ -162,14 +182,21 @@ class Plan(Aggregate):
         if approval_policy(policy, self.approvals, rejected=False) is ApprovalOutcome.APPROVED:
             self._approve(at=at)
 
-    def reject(self, *, approver: str, reason: str, at: datetime) -> None:
+    def reject(self, *, by: Actor, on_behalf_of: str | None, reason: str, at: datetime) -> None:
         """Reject the plan: one rejection by an approver rejects it, whatever the approvals."""
+        approver = _voter(by, on_behalf_of)
         self._vote_policy(approver, at=at)
         self.status = PlanStatus.REJECTED
         self.rejected_by = approver
         self.reason = reason
         event = PlanRejected(
-            plan_id=self.id, project_id=self.project_id, approver=approver, reason=reason
+            plan_id=self.id,
+            project_id=self.project_id,
+            title=self.title,
+            submitted_by=self.submitted_by,
+            approver=approver,
+            cast_by=by.principal,
+            reason=reason,
         )
         self._record(event, at=at)
 
@@ -181,7 +208,13 @@ class Plan(Aggregate):
         if not expiry_policy(self.deadline, utc(at)):
             raise PlanError("plan-deadline-not-reached", f"plan {self.id} is due {self.deadline}")
         self.status = PlanStatus.EXPIRED
-        event = PlanExpired(plan_id=self.id, project_id=self.project_id, deadline=self.deadline)
+        event = PlanExpired(
+            plan_id=self.id,
+            project_id=self.project_id,
+            title=self.title,
+            submitted_by=self.submitted_by,
+            deadline=self.deadline,
+        )
         self._record(event, at=at)
 
     def withdraw(self, *, reason: str | None, at: datetime) -> None:
@@ -190,14 +223,31 @@ class Plan(Aggregate):
             raise PlanError("plan-not-open", f"plan {self.id} is {self.status}")
         self.status = PlanStatus.WITHDRAWN
         self.reason = reason
-        event = PlanWithdrawn(plan_id=self.id, project_id=self.project_id, reason=reason)
+        event = PlanWithdrawn(
+            plan_id=self.id, project_id=self.project_id, title=self.title, reason=reason
+        )
         self._record(event, at=at)
+
+    def start_workflow(self, workflow_id: UUID, *, at: datetime) -> None:
+        """Record the one workflow of an approved plan; a second one is refused."""
+        if self.workflow_id is not None:
+            raise PlanError(
+                "plan-workflow-started", f"plan {self.id} started workflow {self.workflow_id}"
+            )
+        self._require(PlanStatus.APPROVED, "plan-not-approved")
+        self.workflow_id = workflow_id
+        started = PlanWorkflowStarted(
+            plan_id=self.id, project_id=self.project_id, title=self.title, workflow_id=workflow_id
+        )
+        self._record(started, at=at)
 
     def _approve(self, *, at: datetime) -> None:
         self.status = PlanStatus.APPROVED
         approved = PlanApproved(
             plan_id=self.id,
             project_id=self.project_id,
+            title=self.title,
+            submitted_by=self.submitted_by,
             approvers=self.approvals,
             auto=self.auto_approved,
         )
@@ -209,9 +259,7 @@ class Plan(Aggregate):
             raise AssertionError("a submitted plan has a policy snapshot")
         if approver not in self.policy.approvers:
             raise PlanError(
-                "plan-not-an-approver",
-                f"{approver!r} may not vote on this plan",
-                status=UNPROCESSABLE,
+                "plan-not-an-approver", f"{approver!r} may not vote on this plan", status=FORBIDDEN
             )
         if approver in self.approvals:
             raise PlanError("plan-duplicate-vote", f"{approver!r} has already voted")
@@ -238,6 +286,8 @@ class Plan(Aggregate):
             "auto_approved": self.auto_approved,
             "rejected_by": self.rejected_by,
             "reason": self.reason,
+            "submitted_by": self.submitted_by,
+            "workflow_id": None if self.workflow_id is None else str(self.workflow_id),
         }
 
     @classmethod
@@ -259,7 +309,23 @@ class Plan(Aggregate):
         plan.auto_approved = state["auto_approved"]
         plan.rejected_by = state["rejected_by"]
         plan.reason = state["reason"]
+        plan.submitted_by = state.get("submitted_by")  # absent in a row stored before it
+        workflow_id = state.get("workflow_id")
+        plan.workflow_id = None if workflow_id is None else UUID(workflow_id)
         return plan
+
+
+def _voter(by: Actor, on_behalf_of: str | None) -> str:
+    """Who a vote counts for: its sender, or the approver an admin votes on behalf of."""
+    if on_behalf_of is None or on_behalf_of == by.principal:
+        return by.principal
+    if not by.admin:
+        raise PlanError(
+            "plan-vote-on-behalf-forbidden",
+            f"only an admin may vote on behalf of {on_behalf_of!r}",
+            status=FORBIDDEN,
+        )
+    return on_behalf_of
 
 
 def _check_steps(steps: tuple[PlanStep, ...]) -> None:

@@ -6,8 +6,12 @@ never exceed the maximum. Any task not completed may be cancelled. Review may re
 completed task (back to pending, attempts from zero, revision counted). AI tasks are run by
 the ai_execution consumer on `task.queued`; people complete human tasks by command.
 
+A human task is started, completed and failed by its assignee (or an admin); an AI task by
+hisho alone (a `system:` actor: the AI execution consumer).
+
 Error codes: task-not-pending, task-not-queued, task-not-running, task-not-failed,
-task-not-completed, task-attempts-exhausted, task-finished.
+task-not-completed, task-attempts-exhausted, task-finished (409); task-not-assignee,
+task-system-only (403).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from uuid import UUID
 from pydantic import TypeAdapter
 
 from domain.aggregate import Aggregate
-from domain.errors import DomainError
+from domain.errors import FORBIDDEN, DomainError
 from domain.policies import retry_policy
 from events.plan import PlanStep
 from events.task import (
@@ -36,6 +40,8 @@ from events.task import (
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import datetime
+
+    from events import Actor
 
 DEFAULT_MAX_ATTEMPTS = 3
 _STEP: TypeAdapter[PlanStep] = TypeAdapter(PlanStep)
@@ -119,35 +125,47 @@ class Task(Aggregate):
         self._require(TaskStatus.PENDING, "task-not-pending")
         self._queue(at=at)
 
-    def start(self, *, worker: str | None, at: datetime) -> None:
+    def start(self, *, worker: str | None, by: Actor, at: datetime) -> None:
         """Begin an attempt at a queued task."""
+        self.require_worker(by)
         self._require(TaskStatus.QUEUED, "task-not-queued")
         self.status = TaskStatus.RUNNING
         self.attempts += 1
         self.worker = worker
         started = TaskStarted(
-            task_id=self.id, workflow_id=self.workflow_id, attempt=self.attempts, worker=worker
+            task_id=self.id,
+            workflow_id=self.workflow_id,
+            project_id=self.project_id,
+            attempt=self.attempts,
+            worker=worker,
         )
         self._record(started, at=at)
 
-    def complete(self, *, output: str, at: datetime) -> None:
+    def complete(self, *, output: str, by: Actor, at: datetime) -> None:
         """Finish a running task with its output."""
+        self.require_worker(by)
         self._require(TaskStatus.RUNNING, "task-not-running")
         self.status = TaskStatus.COMPLETED
         self.output = output
         completed = TaskCompleted(
-            task_id=self.id, workflow_id=self.workflow_id, attempt=self.attempts, output=output
+            task_id=self.id,
+            workflow_id=self.workflow_id,
+            project_id=self.project_id,
+            attempt=self.attempts,
+            output=output,
         )
         self._record(completed, at=at)
 
-    def fail(self, *, error: str, at: datetime) -> None:
+    def fail(self, *, error: str, by: Actor, at: datetime) -> None:
         """Record that the running attempt failed."""
+        self.require_worker(by)
         self._require(TaskStatus.RUNNING, "task-not-running")
         self.status = TaskStatus.FAILED
         self.error = error
         failed = TaskFailed(
             task_id=self.id,
             workflow_id=self.workflow_id,
+            project_id=self.project_id,
             attempt=self.attempts,
             error=error,
             retryable=retry_policy(self.attempts, self.max_attempts),
@@ -163,7 +181,10 @@ class Task(Aggregate):
                 f"task {self.id} has used all {self.max_attempts} attempts",
             )
         retried = TaskRetried(
-            task_id=self.id, workflow_id=self.workflow_id, attempt=self.attempts + 1
+            task_id=self.id,
+            workflow_id=self.workflow_id,
+            project_id=self.project_id,
+            attempt=self.attempts + 1,
         )
         self._record(retried, at=at)
         self._queue(at=at)
@@ -174,7 +195,9 @@ class Task(Aggregate):
             raise TaskError("task-finished", f"task {self.id} is already {self.status}")
         self.status = TaskStatus.CANCELLED
         self.reason = reason
-        cancelled = TaskCancelled(task_id=self.id, workflow_id=self.workflow_id, reason=reason)
+        cancelled = TaskCancelled(
+            task_id=self.id, workflow_id=self.workflow_id, project_id=self.project_id, reason=reason
+        )
         self._record(cancelled, at=at)
 
     def reopen(self, *, feedback: str, at: datetime) -> None:
@@ -187,15 +210,34 @@ class Task(Aggregate):
         self.output = None
         self.error = None
         reopened = TaskReopened(
-            task_id=self.id, workflow_id=self.workflow_id, revision=self.revision, feedback=feedback
+            task_id=self.id,
+            workflow_id=self.workflow_id,
+            project_id=self.project_id,
+            revision=self.revision,
+            feedback=feedback,
         )
         self._record(reopened, at=at)
+
+    def require_worker(self, actor: Actor) -> None:
+        """Refuse (403) whoever may not work this task: not its assignee, not hisho for AI."""
+        if self.step.kind == "ai":
+            if not actor.is_system:
+                raise TaskError(
+                    "task-system-only", "AI tasks are run by hisho alone", status=FORBIDDEN
+                )
+        elif not (actor.admin or actor.is_system or actor.principal == self.step.assignee):
+            raise TaskError(
+                "task-not-assignee",
+                f"task {self.id} is assigned to {self.step.assignee}",
+                status=FORBIDDEN,
+            )
 
     def _queue(self, *, at: datetime) -> None:
         self.status = TaskStatus.QUEUED
         queued = TaskQueued(
             task_id=self.id,
             workflow_id=self.workflow_id,
+            project_id=self.project_id,
             step=self.step,
             attempt=self.attempts + 1,
             feedback=self.feedback,

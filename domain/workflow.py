@@ -99,11 +99,12 @@ class Workflow(Aggregate):
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         max_revisions: int = DEFAULT_MAX_REVISIONS,
     ) -> tuple[Workflow, list[Task]]:
-        """Start a workflow from an approved plan; returns it and one new task per step."""
+        """Start the one workflow of an approved plan; returns it and one new task per step."""
         if plan.status is not PlanStatus.APPROVED:
             raise WorkflowError(
                 "workflow-plan-not-approved", f"plan {plan.id} is {plan.status}, not approved"
             )
+        plan.start_workflow(workflow_id, at=at)  # its one workflow: a second is refused
         tasks = _tasks_for(plan, workflow_id=workflow_id, max_attempts=max_attempts, at=at)
         task_ids = tuple(task.id for task in tasks)
         workflow = cls(
@@ -156,7 +157,11 @@ class Workflow(Aggregate):
         self.revisions += 1
         self.phase = WorkflowPhase.EXECUTION
         requested = WorkflowRevisionRequested(
-            workflow_id=self.id, task_ids=chosen, reason=reason, revision=self.revisions
+            workflow_id=self.id,
+            project_id=self.project_id,
+            task_ids=chosen,
+            reason=reason,
+            revision=self.revisions,
         )
         self._record(requested, at=at)
 
@@ -183,7 +188,9 @@ class Workflow(Aggregate):
     def _move(self, source: WorkflowPhase, target: WorkflowPhase, code: str, at: datetime) -> None:
         self._require(source, code)
         self.phase = target
-        changed = WorkflowPhaseChanged(workflow_id=self.id, from_phase=source, to_phase=target)
+        changed = WorkflowPhaseChanged(
+            workflow_id=self.id, project_id=self.project_id, from_phase=source, to_phase=target
+        )
         self._record(changed, at=at)
 
     def _require(self, phase: WorkflowPhase, code: str) -> None:

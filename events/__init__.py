@@ -1,6 +1,14 @@
 """Message contracts: importing this package fills the catalog with every type."""
 
-from events import notification, persona, plan, project, task, workflow  # noqa: F401  (register their types)
+from events import (  # noqa: F401  (register their types)
+    notification,
+    person,
+    persona,
+    plan,
+    project,
+    task,
+    workflow,
+)
 from events.base import Actor, ActorKind, Command, DomainEvent, Message
 from events.catalog import Catalog, CatalogEntry, catalog
 from events.envelope import Envelope

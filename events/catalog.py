@@ -34,6 +34,12 @@ class CatalogEntry:
     version: int
     routing_key: str
     kind: Literal["command", "event"]
+    system_only: bool = False  # a command only hisho's components send (never over HTTP)
+
+    @property
+    def public(self) -> bool:
+        """Whether callers may send it: a command that is not system-only."""
+        return self.kind == "command" and not self.system_only
 
     @property
     def aggregate(self) -> str:
@@ -50,9 +56,19 @@ class Catalog:
         self.upcasters = upcaster_chain
 
     def add(
-        self, model: type[Message], *, version: int, routing_key: str | None = None
+        self,
+        model: type[Message],
+        *,
+        version: int,
+        routing_key: str | None = None,
+        system_only: bool = False,
     ) -> CatalogEntry:
-        """Register a model; commands route by their type name, events by `aggregate.verbed`."""
+        """Register a model; commands route by their type name, events by `aggregate.verbed`.
+
+        A `system_only` command is sent by hisho's own components alone (through the outbox,
+        as a `system:` principal): the ingress does not offer it, the processor refuses it
+        from anyone else.
+        """
         name = model.__name__
         if issubclass(model, Command):
             kind: Literal["command", "event"] = "command"
@@ -63,13 +79,22 @@ class Catalog:
             if routing_key is None or not _EVENT_KEY.match(routing_key):
                 raise ValueError(f"{name}: events need a routing key like 'plan.submitted'")
             key = routing_key
+            if system_only:
+                raise ValueError(f"{name}: only commands are system-only")
         else:
             raise TypeError(f"{name} is neither a Command nor a DomainEvent")
         if name in self._entries:
             raise ValueError(f"{name} registered twice")
         if key in self._routing_keys:
             raise ValueError(f"{name}: routing key {key!r} already taken")
-        entry = CatalogEntry(type=name, model=model, version=version, routing_key=key, kind=kind)
+        entry = CatalogEntry(
+            type=name,
+            model=model,
+            version=version,
+            routing_key=key,
+            kind=kind,
+            system_only=system_only,
+        )
         self._entries[name] = entry
         self._routing_keys.add(key)
         return entry

@@ -5,12 +5,17 @@ from __future__ import annotations
 from typing import Annotated
 
 from annotated_types import MaxLen, MinLen
+from pydantic import StringConstraints
 
 Label = Annotated[str, MinLen(1), MaxLen(200)]
 """A short human-facing name or title."""
 
-Principal = Annotated[str, MinLen(1), MaxLen(200)]
-"""Who someone is (a user, API key or persona id), as in `Actor.id`."""
+PRINCIPAL_PATTERN = r"^(key|user|persona|system|legacy):[^\x00-\x1f\x7f]+$"
+
+Principal = Annotated[str, StringConstraints(max_length=300, pattern=PRINCIPAL_PATTERN)]
+"""Who someone is: a principal id, `Actor.principal` (`key:<id>`, `user:<issuer>/<sub>`,
+`persona:<id>`, `system:<component>`). `legacy:<name>` is what an id written before ids were
+namespaced reads as (v1 events, upcast; stored state, migrated)."""
 
 Reason = Annotated[str, MinLen(1), MaxLen(4_000)]
 """A short human explanation: why something was rejected, failed or withdrawn."""

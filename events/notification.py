@@ -1,4 +1,11 @@
-"""Notification: a message to a person on one channel, with a priority and a dedup key."""
+"""Notification: a message to a person on one channel, with a priority and a dedup key.
+
+Version 2 names the recipient by principal id (a person of the directory, `hisho people`),
+never by a contact point: the e-mail address or webhook URL is looked up when the message is
+delivered, so it never enters the immutable log. A notification to a principal the
+directory does not hold is dropped, with the reason, as `NotificationDropped`.
+`SendNotification` is hisho's own (its notification rules send it): system only.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +18,9 @@ from pydantic import Field
 
 from events.base import Command, DomainEvent
 from events.catalog import catalog
-from events.fields import Label, Reason, Text
+from events.fields import Label, Principal, Reason, Text
+from events.upcasters import namespaced_v1, upcasters
 
-Recipient = Annotated[str, MinLen(1), MaxLen(2_000)]
 DedupKey = Annotated[str, MinLen(1), MaxLen(200)]
 
 
@@ -40,7 +47,7 @@ class SendNotification(Command):
     notification_id: UUID
     channel: NotificationChannel
     priority: NotificationPriority = NotificationPriority.NORMAL
-    recipient: Recipient
+    recipient: Principal
     subject: Label
     body: Text
     dedup_key: DedupKey | None = None
@@ -52,7 +59,7 @@ class NotificationRequested(DomainEvent):
     notification_id: UUID
     channel: NotificationChannel
     priority: NotificationPriority
-    recipient: Recipient
+    recipient: Principal
     subject: Label
     body: Text
     dedup_key: DedupKey | None
@@ -63,7 +70,7 @@ class NotificationDelivered(DomainEvent):
 
     notification_id: UUID
     channel: NotificationChannel
-    recipient: Recipient
+    recipient: Principal
     attempts: int = Field(ge=1, le=1_000)
 
 
@@ -72,12 +79,30 @@ class NotificationFailed(DomainEvent):
 
     notification_id: UUID
     channel: NotificationChannel
-    recipient: Recipient
+    recipient: Principal
     attempts: int = Field(ge=1, le=1_000)
     error: Reason
 
 
-catalog.add(SendNotification, version=1)
-catalog.add(NotificationRequested, version=1, routing_key="notification.requested")
-catalog.add(NotificationDelivered, version=1, routing_key="notification.delivered")
-catalog.add(NotificationFailed, version=1, routing_key="notification.failed")
+class NotificationDropped(DomainEvent):
+    """A notification was not sent: its recipient is not (or no longer) in the directory."""
+
+    notification_id: UUID
+    channel: NotificationChannel
+    recipient: Principal
+    reason: Reason
+
+
+catalog.add(SendNotification, version=2, system_only=True)
+catalog.add(NotificationRequested, version=2, routing_key="notification.requested")
+catalog.add(NotificationDelivered, version=2, routing_key="notification.delivered")
+catalog.add(NotificationFailed, version=2, routing_key="notification.failed")
+catalog.add(NotificationDropped, version=1, routing_key="notification.dropped")
+
+for _type in (
+    "SendNotification",
+    "NotificationRequested",
+    "NotificationDelivered",
+    "NotificationFailed",
+):
+    namespaced_v1(upcasters, _type)  # a v1 recipient (an address) reads as `legacy:<address>`

@@ -1,4 +1,11 @@
-"""Plan: drafted, submitted for approval, then approved, rejected, expired or withdrawn."""
+"""Plan: drafted, submitted for approval, then approved, rejected, expired or withdrawn.
+
+Version 2 of the plan events carries the plan's project and title on every event and its
+submitter on the decisions, so a subscriber filters and renders without reading state; a
+v1 event reads as v2 with those fields null and its principals namespaced (`legacy:`).
+A vote's voter is the authenticated actor (`ApprovePlan`/`RejectPlan` v2); an admin may vote
+`on_behalf_of` an approver, and the recorded vote names both (`approver`, `cast_by`).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from events.base import Command, DomainEvent
 from events.catalog import catalog
 from events.fields import Label, Principal, Reason, Text
 from events.project import ApprovalPolicy
+from events.upcasters import Payload, legacy_principal, namespaced_v1, upcasters
 
 
 class AiStep(BaseModel):
@@ -72,23 +80,23 @@ class SubmitPlan(Command):
 
 
 class ApprovePlan(Command):
-    """Record one approver's approval of a submitted plan."""
+    """Approve a submitted plan as the caller, or as an admin `on_behalf_of` an approver."""
 
     plan_id: UUID
-    approver: Principal
+    on_behalf_of: Principal | None = None
     comment: Reason | None = None
 
 
 class RejectPlan(Command):
-    """Reject a submitted plan; one rejection by an approver rejects it."""
+    """Reject a submitted plan (as `ApprovePlan` votes); one rejection rejects it."""
 
     plan_id: UUID
-    approver: Principal
+    on_behalf_of: Principal | None = None
     reason: Reason
 
 
 class ExpirePlan(Command):
-    """Expire a submitted plan whose approval deadline has passed (sent by the scheduler)."""
+    """Expire a submitted plan whose approval deadline has passed (hisho's own: system only)."""
 
     plan_id: UUID
 
@@ -113,6 +121,7 @@ class PlanEdited(DomainEvent):
     """A draft plan changed; carries its whole title and steps after the change."""
 
     plan_id: UUID
+    project_id: UUID | None  # null only in an event upcast from v1
     title: Label
     steps: Steps
 
@@ -122,16 +131,24 @@ class PlanSubmitted(DomainEvent):
 
     plan_id: UUID
     project_id: UUID
+    title: Label | None  # null only in an event upcast from v1 (likewise below)
+    submitted_by: Principal | None
     step_count: int = Field(ge=1, le=100)
     policy: ApprovalPolicy
     deadline: AwareDatetime | None
 
 
 class PlanApprovalRecorded(DomainEvent):
-    """One approver approved; `approvals` counts the distinct approvals so far."""
+    """One approver approved; `approvals` counts the distinct approvals so far.
+
+    `cast_by` sent the vote: the approver, or an admin on the approver's behalf.
+    """
 
     plan_id: UUID
+    project_id: UUID | None
+    title: Label | None
     approver: Principal
+    cast_by: Principal | None
     comment: Reason | None
     approvals: int = Field(ge=1, le=50)
     required_approvals: int = Field(ge=1, le=50)
@@ -142,16 +159,21 @@ class PlanApproved(DomainEvent):
 
     plan_id: UUID
     project_id: UUID
+    title: Label | None
+    submitted_by: Principal | None
     approvers: tuple[Principal, ...] = Field(max_length=50)
     auto: bool
 
 
 class PlanRejected(DomainEvent):
-    """An approver rejected a submitted plan."""
+    """An approver rejected a submitted plan (`cast_by`: as for an approval)."""
 
     plan_id: UUID
     project_id: UUID
+    title: Label | None
+    submitted_by: Principal | None
     approver: Principal
+    cast_by: Principal | None
     reason: Reason
 
 
@@ -160,6 +182,8 @@ class PlanExpired(DomainEvent):
 
     plan_id: UUID
     project_id: UUID
+    title: Label | None
+    submitted_by: Principal | None
     deadline: AwareDatetime
 
 
@@ -168,21 +192,52 @@ class PlanWithdrawn(DomainEvent):
 
     plan_id: UUID
     project_id: UUID
+    title: Label | None
     reason: Reason | None
 
 
-catalog.add(DraftPlan, version=1)
-catalog.add(EditPlan, version=1)
+class PlanWorkflowStarted(DomainEvent):
+    """An approved plan's one workflow started (a plan starts at most one)."""
+
+    plan_id: UUID
+    project_id: UUID
+    title: Label
+    workflow_id: UUID
+
+
+catalog.add(DraftPlan, version=2)
+catalog.add(EditPlan, version=2)
 catalog.add(SubmitPlan, version=1)
-catalog.add(ApprovePlan, version=1)
-catalog.add(RejectPlan, version=1)
-catalog.add(ExpirePlan, version=1)
+catalog.add(ApprovePlan, version=2)
+catalog.add(RejectPlan, version=2)
+catalog.add(ExpirePlan, version=1, system_only=True)
 catalog.add(WithdrawPlan, version=1)
-catalog.add(PlanDrafted, version=1, routing_key="plan.drafted")
-catalog.add(PlanEdited, version=1, routing_key="plan.edited")
-catalog.add(PlanSubmitted, version=1, routing_key="plan.submitted")
-catalog.add(PlanApprovalRecorded, version=1, routing_key="plan.approval_recorded")
-catalog.add(PlanApproved, version=1, routing_key="plan.approved")
-catalog.add(PlanRejected, version=1, routing_key="plan.rejected")
-catalog.add(PlanExpired, version=1, routing_key="plan.expired")
-catalog.add(PlanWithdrawn, version=1, routing_key="plan.withdrawn")
+catalog.add(PlanDrafted, version=2, routing_key="plan.drafted")
+catalog.add(PlanEdited, version=2, routing_key="plan.edited")
+catalog.add(PlanSubmitted, version=2, routing_key="plan.submitted")
+catalog.add(PlanApprovalRecorded, version=2, routing_key="plan.approval_recorded")
+catalog.add(PlanApproved, version=2, routing_key="plan.approved")
+catalog.add(PlanRejected, version=2, routing_key="plan.rejected")
+catalog.add(PlanExpired, version=2, routing_key="plan.expired")
+catalog.add(PlanWithdrawn, version=2, routing_key="plan.withdrawn")
+catalog.add(PlanWorkflowStarted, version=1, routing_key="plan.workflow_started")
+
+for _type in ("DraftPlan", "EditPlan", "PlanDrafted"):
+    namespaced_v1(upcasters, _type)
+namespaced_v1(upcasters, "PlanEdited", project_id=None)
+namespaced_v1(upcasters, "PlanSubmitted", title=None, submitted_by=None)
+namespaced_v1(upcasters, "PlanApprovalRecorded", project_id=None, title=None, cast_by=None)
+namespaced_v1(upcasters, "PlanApproved", title=None, submitted_by=None)
+namespaced_v1(upcasters, "PlanRejected", title=None, submitted_by=None, cast_by=None)
+namespaced_v1(upcasters, "PlanExpired", title=None, submitted_by=None)
+namespaced_v1(upcasters, "PlanWithdrawn", title=None)
+
+
+@upcasters.register("ApprovePlan", 1)
+@upcasters.register("RejectPlan", 1)
+def _vote_v1(payload: Payload) -> Payload:
+    """A v1 vote named its voter: it reads as cast on the voter's behalf (admins only)."""
+    vote = dict(payload)
+    approver = vote.pop("approver", None)
+    vote["on_behalf_of"] = None if approver is None else legacy_principal(approver)
+    return vote

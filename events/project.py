@@ -1,4 +1,8 @@
-"""Project: owns workflows and holds the approval policy."""
+"""Project: owns workflows, holds the approval policy, has an owner and members.
+
+The creator owns a project; only the owner or an admin changes its policy or members.
+`ProjectCreated` v2 names the owner (null in an event upcast from v1).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from events.base import Command, DomainEvent
 from events.catalog import catalog
 from events.fields import Label, Principal
+from events.upcasters import namespaced_v1, upcasters
 
 Deadline = Annotated[timedelta, Gt(timedelta(0)), Le(timedelta(days=365))]
 
@@ -50,11 +55,26 @@ class ChangeApprovalPolicy(Command):
     policy: ApprovalPolicy
 
 
+class AddProjectMember(Command):
+    """Make a principal a member of a project (its owner or an admin may)."""
+
+    project_id: UUID
+    member: Principal
+
+
+class RemoveProjectMember(Command):
+    """Remove a member from a project (its owner or an admin may; the owner stays)."""
+
+    project_id: UUID
+    member: Principal
+
+
 class ProjectCreated(DomainEvent):
-    """A project was created."""
+    """A project was created by its owner."""
 
     project_id: UUID
     name: Label
+    owner: Principal | None  # null only in an event upcast from v1
     policy: ApprovalPolicy
 
 
@@ -65,7 +85,29 @@ class ApprovalPolicyChanged(DomainEvent):
     policy: ApprovalPolicy
 
 
-catalog.add(CreateProject, version=1)
-catalog.add(ChangeApprovalPolicy, version=1)
-catalog.add(ProjectCreated, version=1, routing_key="project.created")
-catalog.add(ApprovalPolicyChanged, version=1, routing_key="project.approval_policy_changed")
+class ProjectMemberAdded(DomainEvent):
+    """A principal became a member of a project."""
+
+    project_id: UUID
+    member: Principal
+
+
+class ProjectMemberRemoved(DomainEvent):
+    """A principal stopped being a member of a project."""
+
+    project_id: UUID
+    member: Principal
+
+
+catalog.add(CreateProject, version=2)
+catalog.add(ChangeApprovalPolicy, version=2)
+catalog.add(AddProjectMember, version=1)
+catalog.add(RemoveProjectMember, version=1)
+catalog.add(ProjectCreated, version=2, routing_key="project.created")
+catalog.add(ApprovalPolicyChanged, version=2, routing_key="project.approval_policy_changed")
+catalog.add(ProjectMemberAdded, version=1, routing_key="project.member_added")
+catalog.add(ProjectMemberRemoved, version=1, routing_key="project.member_removed")
+
+for _type in ("CreateProject", "ChangeApprovalPolicy", "ApprovalPolicyChanged"):
+    namespaced_v1(upcasters, _type)
+namespaced_v1(upcasters, "ProjectCreated", owner=None)

@@ -1,4 +1,9 @@
-"""Task: one plan step being carried out, by a persona (AI) or a person, with attempts."""
+"""Task: one plan step being carried out, by a persona (AI) or a person, with attempts.
+
+Version 2 of the task events carries the project on every event (null in one upcast from
+v1). A human task is started, completed or failed by its assignee (or an admin); an AI task
+by hisho alone (a `system:` principal); queueing and retrying are hisho's (system only).
+"""
 
 from __future__ import annotations
 
@@ -10,37 +15,38 @@ from events.base import Command, DomainEvent
 from events.catalog import catalog
 from events.fields import Principal, Reason, Text
 from events.plan import PlanStep
+from events.upcasters import namespaced_v1, upcasters
 
 
 class QueueTask(Command):
-    """Queue a pending task for execution (AI tasks go to the ai_execution consumer)."""
+    """Queue a pending task for execution (hisho's workflow orchestration: system only)."""
 
     task_id: UUID
 
 
 class StartTask(Command):
-    """Mark a queued task as running; this begins a new attempt."""
+    """Mark a queued task as running (a new attempt): by its assignee, or hisho for AI tasks."""
 
     task_id: UUID
     worker: Principal | None = None
 
 
 class CompleteTask(Command):
-    """Complete a running task with its output (people complete human tasks this way)."""
+    """Complete a running task with its output: by its assignee, or hisho for AI tasks."""
 
     task_id: UUID
     output: Text
 
 
 class FailTask(Command):
-    """Record that a running task's attempt failed."""
+    """Record that a running task's attempt failed: by its assignee, or hisho for AI tasks."""
 
     task_id: UUID
     error: Reason
 
 
 class RetryTask(Command):
-    """Queue a failed task again, if it has attempts left."""
+    """Queue a failed task again, if it has attempts left (hisho's own: system only)."""
 
     task_id: UUID
 
@@ -74,6 +80,7 @@ class TaskQueued(DomainEvent):
 
     task_id: UUID
     workflow_id: UUID
+    project_id: UUID | None  # null only in an event upcast from v1
     step: PlanStep
     attempt: int = Field(ge=1, le=100)
     feedback: Reason | None
@@ -84,6 +91,7 @@ class TaskStarted(DomainEvent):
 
     task_id: UUID
     workflow_id: UUID
+    project_id: UUID | None  # null only in an event upcast from v1
     attempt: int = Field(ge=1, le=100)
     worker: Principal | None
 
@@ -93,6 +101,7 @@ class TaskCompleted(DomainEvent):
 
     task_id: UUID
     workflow_id: UUID
+    project_id: UUID | None  # null only in an event upcast from v1
     attempt: int = Field(ge=1, le=100)
     output: Text
 
@@ -102,6 +111,7 @@ class TaskFailed(DomainEvent):
 
     task_id: UUID
     workflow_id: UUID
+    project_id: UUID | None  # null only in an event upcast from v1
     attempt: int = Field(ge=1, le=100)
     error: Reason
     retryable: bool
@@ -112,6 +122,7 @@ class TaskRetried(DomainEvent):
 
     task_id: UUID
     workflow_id: UUID
+    project_id: UUID | None  # null only in an event upcast from v1
     attempt: int = Field(ge=2, le=100)
 
 
@@ -120,6 +131,7 @@ class TaskCancelled(DomainEvent):
 
     task_id: UUID
     workflow_id: UUID
+    project_id: UUID | None  # null only in an event upcast from v1
     reason: Reason | None
 
 
@@ -128,22 +140,36 @@ class TaskReopened(DomainEvent):
 
     task_id: UUID
     workflow_id: UUID
+    project_id: UUID | None  # null only in an event upcast from v1
     revision: int = Field(ge=1, le=1_000)
     feedback: Reason
 
 
-catalog.add(QueueTask, version=1)
-catalog.add(StartTask, version=1)
+catalog.add(QueueTask, version=1, system_only=True)
+catalog.add(StartTask, version=2)
 catalog.add(CompleteTask, version=1)
 catalog.add(FailTask, version=1)
-catalog.add(RetryTask, version=1)
+catalog.add(RetryTask, version=1, system_only=True)
 catalog.add(CancelTask, version=1)
 catalog.add(ReopenTask, version=1)
-catalog.add(TaskCreated, version=1, routing_key="task.created")
-catalog.add(TaskQueued, version=1, routing_key="task.queued")
-catalog.add(TaskStarted, version=1, routing_key="task.started")
-catalog.add(TaskCompleted, version=1, routing_key="task.completed")
-catalog.add(TaskFailed, version=1, routing_key="task.failed")
-catalog.add(TaskRetried, version=1, routing_key="task.retried")
-catalog.add(TaskCancelled, version=1, routing_key="task.cancelled")
-catalog.add(TaskReopened, version=1, routing_key="task.reopened")
+catalog.add(TaskCreated, version=2, routing_key="task.created")
+catalog.add(TaskQueued, version=2, routing_key="task.queued")
+catalog.add(TaskStarted, version=2, routing_key="task.started")
+catalog.add(TaskCompleted, version=2, routing_key="task.completed")
+catalog.add(TaskFailed, version=2, routing_key="task.failed")
+catalog.add(TaskRetried, version=2, routing_key="task.retried")
+catalog.add(TaskCancelled, version=2, routing_key="task.cancelled")
+catalog.add(TaskReopened, version=2, routing_key="task.reopened")
+
+namespaced_v1(upcasters, "StartTask")
+namespaced_v1(upcasters, "TaskCreated")
+for _type in (
+    "TaskQueued",
+    "TaskStarted",
+    "TaskCompleted",
+    "TaskFailed",
+    "TaskRetried",
+    "TaskCancelled",
+    "TaskReopened",
+):
+    namespaced_v1(upcasters, _type, project_id=None)

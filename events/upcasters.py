@@ -37,3 +37,48 @@ class Upcasters:
 
 
 upcasters = Upcasters()
+
+
+_NAMESPACED = ("key:", "user:", "persona:", "system:", "legacy:")
+_PRINCIPAL_KEYS = frozenset(
+    {"approver", "approvers", "approvals", "assignee", "worker", "recipient", "rejected_by"}
+)
+
+
+def legacy_principal(name: str) -> str:
+    """A principal written before ids were namespaced (`alice`) reads as `legacy:alice`."""
+    return name if name.startswith(_NAMESPACED) else f"legacy:{name}"
+
+
+def qualify_principals(payload: Any) -> Any:  # noqa: ANN401  (a JSON value)
+    """`payload` with every principal under a principal-holding key namespaced."""
+    if isinstance(payload, list):
+        return [qualify_principals(item) for item in payload]
+    if not isinstance(payload, dict):
+        return payload
+    out: dict[str, Any] = {}
+    for key, value in payload.items():
+        if key in _PRINCIPAL_KEYS and isinstance(value, str):
+            out[key] = legacy_principal(value)
+        elif key in _PRINCIPAL_KEYS and isinstance(value, list):
+            out[key] = [legacy_principal(v) if isinstance(v, str) else v for v in value]
+        else:
+            out[key] = qualify_principals(value)
+    return out
+
+
+def namespaced_v1(
+    chain: Upcasters,
+    message_type: str,
+    **defaults: Any,  # noqa: ANN401
+) -> None:
+    """Register `message_type`'s v1 -> v2 step: principals namespaced, new fields defaulted.
+
+    A field version 2 added is null in an upcast v1 payload unless `defaults` names it (the
+    v1 event did not carry it, and an upcaster does not read state to guess it).
+    """
+
+    @chain.register(message_type, 1)
+    def lift(payload: Payload) -> Payload:
+        qualified: Payload = qualify_principals(payload)
+        return {**defaults, **qualified}

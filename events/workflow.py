@@ -12,6 +12,7 @@ from pydantic import AfterValidator, Field
 from events.base import Command, DomainEvent
 from events.catalog import catalog
 from events.fields import Reason
+from events.upcasters import namespaced_v1, upcasters
 
 
 class WorkflowPhase(StrEnum):
@@ -86,6 +87,7 @@ class WorkflowPhaseChanged(DomainEvent):
     """A workflow moved forward: planning to execution, or execution to review."""
 
     workflow_id: UUID
+    project_id: UUID | None  # null only in an event upcast from v1
     from_phase: WorkflowPhase
     to_phase: WorkflowPhase
 
@@ -94,6 +96,7 @@ class WorkflowRevisionRequested(DomainEvent):
     """Review sent tasks back: the workflow is in execution again; `revision` counts rounds."""
 
     workflow_id: UUID
+    project_id: UUID | None  # null only in an event upcast from v1
     task_ids: Annotated[TaskIds, MinLen(1)]
     reason: Reason
     revision: int = Field(ge=1, le=1_000)
@@ -123,7 +126,10 @@ catalog.add(RequestRevision, version=1)
 catalog.add(CompleteWorkflow, version=1)
 catalog.add(CancelWorkflow, version=1)
 catalog.add(WorkflowStarted, version=1, routing_key="workflow.started")
-catalog.add(WorkflowPhaseChanged, version=1, routing_key="workflow.phase_changed")
-catalog.add(WorkflowRevisionRequested, version=1, routing_key="workflow.revision_requested")
+catalog.add(WorkflowPhaseChanged, version=2, routing_key="workflow.phase_changed")
+catalog.add(WorkflowRevisionRequested, version=2, routing_key="workflow.revision_requested")
 catalog.add(WorkflowCompleted, version=1, routing_key="workflow.completed")
 catalog.add(WorkflowCancelled, version=1, routing_key="workflow.cancelled")
+
+namespaced_v1(upcasters, "WorkflowPhaseChanged", project_id=None)
+namespaced_v1(upcasters, "WorkflowRevisionRequested", project_id=None)

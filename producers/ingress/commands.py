@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
 from starlette.routing import Match
 
+from events import catalog
 from infra.auth import Principal
 from producers.ingress.command_spec import (
     COMMANDS_PATH,
@@ -42,6 +43,7 @@ _STATUS_LINK = {
         "parameters": {"command_id": "$response.body#/command_id"},
     }
 }
+_SYSTEM_ONLY = frozenset(entry.type for entry in catalog.entries() if entry.system_only)
 _COMMAND_ERRORS = problem_responses(401, 403, 409, 413, 415, 422, 429, 503, 504)
 
 
@@ -105,13 +107,24 @@ class _CommandIdRoute(APIRoute):
 
 
 def unknown_command(scope: Scope) -> ProblemError | None:
-    """The 404 for a POST to `/v1/commands/<not a command type>` (a `MethodFallback` hook)."""
+    """The 404 for a POST to `/v1/commands/<not a command type>`, 403 for a system-only one.
+
+    A `MethodFallback` hook. System-only commands are not offered: hisho's components send
+    them through the outbox.
+    """
     path: str = scope["path"]
     command_type = path[len(COMMANDS_PATH) :]
     if scope["method"] != "POST" or not path.startswith(COMMANDS_PATH) or not command_type:
         return None
     if "/" in command_type:
         return None
+    if command_type in _SYSTEM_ONLY:
+        return ProblemError(
+            403,
+            "command-system-only",
+            "System-only command",
+            f"{command_type} is sent by hisho's own components only",
+        )
     return ProblemError(
         404,
         "unknown-command-type",
@@ -131,7 +144,7 @@ def add_command_routes(
 ) -> None:
     """Add one POST operation per catalog command and the status URL (see `unknown_command`)."""
     for entry in commands.entries():
-        if entry.kind != "command":
+        if not entry.public:
             continue
         router.add_api_route(
             f"{COMMANDS_PATH}{entry.type}",

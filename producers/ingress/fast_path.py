@@ -62,9 +62,7 @@ class CommandFastPath:
     ) -> None:
         self._app = app
         self._entries = {
-            f"{COMMANDS_PATH}{entry.type}": entry
-            for entry in commands.entries()
-            if entry.kind == "command"
+            f"{COMMANDS_PATH}{entry.type}": entry for entry in commands.entries() if entry.public
         }
         self._authenticator = authenticator
         self._limiter = limiter
