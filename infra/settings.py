@@ -6,12 +6,27 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AmqpDsn, Field, PostgresDsn, RedisDsn, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AmqpDsn,
+    Field,
+    HttpUrl,
+    PostgresDsn,
+    RedisDsn,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+# Asymmetric JWS algorithms only: a JWKS key is public, so HS*/none can never be allowed for it.
+JwtAlgorithm = Literal[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
+]
+_MIN_JWT_SECRET = 32  # bytes: RFC 7518 3.2 wants an HS256 key at least as long as the hash
 
 
 class SettingsError(Exception):
@@ -56,8 +71,50 @@ class Settings(BaseSettings):
     ingress_redis_timeout: Annotated[float, Field(gt=0, le=10)] = 0.25
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
-    jwt_key: SecretStr | None = None  # HS256 secret or RS256 public key (PEM)
-    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    jwt_jwks_url: HttpUrl | None = None  # the identity provider's public signing keys
+    jwt_algorithms: Annotated[tuple[JwtAlgorithm, ...], NoDecode, Field(min_length=1)] = (
+        "RS256",
+        "ES256",
+    )
+    jwt_jwks_cache_seconds: Annotated[float, Field(ge=1, le=86_400)] = 300.0
+    jwt_jwks_refetch_seconds: Annotated[float, Field(ge=0.1, le=3600)] = 5.0  # unknown kid
+    jwt_jwks_timeout: Annotated[float, Field(gt=0, le=30)] = 2.0
+    jwt_leeway_seconds: Annotated[float, Field(ge=0, le=300)] = 0.0  # clock skew on exp/nbf
+    jwt_key: SecretStr | None = None  # an HS256 shared secret; never a public key
+
+    @field_validator("jwt_algorithms", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        """`RS256,ES256` (or a JSON list) from the environment."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        return value
+
+    @field_validator("jwt_jwks_url", "jwt_key")
+    @classmethod
+    def _jwt_needs_issuer_and_audience(cls, value: object, info: ValidationInfo) -> object:
+        """JWTs are only ever accepted for one issuer and one audience."""
+        if value is not None and not (
+            info.data.get("jwt_issuer") and info.data.get("jwt_audience")
+        ):
+            raise ValueError("needs HISHO_JWT_ISSUER and HISHO_JWT_AUDIENCE too")
+        return value
+
+    @field_validator("jwt_key")
+    @classmethod
+    def _hs256_secret_only(cls, value: SecretStr | None) -> SecretStr | None:
+        """A public key here would let anyone sign HS256 tokens with it (algorithm confusion)."""
+        if value is None:
+            return None
+        secret = value.get_secret_value().strip()
+        if secret.startswith(("-----BEGIN", "ssh-", "ecdsa-", "{")):
+            raise ValueError("is an HS256 secret, not a key: serve keys from HISHO_JWT_JWKS_URL")
+        if len(secret.encode()) < _MIN_JWT_SECRET:
+            raise ValueError(f"an HS256 secret needs at least {_MIN_JWT_SECRET} bytes")
+        return value
 
     @property
     def stack_ports(self) -> dict[str, int]:

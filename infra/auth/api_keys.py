@@ -44,7 +44,8 @@ class ApiKey:
 
     def principal(self) -> Principal:
         """Return the principal a request made with this key acts as."""
-        return Principal(Actor(kind=ActorKind.API_KEY, id=self.id), self.scopes)
+        actor = Actor(kind=ActorKind.API_KEY, id=self.id, admin=Scope.ADMIN in self.scopes)
+        return Principal(actor, self.scopes)
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,8 @@ class Principal:
 
     @property
     def caller(self) -> str:
-        """A stable name for the caller (keys idempotency and rate limits)."""
-        return f"{self.actor.kind.value}:{self.actor.id}"
+        """The caller's principal id (keys idempotency and rate limits)."""
+        return self.actor.principal
 
     def allows(self, scope: Scope) -> bool:
         """Whether this principal holds `scope` (directly or through `admin`)."""

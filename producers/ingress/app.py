@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from events import catalog as default_catalog
-from infra.auth import JwtVerifier, Scope, SqlApiKeyStore
+from infra.auth import JwtVerifier, Scope, SqlApiKeyStore, TokenRevocations
 from infra.clock import utc_now
 from infra.db.ingress_fallback import SqlIngressFallback
 from infra.redis_store import RedisIngressStore
@@ -84,7 +84,7 @@ def create_app(
         redis=store,
         engine=engine,
         clock=clock or (resources.clock if resources else utc_now),
-        jwt=jwt or JwtVerifier.from_settings(settings),
+        jwt=jwt or _jwt_verifier(settings, resources, engine),
         tracing=tracing or (resources.tracing if resources else tracer_provider("hisho-ingress")),
     )
     app = FastAPI(
@@ -112,6 +112,17 @@ def _part(resources: App | None, name: str) -> Any:  # noqa: ANN401  (one of the
     if resources is None:
         raise TypeError(f"create_app needs the process's App, or `{name}=` given")
     return getattr(resources, name)
+
+
+def _jwt_verifier(
+    settings: Settings, resources: App | None, engine: AsyncEngine
+) -> JwtVerifier | None:
+    """The verifier `HISHO_JWT_*` configure; its revocation list on the App's Redis and engine."""
+    if settings.jwt_jwks_url is None and settings.jwt_key is None:
+        return None
+    redis = _part(resources, "redis")
+    revocations = TokenRevocations(redis, engine, timeout=settings.ingress_redis_timeout)
+    return JwtVerifier.from_settings(settings, revocations=revocations)
 
 
 @dataclass(frozen=True)

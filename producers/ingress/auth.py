@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import structlog
 from fastapi import Request  # noqa: TC002  (FastAPI reads the dependency's annotation)
 
+from infra.auth import AuthUnavailableError
 from infra.auth.api_keys import TOKEN_PREFIX
 from producers.ingress.command_spec import require_json
 from producers.ingress.problems import ProblemError, forbidden, retry_after, unauthorized
@@ -29,7 +30,9 @@ class Authenticator:
     """Turns a bearer token into a principal; key lookups are cached for `cache_seconds`.
 
     Revoking a key therefore takes effect within `cache_seconds`. While PostgreSQL cannot
-    answer, keys seen before keep working from the cache; unknown ones get a 503.
+    answer, keys seen before keep working from the cache; unknown ones get a 503. A JWT is
+    verified on every request (its revocation is looked up each time); a 503 too when its
+    keys or the revocation list cannot be read.
     """
 
     def __init__(
@@ -51,7 +54,11 @@ class Authenticator:
         if token.startswith(TOKEN_PREFIX):
             return await self._api_key(token)
         if self._jwt is not None and token.count(".") == 2:  # noqa: PLR2004  (header.claims.sig)
-            return self._jwt.verify(token)
+            try:
+                return await self._jwt.verify(token)
+            except AuthUnavailableError as exc:
+                log.warning("jwt verification unavailable", error=str(exc))
+                raise _auth_unavailable("the token's signing keys or revocation list") from exc
         return None
 
     async def _api_key(self, token: str) -> Principal | None:
@@ -75,13 +82,17 @@ class Authenticator:
         if cached is not None and cached[1] is not None:
             return cached[1]
         log.warning("api key lookup failed", error=repr(exc))
-        raise ProblemError(
-            503,
-            "auth-unavailable",
-            "Authentication unavailable",
-            "the key store cannot be reached",
-            headers=retry_after(1),
-        )
+        raise _auth_unavailable("the key store")
+
+
+def _auth_unavailable(what: str) -> ProblemError:
+    return ProblemError(
+        503,
+        "auth-unavailable",
+        "Authentication unavailable",
+        f"{what} cannot be reached",
+        headers=retry_after(1),
+    )
 
 
 def _bearer_token(authorization: str | None) -> str:

@@ -239,7 +239,7 @@ async def test_a_jwt_user_is_the_actor_of_its_commands(
     settings: Settings, engine: AsyncEngine, amqp: AbstractRobustConnection
 ) -> None:
     secret, subject = "integration-secret-long-enough-for-hs256", f"user-{uuid4()}"
-    verifier = JwtVerifier(key=secret, algorithm="HS256", issuer="https://idp", audience="hisho")
+    verifier = JwtVerifier(secret=secret, issuer="https://idp", audience="hisho")
     token = jwt.encode(
         {
             "iss": "https://idp",
@@ -258,8 +258,10 @@ async def test_a_jwt_user_is_the_actor_of_its_commands(
     ):
         response = await _submit(client, token)
         assert response.status_code == 202
-        published = await commands.from_actors(subject)
-    assert [env["actor"] for env in published] == [{"kind": "user", "id": subject}]
+        published = await commands.from_actors(f"https://idp/{subject}")
+    assert [env["actor"] for env in published] == [
+        {"kind": "user", "id": f"https://idp/{subject}", "admin": False}
+    ]
 
 
 async def test_readyz_reports_broker_database_and_redis(client: httpx.AsyncClient) -> None:

@@ -27,7 +27,7 @@ class FakeClock:
 
 
 def _verifier() -> JwtVerifier:
-    return JwtVerifier(key=SECRET, algorithm="HS256", issuer="https://idp.test", audience="hisho")
+    return JwtVerifier(secret=SECRET, issuer="https://idp.test", audience="hisho")
 
 
 def _jwt(**claims: object) -> str:
@@ -84,7 +84,7 @@ async def test_a_valid_jwt_becomes_a_user_with_its_scopes() -> None:
     auth = Authenticator(FakeKeyStore(), jwt=_verifier(), cache_seconds=5)
     principal = await auth.authenticate(_jwt())
     assert principal is not None
-    assert (principal.actor.kind, principal.actor.id) == (ActorKind.USER, "alice")
+    assert principal.actor.principal == "user:https://idp.test/alice"
     assert principal.scopes == {Scope.COMMANDS_WRITE, Scope.STATE_READ}
 
 
