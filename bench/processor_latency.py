@@ -299,7 +299,7 @@ class RawHttp:
 
 
 async def _post(http: RawHttp, n: int, accepted: dict[str, float]) -> None:
-    policy = {"approvers": ["alice"], "required_approvals": 1}
+    policy = {"approvers": ["key:alice"], "required_approvals": 1}
     body = {"project_id": str(uuid.uuid4()), "name": f"bench {n}", "policy": policy}
     try:
         status, answer = await http.post("/v1/commands/CreateProject", json.dumps(body).encode())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Message(BaseModel):
@@ -52,7 +52,7 @@ class Actor(BaseModel):
 
     kind: ActorKind
     id: str
-    admin: bool = False
+    admin: bool = Field(default=False, exclude_if=lambda admin: not admin)  # absent unless set
 
     @property
     def principal(self) -> str:

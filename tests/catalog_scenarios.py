@@ -12,6 +12,7 @@ import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, TypeAlias
 
+from events import Actor, catalog
 from events.notification import NotificationChannel, SendNotification
 from events.persona import RegisterPersona, RetirePersona, UpdatePersona
 from events.plan import (
@@ -25,7 +26,13 @@ from events.plan import (
     SubmitPlan,
     WithdrawPlan,
 )
-from events.project import ApprovalPolicy, ChangeApprovalPolicy, CreateProject
+from events.project import (
+    AddProjectMember,
+    ApprovalPolicy,
+    ChangeApprovalPolicy,
+    CreateProject,
+    RemoveProjectMember,
+)
 from events.task import (
     CancelTask,
     CompleteTask,
@@ -44,7 +51,7 @@ from events.workflow import (
     StartWorkflow,
     WorkflowStarted,
 )
-from tests.command_scenarios import processed
+from tests.command_scenarios import ACTOR, processed
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -54,7 +61,8 @@ if TYPE_CHECKING:
 
 Expected: TypeAlias = "tuple[Command, tuple[str, ...]]"
 Scenario: TypeAlias = "Callable[[CommandDriver], Awaitable[Expected]]"
-APPROVER = "alice"
+APPROVER = ACTOR.principal  # the owner of the scenarios' projects approves and works the tasks
+SYSTEM = Actor.system("scenarios")
 
 
 def _policy(deadline: timedelta | None = None) -> ApprovalPolicy:
@@ -106,7 +114,7 @@ async def _submitted(driver: CommandDriver, deadline: timedelta | None = None) -
 
 async def _approved(driver: CommandDriver) -> uuid.UUID:
     plan_id = await _submitted(driver)
-    await processed(driver, ApprovePlan(plan_id=plan_id, approver=APPROVER))
+    await processed(driver, ApprovePlan(plan_id=plan_id))
     return plan_id
 
 
@@ -129,13 +137,13 @@ async def _executing(driver: CommandDriver) -> tuple[uuid.UUID, uuid.UUID]:
 
 async def _running(driver: CommandDriver) -> uuid.UUID:
     task_id = (await _executing(driver))[1]
-    await processed(driver, StartTask(task_id=task_id, worker="w"))
+    await processed(driver, StartTask(task_id=task_id, worker=APPROVER))
     return task_id
 
 
 async def _completed(driver: CommandDriver) -> tuple[uuid.UUID, uuid.UUID]:
     workflow_id, task_id = await _executing(driver)
-    await processed(driver, StartTask(task_id=task_id, worker="w"))
+    await processed(driver, StartTask(task_id=task_id, worker=APPROVER))
     await processed(driver, CompleteTask(task_id=task_id, output="done"))
     return workflow_id, task_id
 
@@ -164,9 +172,20 @@ async def create_project(driver: CommandDriver) -> Expected:
 
 
 async def change_approval_policy(driver: CommandDriver) -> Expected:
-    changed = _policy().model_copy(update={"approvers": (APPROVER, "bob")})
+    changed = _policy().model_copy(update={"approvers": (APPROVER, "key:bob")})
     command = ChangeApprovalPolicy(project_id=await _project(driver), policy=changed)
     return command, ("ApprovalPolicyChanged",)
+
+
+async def add_project_member(driver: CommandDriver) -> Expected:
+    command = AddProjectMember(project_id=await _project(driver), member="key:bob")
+    return command, ("ProjectMemberAdded",)
+
+
+async def remove_project_member(driver: CommandDriver) -> Expected:
+    project_id = await _project(driver)
+    await processed(driver, AddProjectMember(project_id=project_id, member="key:bob"))
+    return RemoveProjectMember(project_id=project_id, member="key:bob"), ("ProjectMemberRemoved",)
 
 
 async def draft_plan(driver: CommandDriver) -> Expected:
@@ -185,12 +204,12 @@ async def submit_plan(driver: CommandDriver) -> Expected:
 
 
 async def approve_plan(driver: CommandDriver) -> Expected:
-    command = ApprovePlan(plan_id=await _submitted(driver), approver=APPROVER)
+    command = ApprovePlan(plan_id=await _submitted(driver))
     return command, ("PlanApprovalRecorded", "PlanApproved")
 
 
 async def reject_plan(driver: CommandDriver) -> Expected:
-    command = RejectPlan(plan_id=await _submitted(driver), approver=APPROVER, reason="no")
+    command = RejectPlan(plan_id=await _submitted(driver), reason="no")
     return command, ("PlanRejected",)
 
 
@@ -217,7 +236,7 @@ async def send_notification(driver: CommandDriver) -> Expected:
 
 async def start_workflow(driver: CommandDriver) -> Expected:
     command = StartWorkflow(workflow_id=uuid.uuid4(), plan_id=await _approved(driver))
-    return command, ("WorkflowStarted", "TaskCreated")
+    return command, ("PlanWorkflowStarted", "WorkflowStarted", "TaskCreated")
 
 
 async def begin_execution(driver: CommandDriver) -> Expected:
@@ -254,7 +273,7 @@ async def queue_task(driver: CommandDriver) -> Expected:
 
 
 async def start_task(driver: CommandDriver) -> Expected:
-    return StartTask(task_id=(await _executing(driver))[1], worker="w"), ("TaskStarted",)
+    return StartTask(task_id=(await _executing(driver))[1], worker=APPROVER), ("TaskStarted",)
 
 
 async def complete_task(driver: CommandDriver) -> Expected:
@@ -286,6 +305,8 @@ CATALOG_SCENARIOS: dict[type[Command], Scenario] = {
     RetirePersona: retire_persona,
     CreateProject: create_project,
     ChangeApprovalPolicy: change_approval_policy,
+    AddProjectMember: add_project_member,
+    RemoveProjectMember: remove_project_member,
     DraftPlan: draft_plan,
     EditPlan: edit_plan,
     SubmitPlan: submit_plan,
@@ -318,5 +339,6 @@ async def run_catalog_scenario(driver: CommandDriver, command_type: type[Command
     )
     command, expected = await scenario(driver)
     assert type(command) is command_type
-    events = await processed(driver, command)
+    actor = SYSTEM if catalog.entry_for(command).system_only else ACTOR
+    events = await processed(driver, command, actor=actor)
     assert tuple(event.type for event in events) == expected

@@ -17,7 +17,8 @@ from infra.db.command_status import CommandState
 if TYPE_CHECKING:
     from infra.db.command_status import CommandStatus
 
-ACTOR = Actor(kind=ActorKind.API_KEY, id="key-scenario")
+ACTOR = Actor(kind=ActorKind.API_KEY, id="key-scenario")  # creates the projects: their owner
+ALICE, BOB, CAROL = (Actor.of(f"key:{name}") for name in ("alice", "bob", "carol"))
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
@@ -63,9 +64,11 @@ def command_envelope(
     )
 
 
-async def processed(driver: CommandDriver, data: Command) -> list[Envelope[Message]]:
+async def processed(
+    driver: CommandDriver, data: Command, *, actor: Actor = ACTOR
+) -> list[Envelope[Message]]:
     """Send a command, require `processed`, return its events (checked against the status)."""
-    envelope = command_envelope(data)
+    envelope = command_envelope(data, actor=actor)
     await driver.send(envelope)
     status = await driver.outcome(envelope.id)
     assert status.status is CommandState.PROCESSED, status.problem
@@ -94,21 +97,24 @@ async def approval_flow(driver: CommandDriver) -> None:
             system_prompt="Write well.",
         ),
     )
-    policy = ApprovalPolicy(approvers=("alice", "bob", "carol"), required_approvals=2)
+    approvers = (ALICE.principal, BOB.principal, CAROL.principal)
+    policy = ApprovalPolicy(approvers=approvers, required_approvals=2)
     created = await processed(
         driver, CreateProject(project_id=project_id, name="Launch", policy=policy)
     )
     steps = (
         AiStep(step_id=uuid.uuid4(), title="Draft", persona_id=persona_id, input="Write it"),
-        HumanStep(step_id=uuid.uuid4(), title="Review", assignee="alice", instructions="Read"),
+        HumanStep(
+            step_id=uuid.uuid4(), title="Review", assignee=ALICE.principal, instructions="Read"
+        ),
     )
     plan_events = [
         *await processed(
             driver, DraftPlan(plan_id=plan_id, project_id=project_id, title="Q3", steps=steps)
         ),
         *await processed(driver, SubmitPlan(plan_id=plan_id)),
-        *await processed(driver, ApprovePlan(plan_id=plan_id, approver="alice")),
-        *await processed(driver, ApprovePlan(plan_id=plan_id, approver="bob")),
+        *await processed(driver, ApprovePlan(plan_id=plan_id), actor=ALICE),
+        *await processed(driver, ApprovePlan(plan_id=plan_id), actor=BOB),
     ]
     assert [e.type for e in created] == ["ProjectCreated"]
     assert [e.type for e in plan_events] == [
@@ -120,7 +126,7 @@ async def approval_flow(driver: CommandDriver) -> None:
     ]
     assert {e.aggregate_id for e in plan_events} == {plan_id}
     assert [e.aggregate_version for e in plan_events] == [1, 2, 3, 4, 5]
-    late = command_envelope(ApprovePlan(plan_id=plan_id, approver="carol"))
+    late = command_envelope(ApprovePlan(plan_id=plan_id), actor=CAROL)
     await driver.send(late)
     status = await driver.outcome(late.id)
     assert status.status is CommandState.REJECTED
@@ -132,7 +138,7 @@ async def approval_flow(driver: CommandDriver) -> None:
 
 async def redelivery_has_one_effect(driver: CommandDriver) -> None:
     """The same envelope delivered twice: one set of events, status processed."""
-    policy = ApprovalPolicy(approvers=("alice",), required_approvals=1)
+    policy = ApprovalPolicy(approvers=(ALICE.principal,), required_approvals=1)
     envelope = command_envelope(CreateProject(project_id=uuid.uuid4(), name="Once", policy=policy))
     await driver.send(envelope)
     await driver.send(envelope)
@@ -160,10 +166,10 @@ async def rejection_is_decided_once(driver: CommandDriver) -> None:
 
 async def an_id_of_another_aggregate_type_is_rejected(driver: CommandDriver) -> None:
     """A new aggregate whose id is another type's: `aggregate-id-taken` (409), nothing kept."""
-    policy = ApprovalPolicy(approvers=("alice",), required_approvals=1)
+    policy = ApprovalPolicy(approvers=(ALICE.principal,), required_approvals=1)
     project_id = uuid.uuid4()
     await processed(driver, CreateProject(project_id=project_id, name="Taken", policy=policy))
-    step = HumanStep(step_id=uuid.uuid4(), title="t", assignee="alice", instructions="do")
+    step = HumanStep(step_id=uuid.uuid4(), title="t", assignee=ALICE.principal, instructions="do")
     colliding: tuple[tuple[Command, str], ...] = (
         (DraftPlan(plan_id=project_id, project_id=project_id, title="T", steps=(step,)), "plan"),
         (

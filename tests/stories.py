@@ -2,8 +2,9 @@
 
 One story: `CreateProject` (an approval policy that needs both of two approvers), wait until
 it is decided (a plan needs its project), then `DraftPlan` (ids chosen by the client),
-`SubmitPlan` as soon as the DraftPlan's `202` arrives, and the two approvals (`ApprovePlan`
-by `alice` and by `bob`) posted at once as soon as the SubmitPlan's `202` arrives. Nothing
+`SubmitPlan` as soon as the DraftPlan's `202` arrives, and the two approvals (`ApprovePlan`,
+each with its approver's own key, `voters`; without voters, by the story's admin key on
+behalf of `APPROVERS`) posted at once as soon as the SubmitPlan's `202` arrives. Nothing
 waits for the plan's commands to be processed: a processor that decides the commands of one
 aggregate in acceptance order approves every plan; one that does not rejects some with
 `plan-not-found` or `plan-not-submitted` (`ORDER_PROBLEMS`).
@@ -40,8 +41,7 @@ if TYPE_CHECKING:
 
     from events import Command
 
-APPROVERS = ("alice", "bob")
-POLICY = ApprovalPolicy(approvers=APPROVERS, required_approvals=len(APPROVERS))
+APPROVERS = ("key:story-alice", "key:story-bob")  # voted for on their behalf (an admin token)
 COMMANDS_PER_STORY = 5
 ORDER_PROBLEMS = frozenset({"plan-not-found", "plan-not-submitted"})
 POLL_INTERVAL = 0.025
@@ -94,17 +94,35 @@ class StoryPlan:
     create: CreateProject
     draft: DraftPlan
     submit: SubmitPlan
-    votes: tuple[ApprovePlan, ...]
+    votes: tuple[tuple[str | None, ApprovePlan], ...]  # (the voter's token, or None: the story's)
 
 
-def story_plan(n: int, project_id: uuid.UUID, plan_id: uuid.UUID, step_id: uuid.UUID) -> StoryPlan:
-    """Story `n`'s commands for the given ids: one human step, one vote per approver."""
-    step = HumanStep(step_id=step_id, title="Review", assignee=APPROVERS[0], instructions="Read")
+def story_plan(
+    n: int,
+    project_id: uuid.UUID,
+    plan_id: uuid.UUID,
+    step_id: uuid.UUID,
+    voters: Mapping[str, str] | None = None,
+) -> StoryPlan:
+    """Story `n`'s commands for the given ids: one human step, one vote per approver.
+
+    `voters` maps each approver's principal id to its token; without it, the story's token
+    (an admin's) votes on behalf of `APPROVERS`.
+    """
+    approvers = tuple(voters) if voters else APPROVERS
+    policy = ApprovalPolicy(approvers=approvers, required_approvals=len(approvers))
+    step = HumanStep(step_id=step_id, title="Review", assignee=approvers[0], instructions="Read")
+    votes = tuple(
+        (voters[who], ApprovePlan(plan_id=plan_id))
+        if voters
+        else (None, ApprovePlan(plan_id=plan_id, on_behalf_of=who))
+        for who in approvers
+    )
     return StoryPlan(
-        create=CreateProject(project_id=project_id, name=f"story {n}", policy=POLICY),
+        create=CreateProject(project_id=project_id, name=f"story {n}", policy=policy),
         draft=DraftPlan(plan_id=plan_id, project_id=project_id, title=f"plan {n}", steps=(step,)),
         submit=SubmitPlan(plan_id=plan_id),
-        votes=tuple(ApprovePlan(plan_id=plan_id, approver=who) for who in APPROVERS),
+        votes=votes,
     )
 
 
@@ -140,10 +158,13 @@ class Stories:
     """Runs stories against the ingress behind `transport` with a `commands:write` token.
 
     A token that also has `state:read` lets `plans_approved` read the plans afterwards.
+    Each approver votes with its own token (`voters`: principal id -> token), or, without
+    voters, the token must be an admin's: it votes on the approvers' behalf.
     """
 
     transport: Transport
     token: str
+    voters: Mapping[str, str] | None = None
     poll_interval: float = POLL_INTERVAL
     accepted: dict[str, Accepted] = field(default_factory=dict)
     plans: dict[int, uuid.UUID] = field(default_factory=dict)  # story -> its plan id
@@ -152,18 +173,20 @@ class Stories:
     decided_at: dict[str, float] = field(default_factory=dict)  # the status's `updated_at`
     _decided: dict[str, str] = field(default_factory=dict)
 
-    def headers(self, idempotency_key: str | None = None) -> dict[str, str]:
-        """The headers of a request (a POST's with its idempotency key)."""
-        headers = {"Authorization": f"Bearer {self.token}"}
+    def headers(
+        self, idempotency_key: str | None = None, token: str | None = None
+    ) -> dict[str, str]:
+        """The headers of a request (a POST's with its idempotency key), with `token`'s."""
+        headers = {"Authorization": f"Bearer {token or self.token}"}
         if idempotency_key is not None:
             headers |= {"Content-Type": "application/json", "Idempotency-Key": idempotency_key}
         return headers
 
-    async def post(self, story: int, command: Command) -> Accepted:
+    async def post(self, story: int, command: Command, token: str | None = None) -> Accepted:
         """POST one command until it is accepted (a 503/504 is retried with the same key)."""
         command_type = catalog.entry_for(command).type
         body = json.dumps(command.model_dump(mode="json")).encode()
-        headers = self.headers(str(uuid.uuid4()))
+        headers = self.headers(str(uuid.uuid4()), token)
         for attempt in range(1, POST_ATTEMPTS + 1):
             posted_at = time.time()
             status, answer = await self.transport.request(
@@ -211,7 +234,7 @@ class Stories:
 
     async def story(self, n: int) -> None:
         """One story: create, (decided) draft, submit on its 202, both votes on that 202."""
-        plan = story_plan(n, uuid.uuid4(), uuid.uuid4(), uuid.uuid4())
+        plan = story_plan(n, uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), self.voters)
         created = await self.post(n, plan.create)
         outcome = await self.decided(created.command_id)
         if outcome != "processed":
@@ -219,7 +242,7 @@ class Stories:
         self.plans[n] = plan.draft.plan_id
         await self.post(n, plan.draft)
         await self.post(n, plan.submit)
-        await asyncio.gather(*(self.post(n, vote) for vote in plan.votes))
+        await asyncio.gather(*(self.post(n, vote, token) for token, vote in plan.votes))
 
     async def _recorded(self, n: int) -> None:
         try:

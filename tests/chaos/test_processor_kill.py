@@ -57,7 +57,7 @@ class Flow:
         if n % 4 == 3:
             command, body, outcome = "SubmitPlan", {"plan_id": str(uuid.uuid4())}, "rejected"
         else:
-            policy = {"approvers": ["alice"], "required_approvals": 1}
+            policy = {"approvers": ["key:alice"], "required_approvals": 1}
             body = {"project_id": str(uuid.uuid4()), "name": f"p{n}", "policy": policy}
             command, outcome = "CreateProject", "processed"
         answer = await self.http.post(f"/v1/commands/{command}", json=body, headers=self.headers)

@@ -37,21 +37,42 @@ def system(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
     env = component_env(settings, HISHO_INGRESS_PORT=str(port))
     hisho_cli(env, "migrate")
     key_id, token = cli_key(env, "commands:write", "state:read")
+    people = {name: cli_key(env, "commands:write", "state:read") for name in VOTERS}
+    people["admin"] = cli_key(env, "admin")
     with components(env, tmp_path_factory.mktemp("e2e"), ("relay", "processor", "ingress")) as run:
         asyncio.run(backlog_worked_off(settings))  # other tests' leftovers, before ours
-        yield System(run, f"http://127.0.0.1:{port}", key_id, token)
+        yield System(run, f"http://127.0.0.1:{port}", key_id, token, people)
         codes = run.stop_all()
     assert set(codes.values()) <= {0}, codes
 
 
-class System:
-    """The running processes and how to talk to them."""
+VOTERS = ("alice", "bob", "carol", "mallory")  # the first three approve; mallory does not
 
-    def __init__(self, run: Components, url: str, key_id: str, token: str) -> None:
+
+class System:
+    """The running processes and how to talk to them (and the keys of a few people)."""
+
+    def __init__(
+        self,
+        run: Components,
+        url: str,
+        key_id: str,
+        token: str,
+        people: dict[str, tuple[str, str]],
+    ) -> None:
         self.run = run
         self.url = url
         self.key_id = key_id
         self.headers = {"Authorization": f"Bearer {token}"}
+        self.people = people  # name -> (key id, token)
+
+    def principal(self, name: str) -> str:
+        """The principal id of a person's key."""
+        return f"key:{self.people[name][0]}"
+
+    def auth(self, name: str) -> dict[str, str]:
+        """The Authorization header of a person's key."""
+        return {"Authorization": f"Bearer {self.people[name][1]}"}
 
 
 @pytest.fixture
@@ -71,15 +92,20 @@ class Client:
         self.http = http
         self.system = system
 
-    async def post(self, command: str, body: dict[str, Any], **headers: str) -> httpx.Response:
-        """POST /v1/commands/<command>."""
+    async def post(
+        self, command: str, body: dict[str, Any], *, by: str | None = None, **headers: str
+    ) -> httpx.Response:
+        """POST /v1/commands/<command> with the system's key, or person `by`'s."""
+        auth = self.system.headers if by is None else self.system.auth(by)
         return await self.http.post(
-            f"/v1/commands/{command}", json=body, headers={**self.system.headers, **headers}
+            f"/v1/commands/{command}", json=body, headers={**auth, **headers}
         )
 
-    async def processed(self, command: str, body: dict[str, Any], **headers: str) -> str:
+    async def processed(
+        self, command: str, body: dict[str, Any], *, by: str | None = None, **headers: str
+    ) -> str:
         """Post a command, require 202 then `processed`; return the command id."""
-        accepted = await self.post(command, body, **headers)
+        accepted = await self.post(command, body, by=by, **headers)
         assert accepted.status_code == 202, accepted.text
         status = await self.outcome(accepted.headers["location"])
         assert status["status"] == "processed", status
@@ -131,7 +157,8 @@ async def test_approval_story_over_http_emits_the_events_with_their_envelopes(
     project_id, plan_id = str(uuid.uuid4()), str(uuid.uuid4())
     for persona_id in persona_ids:
         await client.processed("RegisterPersona", persona(persona_id))
-    policy = {"approvers": ["alice", "bob", "carol"], "required_approvals": 2}
+    approvers = [system.principal(name) for name in ("alice", "bob", "carol")]
+    policy = {"approvers": approvers, "required_approvals": 2}
     created = await client.processed(
         "CreateProject", {"project_id": project_id, "name": "Launch", "policy": policy}
     )
@@ -142,12 +169,14 @@ async def test_approval_story_over_http_emits_the_events_with_their_envelopes(
         "steps": steps(persona_ids[0]),
     }
     plan_commands = [
-        await client.processed(command, body, **{"X-Correlation-Id": story}, traceparent=trace)
-        for command, body in (
-            ("DraftPlan", draft),
-            ("SubmitPlan", {"plan_id": plan_id}),
-            ("ApprovePlan", {"plan_id": plan_id, "approver": "alice"}),
-            ("ApprovePlan", {"plan_id": plan_id, "approver": "bob"}),
+        await client.processed(
+            command, body, by=by, **{"X-Correlation-Id": story}, traceparent=trace
+        )
+        for command, body, by in (
+            ("DraftPlan", draft, None),
+            ("SubmitPlan", {"plan_id": plan_id}, None),
+            ("ApprovePlan", {"plan_id": plan_id}, "alice"),
+            ("ApprovePlan", {"plan_id": plan_id}, "bob"),
         )
     ]
     got = await tapped(events, {created, *plan_commands}, count=6)
@@ -163,9 +192,8 @@ async def test_approval_story_over_http_emits_the_events_with_their_envelopes(
     assert [e["causation_id"] for e in got] == causes
     assert got[0]["correlation_id"] == created  # no X-Correlation-Id: the command's own id
     assert {e["correlation_id"] for e in got[1:]} == {story}
-    assert {json.dumps(e["actor"], sort_keys=True) for e in got} == {
-        json.dumps({"id": system.key_id, "kind": "api_key"}, sort_keys=True)
-    }
+    senders = [system.key_id] * 3 + [system.people["alice"][0]] + [system.people["bob"][0]] * 2
+    assert [e["actor"] for e in got] == [{"id": key, "kind": "api_key"} for key in senders]
     positions = [e["position"] for e in got]
     assert positions == sorted(positions)
     assert len(set(positions)) == len(positions)
@@ -178,7 +206,7 @@ async def test_approval_story_over_http_emits_the_events_with_their_envelopes(
 
 def steps(persona_id: str) -> list[dict[str, str]]:
     ai = {"kind": "ai", "title": "Draft", "persona_id": persona_id, "input": "Write"}
-    human = {"kind": "human", "title": "Check", "assignee": "alice", "instructions": "Read"}
+    human = {"kind": "human", "title": "Check", "assignee": "key:alice", "instructions": "Read"}
     return [{**ai, "step_id": str(uuid.uuid4())}, {**human, "step_id": str(uuid.uuid4())}]
 
 
@@ -200,7 +228,7 @@ async def test_one_idempotency_key_gives_one_set_of_events_and_a_changed_body_40
     body = {
         "project_id": str(uuid.uuid4()),
         "name": "Once",
-        "policy": {"approvers": ["alice"], "required_approvals": 1},
+        "policy": {"approvers": ["key:alice"], "required_approvals": 1},
     }
     first, second = await asyncio.gather(
         client.post("CreateProject", body, **key), client.post("CreateProject", body, **key)
@@ -215,3 +243,82 @@ async def test_one_idempotency_key_gives_one_set_of_events_and_a_changed_body_40
     conflicting = await client.post("CreateProject", {**body, "name": "Twice"}, **key)
     assert conflicting.status_code == 409, conflicting.text
     assert conflicting.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_votes_are_cast_by_their_approvers_and_an_admin_on_behalf_is_recorded(
+    client: Client, events: AbstractQueue, system: System
+) -> None:
+    """Issue 15's story: three approvers of a 2-of-3 policy, a fourth key, and an admin."""
+    alice, bob, carol = (system.principal(name) for name in ("alice", "bob", "carol"))
+    project_id = str(uuid.uuid4())
+    policy = {"approvers": [alice, bob, carol], "required_approvals": 2}
+    await client.processed(
+        "CreateProject", {"project_id": project_id, "name": "Votes", "policy": policy}
+    )
+
+    async def submitted() -> str:
+        plan_id = str(uuid.uuid4())
+        human = {"kind": "human", "title": "Sign", "assignee": alice, "instructions": "Sign"}
+        draft = {"plan_id": plan_id, "project_id": project_id, "title": "Budget"}
+        await client.processed(
+            "DraftPlan", {**draft, "steps": [{**human, "step_id": str(uuid.uuid4())}]}
+        )
+        await client.processed("SubmitPlan", {"plan_id": plan_id})
+        return plan_id
+
+    async def refused(body: dict[str, Any], by: str) -> dict[str, Any]:
+        accepted = await client.post("ApprovePlan", body, by=by)
+        assert accepted.status_code == 202, accepted.text
+        status = await client.outcome(accepted.headers["location"])
+        assert status["status"] == "rejected", status
+        assert status["problem"]["status"] == 403
+        return dict(status["problem"])
+
+    plan_id = await submitted()
+    as_bob = await refused({"plan_id": plan_id, "on_behalf_of": bob}, by="alice")
+    assert as_bob["code"] == "plan-vote-on-behalf-forbidden"
+    outsider = await refused({"plan_id": plan_id}, by="mallory")
+    assert outsider["code"] == "plan-not-an-approver"
+    votes = [
+        await client.processed("ApprovePlan", {"plan_id": plan_id}, by=name)
+        for name in ("alice", "bob")
+    ]
+    *recorded, approved = await _caused(events, set(votes), PLAN_VOTES, count=3)
+    assert [e["type"] for e in [*recorded, approved]] == [
+        *["PlanApprovalRecorded"] * 2,
+        "PlanApproved",
+    ]
+    assert [e["data"]["approver"] for e in recorded] == [alice, bob]  # no vote from the refused
+    assert approved["data"]["approvers"] == [alice, bob]
+    assert approved["data"]["submitted_by"] == f"key:{system.key_id}"
+    assert approved["data"]["project_id"] == project_id
+    assert approved["data"]["title"] == "Budget"
+
+    plan_id = await submitted()
+    on_behalf = await client.processed(
+        "ApprovePlan", {"plan_id": plan_id, "on_behalf_of": carol}, by="admin"
+    )
+    (vote,) = await _caused(events, {on_behalf}, PLAN_VOTES, count=1)
+    admin = system.principal("admin")
+    assert (vote["data"]["approver"], vote["data"]["cast_by"]) == (carol, admin)
+    assert vote["actor"] == {"id": system.people["admin"][0], "kind": "api_key", "admin": True}
+
+
+PLAN_VOTES = frozenset({"PlanApprovalRecorded", "PlanApproved"})
+
+
+async def _caused(
+    queue: AbstractQueue, command_ids: set[str], types: frozenset[str], *, count: int
+) -> list[dict[str, Any]]:
+    """The events of `types` caused by `command_ids`, in order, once `count` arrived."""
+    wanted: list[dict[str, Any]] = []
+
+    async def arrived() -> list[dict[str, Any]]:
+        while (message := await queue.get(fail=False, no_ack=True)) is not None:
+            envelope = json.loads(message.body)
+            if envelope["causation_id"] in command_ids and envelope["type"] in types:
+                wanted.append(envelope)
+        assert len(wanted) >= count, f"{len(wanted)} of {count} events so far"
+        return wanted
+
+    return await eventually(arrived, deadline=30.0)

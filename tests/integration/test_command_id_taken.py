@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from events import Envelope, Message
 
-POLICY = ApprovalPolicy(approvers=("a",), required_approvals=1)
+POLICY = ApprovalPolicy(approvers=("key:a",), required_approvals=1)
 
 
 async def _decided(
@@ -102,7 +102,7 @@ async def test_a_plan_with_a_projects_id_is_rejected_and_only_the_rejection_is_w
 ) -> None:
     project_id = uuid.uuid4()
     assert await _decided(engine, _project(project_id)) is Outcome.APPLIED
-    step = HumanStep(step_id=uuid.uuid4(), title="t", assignee="a", instructions="do")
+    step = HumanStep(step_id=uuid.uuid4(), title="t", assignee="key:a", instructions="do")
     draft = command_envelope(
         DraftPlan(plan_id=project_id, project_id=project_id, title="T", steps=(step,))
     )

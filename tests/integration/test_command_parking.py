@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from infra.db.command_status import CommandStatus
     from infra.settings import Settings
 
-POLICY = ApprovalPolicy(approvers=("alice",), required_approvals=1)
+POLICY = ApprovalPolicy(approvers=("key:alice",), required_approvals=1)
 Failures = dict[uuid.UUID, tuple[Exception, int]]
 
 

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select, text
 
 from consumers.command_processor import CONSUMER
-from events import catalog
+from events import Actor, catalog
 from events.catalog import partition_key
 from events.plan import ApprovePlan, DraftPlan, HumanStep, SubmitPlan
 from events.project import ApprovalPolicy, CreateProject
@@ -36,7 +36,7 @@ from infra.db.state_tables import aggregate_state
 from infra.db.tables import outbox
 from infra.partitions import PartitionedQueues
 from infra.topology import COMMAND_PROCESSOR, DEAD_EXCHANGE
-from tests.command_scenarios import SCENARIOS, command_envelope
+from tests.command_scenarios import ACTOR, SCENARIOS, command_envelope
 from tests.processor_support import (
     BrokerDriver,
     CountingUnitOfWork,
@@ -112,7 +112,7 @@ async def parked_copy(queue: AbstractQueue, message_id: str) -> AbstractMessage:
 
 
 def valid_command_body(**changes: Any) -> tuple[str, bytes]:
-    policy = ApprovalPolicy(approvers=("alice",), required_approvals=1)
+    policy = ApprovalPolicy(approvers=(ACTOR.principal,), required_approvals=1)
     envelope = command_envelope(CreateProject(project_id=uuid.uuid4(), name="P", policy=policy))
     doc = json.loads(catalog.encode(envelope))
     for key, value in changes.items():
@@ -144,7 +144,7 @@ async def test_invalid_messages_are_parked_with_the_reason_and_the_queue_keeps_m
         "garbage": (str(uuid.uuid4()), b"\x00not json{"),
         "unknown_type": valid_command_body(type="Bogus"),
         "extra_field": valid_command_body(data_extra={"colour": "red"}),
-        "event_as_command": valid_command_body(type="ProjectCreated"),
+        "event_as_command": valid_command_body(type="ProjectCreated", data_extra={"owner": None}),
     }[body_kind]
     await publish(amqp, body, routing_key="CreateProject", message_id=message_id)
     copy = await parked_copy(parked, message_id)
@@ -154,7 +154,7 @@ async def test_invalid_messages_are_parked_with_the_reason_and_the_queue_keeps_m
     assert headers[ORIGINAL_ROUTING_KEY_HEADER] == "CreateProject"
     assert PARKED_ERROR_HEADER in headers
     assert copy.body == body
-    policy = ApprovalPolicy(approvers=("alice",), required_approvals=1)
+    policy = ApprovalPolicy(approvers=(ACTOR.principal,), required_approvals=1)
     after = command_envelope(CreateProject(project_id=uuid.uuid4(), name="Next", policy=policy))
     await driver.send(after)
     assert (await driver.outcome(after.id)).status is CommandState.PROCESSED
@@ -191,10 +191,10 @@ async def test_competing_processors_on_one_plan_apply_every_vote_once_in_order(
     processor_engine: AsyncEngine,
 ) -> None:
     deliveries = Deliveries()
-    approvers = tuple(f"approver-{n}" for n in range(30))
+    approvers = tuple(f"key:approver-{n}" for n in range(30))
     project_id, plan_id = uuid.uuid4(), uuid.uuid4()
     policy = ApprovalPolicy(approvers=approvers, required_approvals=len(approvers))
-    step = HumanStep(step_id=uuid.uuid4(), title="t", assignee="a", instructions="do")
+    step = HumanStep(step_id=uuid.uuid4(), title="t", assignee=ACTOR.principal, instructions="do")
     async with (
         running_processor(settings, processor_engine, deliveries, label="first"),
         running_processor(settings, processor_engine, deliveries, label="second"),
@@ -208,7 +208,9 @@ async def test_competing_processors_on_one_plan_apply_every_vote_once_in_order(
             envelope = command_envelope(setup)
             await driver.send(envelope)
             assert (await driver.outcome(envelope.id)).status is CommandState.PROCESSED
-        votes = [command_envelope(ApprovePlan(plan_id=plan_id, approver=a)) for a in approvers]
+        votes = [
+            command_envelope(ApprovePlan(plan_id=plan_id), actor=Actor.of(a)) for a in approvers
+        ]
         for vote in votes:  # accepted one after another, each confirmed before the next
             await driver.send(vote)
         for vote in votes:
@@ -278,16 +280,16 @@ async def test_a_transient_failure_outlasting_in_process_retries_parks_and_holds
     processor_engine: AsyncEngine,
     parked: AbstractQueue,
 ) -> None:
-    policy = ApprovalPolicy(approvers=("alice",), required_approvals=1)
+    policy = ApprovalPolicy(approvers=(ACTOR.principal,), required_approvals=1)
     project_id, plan_id = uuid.uuid4(), uuid.uuid4()
-    step = HumanStep(step_id=uuid.uuid4(), title="t", assignee="a", instructions="do")
+    step = HumanStep(step_id=uuid.uuid4(), title="t", assignee=ACTOR.principal, instructions="do")
     project = command_envelope(CreateProject(project_id=project_id, name="P", policy=policy))
     draft = command_envelope(
         DraftPlan(plan_id=plan_id, project_id=project_id, title="T", steps=(step,))
     )
     later = [
         command_envelope(SubmitPlan(plan_id=plan_id)),
-        command_envelope(ApprovePlan(plan_id=plan_id, approver="alice")),
+        command_envelope(ApprovePlan(plan_id=plan_id)),
     ]
     other = command_envelope(CreateProject(project_id=uuid.uuid4(), name="Q", policy=policy))
     flaky = {draft.id: CONSUMER.attempts}  # every in-process attempt of the first delivery

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 
 def _policy(*approvers: str) -> ApprovalPolicy:
-    return ApprovalPolicy(approvers=approvers, required_approvals=1)
+    return ApprovalPolicy(approvers=[f"key:{a}" for a in approvers], required_approvals=1)
 
 
 async def _written(engine: AsyncEngine, envelope: Envelope[Message]) -> dict[str, int]:
@@ -71,7 +71,11 @@ async def _create(unit: PgUnitOfWork, envelope: Envelope[Message]) -> None:
     await unit.aggregates.projects.require_absent(data.project_id)
     unit.aggregates.projects.add(
         Project.create(
-            project_id=data.project_id, name=data.name, policy=data.policy, at=envelope.occurred_at
+            project_id=data.project_id,
+            name=data.name,
+            policy=data.policy,
+            by=envelope.actor,
+            at=envelope.occurred_at,
         )
     )
     unit.context = MessageContext.caused_by(envelope)
@@ -92,7 +96,7 @@ async def _decide(unit: PgUnitOfWork, envelope: Envelope[Message]) -> None:
     data = envelope.data
     assert isinstance(data, ChangeApprovalPolicy)
     project = await unit.aggregates.projects.require(data.project_id)
-    project.change_policy(data.policy, at=envelope.occurred_at)
+    project.change_policy(data.policy, by=envelope.actor, at=envelope.occurred_at)
     ids = await unit.save_aggregates(MessageContext.caused_by(envelope))
     record_status(
         unit, envelope.id, type=envelope.type, status=CommandState.PROCESSED, result_event_ids=ids
@@ -110,7 +114,7 @@ async def test_a_commit_writes_claim_state_events_and_status_together(engine: As
         await _decide(unit, change)
         await unit.commit()
     assert await _written(engine, change) == {"inbox": 1, "status": 1, "outbox": 1}
-    assert await _project(engine, project_id) == (2, ["b"])
+    assert await _project(engine, project_id) == (2, ["key:b"])
 
 
 async def test_a_stale_update_writes_nothing_of_its_command(engine: AsyncEngine) -> None:
@@ -122,7 +126,7 @@ async def test_a_stale_update_writes_nothing_of_its_command(engine: AsyncEngine)
         await first.commit()
         with pytest.raises(ConcurrencyError, match="stale write: 0 of 1 rows"):
             await second.commit()
-    assert await _project(engine, project_id) == (2, ["b"])
+    assert await _project(engine, project_id) == (2, ["key:b"])
     assert await _written(engine, theirs) == {"inbox": 0, "status": 0, "outbox": 0}
 
 
@@ -138,7 +142,7 @@ async def test_creating_a_taken_id_writes_nothing_of_its_command(engine: AsyncEn
         await first.commit()
         with pytest.raises(ConcurrencyError):
             await second.commit()
-    assert await _project(engine, project_id) == (1, ["a"])
+    assert await _project(engine, project_id) == (1, ["key:a"])
     assert await _written(engine, theirs) == {"inbox": 0, "status": 0, "outbox": 0}
 
 
@@ -160,7 +164,7 @@ async def test_one_command_delivered_twice_at_once_is_applied_once(engine: Async
         with pytest.raises(AlreadyAppliedError):
             await again.commit()
     assert await _written(engine, change) == {"inbox": 1, "status": 1, "outbox": 1}
-    assert await _project(engine, project_id) == (2, ["b"])
+    assert await _project(engine, project_id) == (2, ["key:b"])
 
 
 async def test_leaving_without_commit_writes_nothing(engine: AsyncEngine) -> None:
@@ -169,7 +173,7 @@ async def test_leaving_without_commit_writes_nothing(engine: AsyncEngine) -> Non
     async with PgUnitOfWork(engine) as unit:
         await _decide(unit, change)
     assert await _written(engine, change) == {"inbox": 0, "status": 0, "outbox": 0}
-    assert await _project(engine, project_id) == (1, ["a"])
+    assert await _project(engine, project_id) == (1, ["key:a"])
 
 
 async def test_units_ready_together_commit_in_one_statement(engine: AsyncEngine) -> None:
@@ -185,7 +189,7 @@ async def test_units_ready_together_commit_in_one_statement(engine: AsyncEngine)
     assert (group.statements, group.grouped) == (1, 3)
     for project_id, change in zip(projects, changes, strict=True):
         assert await _written(engine, change) == {"inbox": 1, "status": 1, "outbox": 1}
-        assert await _project(engine, project_id) == (2, ["b"])
+        assert await _project(engine, project_id) == (2, ["key:b"])
 
 
 async def test_a_group_spoiled_by_one_unit_commits_each_on_its_own(engine: AsyncEngine) -> None:
@@ -203,8 +207,8 @@ async def test_a_group_spoiled_by_one_unit_commits_each_on_its_own(engine: Async
     assert outcomes[0] is None
     assert isinstance(outcomes[1], ConcurrencyError)
     assert outcomes[2] is None
-    assert await _project(engine, raced) == (2, ["b"])
-    assert await _project(engine, other) == (2, ["d"])
+    assert await _project(engine, raced) == (2, ["key:b"])
+    assert await _project(engine, other) == (2, ["key:d"])
     assert await _written(engine, theirs) == {"inbox": 0, "status": 0, "outbox": 0}
 
 
@@ -220,7 +224,7 @@ async def test_one_command_twice_in_a_group_is_applied_once(engine: AsyncEngine)
     assert outcomes[0] is None
     assert isinstance(outcomes[1], AlreadyAppliedError | ConcurrencyError)
     assert await _written(engine, change) == {"inbox": 1, "status": 1, "outbox": 1}
-    assert await _project(engine, project_id) == (2, ["b"])
+    assert await _project(engine, project_id) == (2, ["key:b"])
 
 
 async def test_units_loading_together_read_with_one_statement(engine: AsyncEngine) -> None:
@@ -237,8 +241,8 @@ async def test_units_loading_together_read_with_one_statement(engine: AsyncEngin
         outcomes = await asyncio.gather(*(u.commit() for u in units), return_exceptions=True)
     assert outcomes[:2] == [None, None]
     assert isinstance(outcomes[2], ConcurrencyError)  # read version 1 too; the first won
-    assert await _project(engine, projects[0]) == (2, ["b"])
-    assert await _project(engine, projects[1]) == (2, ["c"])
+    assert await _project(engine, projects[0]) == (2, ["key:b"])
+    assert await _project(engine, projects[1]) == (2, ["key:c"])
 
 
 async def test_a_group_load_answers_none_for_a_missing_aggregate(
@@ -298,7 +302,7 @@ async def test_a_group_of_units_writing_different_tables_commits_in_one_statemen
     assert (group.statements, group.grouped) == (1, 3)  # nothing to write: no statement
     assert await _written(engine, change) == {"inbox": 1, "status": 1, "outbox": 1}
     assert await _written(engine, create) == {"inbox": 1, "status": 0, "outbox": 1}
-    assert await _project(engine, project_id) == (2, ["b"])
+    assert await _project(engine, project_id) == (2, ["key:b"])
     query = select(command_status.c.status).where(command_status.c.command_id == parked)
     async with engine.connect() as conn:
         assert (await conn.execute(query)).scalar_one() == "failed"

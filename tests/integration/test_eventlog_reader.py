@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from events import Envelope, Message
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-POLICY = ApprovalPolicy(approvers=("ana",), required_approvals=1)
+POLICY = ApprovalPolicy(approvers=("key:ana",), required_approvals=1)
 # Write order -> position order: positions are deliberately not in insertion order.
 POSITION_OFFSETS = [3, 1, 7, 2, 6, 4, 5]
 
@@ -86,8 +86,18 @@ async def log(outer: AsyncConnection) -> Log:
     uow = PgUnitOfWork(outer, clock=_Clock())
     async with uow:
         writes: list[tuple[Any, uuid.UUID, int, MessageContext]] = [
-            (ProjectCreated(project_id=project_a, name="A", policy=POLICY), project_a, 1, in_a),
-            (ProjectCreated(project_id=project_b, name="B", policy=POLICY), project_b, 1, in_b),
+            (
+                ProjectCreated(project_id=project_a, name="A", owner="key:ana", policy=POLICY),
+                project_a,
+                1,
+                in_a,
+            ),
+            (
+                ProjectCreated(project_id=project_b, name="B", owner="key:ana", policy=POLICY),
+                project_b,
+                1,
+                in_b,
+            ),
             (ApprovalPolicyChanged(project_id=project_a, policy=POLICY), project_a, 2, in_a),
             (ApprovalPolicyChanged(project_id=project_b, policy=POLICY), project_b, 2, in_b),
             (ApprovalPolicyChanged(project_id=project_a, policy=POLICY), project_a, 3, in_a),

@@ -82,7 +82,7 @@ def _project() -> dict[str, Any]:
     return {
         "project_id": str(uuid4()),
         "name": "late confirm",
-        "policy": {"approvers": ["a"], "required_approvals": 1},
+        "policy": {"approvers": ["key:a"], "required_approvals": 1},
     }
 
 

@@ -28,7 +28,7 @@ async def test_a_command_in_the_outbox_is_published_to_the_commands_exchange_onc
     command = CreateProject(
         project_id=uuid.uuid4(),
         name="from a process manager",
-        policy=ApprovalPolicy(approvers=("a",), required_approvals=1),
+        policy=ApprovalPolicy(approvers=("key:a",), required_approvals=1),
     )
     channel = await amqp.channel()
     tap = await channel.declare_queue(f"relay-cmd-{uuid.uuid4().hex[:12]}", exclusive=True)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-POLICY = ApprovalPolicy(approvers=("ana",), required_approvals=1)
+POLICY = ApprovalPolicy(approvers=("key:ana",), required_approvals=1)
 CONSUMER = "uow_test"
 # A projection of the kind a consumer keeps: the latest name per key, and how often it came.
 PROJECTION = Table(
@@ -75,7 +75,7 @@ def _context() -> MessageContext:
 
 
 def _created(project_id: uuid.UUID) -> ProjectCreated:
-    return ProjectCreated(project_id=project_id, name="Launch", policy=POLICY)
+    return ProjectCreated(project_id=project_id, name="Launch", owner="key:ana", policy=POLICY)
 
 
 async def _scalar(engine: AsyncEngine, sql: str, **params: Any) -> Any:
@@ -329,14 +329,18 @@ async def test_the_commit_drains_pending_events_with_the_units_context(
     project_id, context = uuid.uuid4(), _context()
     async with PgUnitOfWork(engine) as unit:
         unit.aggregates.projects.add(
-            Project.create(project_id=project_id, name="P", policy=POLICY, at=NOW)
+            Project.create(
+                project_id=project_id, name="P", policy=POLICY, by=Actor.system(), at=NOW
+            )
         )
         with pytest.raises(RuntimeError, match="context"):
             await unit.commit()
     unit.context = context
     async with unit:
         unit.aggregates.projects.add(
-            Project.create(project_id=project_id, name="P", policy=POLICY, at=NOW)
+            Project.create(
+                project_id=project_id, name="P", policy=POLICY, by=Actor.system(), at=NOW
+            )
         )
         await unit.commit()
     sql = "SELECT count(*) FROM outbox WHERE aggregate_id = :p AND causation_id = :c"

@@ -7,24 +7,26 @@ Commands go through the framework's runner (`infra.consumers.Runner` with the pr
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
 from consumers.command_processor import CONSUMER, HANDLERS, handle_command, problem_for
 from domain.errors import CONFLICT, UNPROCESSABLE, DomainError
 from domain.workflow import task_id_for
-from events import Envelope, InvalidMessageError, Message, catalog
+from events import Actor, Envelope, InvalidMessageError, Message, catalog
 from events.envelope import body_sha256
 from events.notification import NotificationChannel, SendNotification
 from events.plan import AiStep, ApprovePlan, DraftPlan, HumanStep, SubmitPlan
-from events.project import ApprovalPolicy, CreateProject, ProjectCreated
+from events.project import AddProjectMember, ApprovalPolicy, CreateProject, ProjectCreated
+from events.project import ChangeApprovalPolicy as ChangePolicy
 from events.workflow import BeginExecution, CancelWorkflow, StartWorkflow
 from infra.consumers import Outcome, Runner
 from infra.consumers.runtime import call_with_retries
 from infra.db.command_status import CommandState
 from infra.db.repositories import AggregateExistsError, AggregateNotFoundError, ConcurrencyError
 from infra.message_context import MessageContext
+from tests.catalog_scenarios import CATALOG_SCENARIOS
 from tests.command_scenarios import ACTOR, SCENARIOS, command_envelope
 from tests.consumer_support import FakeHeldMessages
 from tests.fakes import FakeClock, FakeDatabase, FakeUnitOfWork
@@ -34,7 +36,7 @@ from tests.unit.test_domain_errors import _raised
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
 
-    from events import Command
+    from events import CatalogEntry, Command
     from infra.db.command_status import CommandStatus
     from infra.db.uow import UnitOfWork
     from tests.command_scenarios import CommandDriver
@@ -80,8 +82,12 @@ async def test_scenario_with_fakes(scenario: Callable[[CommandDriver], Awaitable
     await scenario(FakeDriver())
 
 
-async def send(driver: FakeDriver, data: Command) -> Envelope[Message]:
-    envelope = command_envelope(data)
+OWNER = ACTOR.principal  # creates the projects, approves and works their human tasks
+SYSTEM = Actor.system("tests")
+
+
+async def send(driver: FakeDriver, data: Command, *, actor: Actor = ACTOR) -> Envelope[Message]:
+    envelope = command_envelope(data, actor=actor)
     await driver.send(envelope)
     return envelope
 
@@ -93,7 +99,7 @@ def policy(*approvers: str, required: int = 1) -> ApprovalPolicy:
 async def test_redelivery_is_acknowledged_as_duplicate_and_commits_nothing() -> None:
     driver = FakeDriver()
     envelope = await send(
-        driver, CreateProject(project_id=uuid.uuid4(), name="P", policy=policy("a"))
+        driver, CreateProject(project_id=uuid.uuid4(), name="P", policy=policy(OWNER))
     )
     commits = driver.uow.commits
     await driver.send(envelope)
@@ -104,7 +110,7 @@ async def test_redelivery_is_acknowledged_as_duplicate_and_commits_nothing() -> 
 
 async def test_the_status_names_the_body_it_is_for_as_the_ingress_hashes_it() -> None:
     driver = FakeDriver()
-    data = CreateProject(project_id=uuid.uuid4(), name="P", policy=policy("a"))
+    data = CreateProject(project_id=uuid.uuid4(), name="P", policy=policy(OWNER))
     envelope = await send(driver, data)
     # The ingress hashes the body it validated; the processor, the body it decoded.
     as_posted = CreateProject.model_validate_json(data.model_dump_json())
@@ -117,8 +123,8 @@ async def test_the_status_names_the_body_it_is_for_as_the_ingress_hashes_it() ->
 async def test_domain_error_is_recorded_as_rejected_with_the_inbox_row() -> None:
     driver = FakeDriver()
     project_id = uuid.uuid4()
-    await send(driver, CreateProject(project_id=project_id, name="P", policy=policy("a")))
-    again = await send(driver, CreateProject(project_id=project_id, name="P", policy=policy("a")))
+    await send(driver, CreateProject(project_id=project_id, name="P", policy=policy(OWNER)))
+    again = await send(driver, CreateProject(project_id=project_id, name="P", policy=policy(OWNER)))
     status = driver.uow.statuses[again.id]
     assert driver.outcomes[-1] is Outcome.REJECTED
     assert status.status is CommandState.REJECTED
@@ -139,7 +145,7 @@ async def test_rejected_command_leaves_no_partial_state() -> None:
     driver = FakeDriver()
     project_id, plan_id = uuid.uuid4(), uuid.uuid4()
     ghost = AiStep(step_id=uuid.uuid4(), title="t", persona_id=uuid.uuid4(), input="x")
-    await send(driver, CreateProject(project_id=project_id, name="P", policy=policy("a")))
+    await send(driver, CreateProject(project_id=project_id, name="P", policy=policy(OWNER)))
     draft = DraftPlan(plan_id=plan_id, project_id=project_id, title="T", steps=(ghost,))
     envelope = await send(driver, draft)
     assert driver.uow.statuses[envelope.id].problem == {
@@ -155,7 +161,7 @@ async def test_rejected_command_leaves_no_partial_state() -> None:
 async def test_events_continue_the_command_correlation_and_the_client_correlation_id() -> None:
     driver = FakeDriver()
     story = uuid.uuid4()
-    data = CreateProject(project_id=uuid.uuid4(), name="P", policy=policy("a"))
+    data = CreateProject(project_id=uuid.uuid4(), name="P", policy=policy(OWNER))
     envelope = command_envelope(data, correlation_id=story)
     await driver.send(envelope)
     (event,) = driver.uow.envelopes
@@ -169,8 +175,8 @@ async def test_events_continue_the_command_correlation_and_the_client_correlatio
 async def test_state_rows_hold_status_and_parent_ids_as_strings() -> None:
     driver = FakeDriver()
     project_id, plan_id = uuid.uuid4(), uuid.uuid4()
-    step = HumanStep(step_id=uuid.uuid4(), title="t", assignee="a", instructions="do")
-    await send(driver, CreateProject(project_id=project_id, name="P", policy=policy("a")))
+    step = HumanStep(step_id=uuid.uuid4(), title="t", assignee=OWNER, instructions="do")
+    await send(driver, CreateProject(project_id=project_id, name="P", policy=policy(OWNER)))
     await send(driver, DraftPlan(plan_id=plan_id, project_id=project_id, title="T", steps=(step,)))
     version, state = driver.uow.states[("plan", plan_id)]
     assert version == 1
@@ -180,11 +186,11 @@ async def test_state_rows_hold_status_and_parent_ids_as_strings() -> None:
 
 
 async def submitted_plan(
-    driver: FakeDriver, *, approvers: tuple[str, ...] = ("a",), required: int = 1, steps: int = 1
+    driver: FakeDriver, *, approvers: tuple[str, ...] = (OWNER,), required: int = 1, steps: int = 1
 ) -> uuid.UUID:
     project_id, plan_id = uuid.uuid4(), uuid.uuid4()
     human = tuple(
-        HumanStep(step_id=uuid.uuid4(), title=f"s{i}", assignee="a", instructions="do")
+        HumanStep(step_id=uuid.uuid4(), title=f"s{i}", assignee=OWNER, instructions="do")
         for i in range(steps)
     )
     rule = policy(*approvers, required=required)
@@ -196,7 +202,7 @@ async def submitted_plan(
 
 async def approved_plan(driver: FakeDriver, steps: int) -> uuid.UUID:
     plan_id = await submitted_plan(driver, steps=steps)
-    await send(driver, ApprovePlan(plan_id=plan_id, approver="a"))
+    await send(driver, ApprovePlan(plan_id=plan_id))
     return plan_id
 
 
@@ -205,10 +211,15 @@ async def test_start_workflow_saves_workflow_then_one_task_per_step() -> None:
     plan_id, workflow_id = await approved_plan(driver, 2), uuid.uuid4()
     envelope = await send(driver, StartWorkflow(workflow_id=workflow_id, plan_id=plan_id))
     events = [e for e in driver.uow.envelopes if e.causation_id == envelope.id]
-    assert [e.type for e in events] == ["WorkflowStarted", "TaskCreated", "TaskCreated"]
+    assert [e.type for e in events] == [
+        "PlanWorkflowStarted",
+        "WorkflowStarted",
+        "TaskCreated",
+        "TaskCreated",
+    ]
     plan_state = driver.uow.states[("plan", plan_id)][1]
     task_ids = [task_id_for(workflow_id, uuid.UUID(s["step_id"])) for s in plan_state["steps"]]
-    assert [e.aggregate_id for e in events[1:]] == task_ids
+    assert [e.aggregate_id for e in events[2:]] == task_ids
     assert all(driver.uow.states[("task", t)][1]["status"] == "pending" for t in task_ids)
 
 
@@ -231,14 +242,15 @@ async def test_repeated_dedup_key_is_processed_without_a_second_notification() -
         return SendNotification(
             notification_id=uuid.uuid4(),
             channel=NotificationChannel.IN_APP,
-            recipient="alice",
+            recipient="key:alice",
             subject="Hi",
             body="Hello",
             dedup_key=f"k-{key}",
         )
 
     key = uuid.uuid4()
-    first, second = await send(driver, notify()), await send(driver, notify())
+    first = await send(driver, notify(), actor=SYSTEM)
+    second = await send(driver, notify(), actor=SYSTEM)
     assert driver.outcomes == [Outcome.APPLIED, Outcome.APPLIED]
     assert [e.type for e in driver.uow.envelopes] == ["NotificationRequested"]
     assert driver.uow.statuses[first.id].result_event_ids
@@ -246,11 +258,11 @@ async def test_repeated_dedup_key_is_processed_without_a_second_notification() -
 
 
 def an_event_envelope(driver: FakeDriver) -> Envelope[Message]:
-    event = ProjectCreated(project_id=uuid.uuid4(), name="P", policy=policy("a"))
+    event = ProjectCreated(project_id=uuid.uuid4(), name="P", owner=OWNER, policy=policy(OWNER))
     return Envelope[Message](
         id=uuid.uuid4(),
         type="ProjectCreated",
-        version=1,
+        version=2,
         occurred_at=driver.uow.clock(),
         correlation_id=uuid.uuid4(),
         actor=ACTOR,
@@ -276,20 +288,20 @@ async def test_saving_a_stale_aggregate_raises_concurrency_error() -> None:
     driver.uow = FakeUnitOfWork(db=db)
     project_id = uuid.uuid4()
     envelope = await send(
-        driver, CreateProject(project_id=project_id, name="P", policy=policy("a"))
+        driver, CreateProject(project_id=project_id, name="P", policy=policy(OWNER))
     )
     first, second = FakeUnitOfWork(db=db), FakeUnitOfWork(db=db)
     context = MessageContext.caused_by(envelope)
     async with first, second:
         mine = await first.aggregates.projects.require(project_id)
         theirs = await second.aggregates.projects.require(project_id)
-        mine.change_policy(policy("b"), at=first.clock())
-        theirs.change_policy(policy("c"), at=second.clock())
+        mine.change_policy(policy("key:b"), by=ACTOR, at=first.clock())
+        theirs.change_policy(policy("key:c"), by=ACTOR, at=second.clock())
         await first.save_aggregates(context)
         await first.commit()
         with pytest.raises(ConcurrencyError, match="moved on from 1"):
             await second.save_aggregates(context)
-    assert db.states[("project", project_id)][1]["policy"]["approvers"] == ["b"]
+    assert db.states[("project", project_id)][1]["policy"]["approvers"] == ["key:b"]
 
 
 class RacedUnitOfWork(FakeUnitOfWork):
@@ -308,9 +320,9 @@ async def test_a_version_conflict_is_retried_with_a_fresh_unit_of_work() -> None
     db = FakeDatabase()
     driver = FakeDriver()
     driver.uow = FakeUnitOfWork(db=db)
-    plan_id = await submitted_plan(driver, approvers=("a", "b", "c"), required=3)
-    rival = command_envelope(ApprovePlan(plan_id=plan_id, approver="b"))
-    mine = command_envelope(ApprovePlan(plan_id=plan_id, approver="a"))
+    plan_id = await submitted_plan(driver, approvers=("key:a", "key:b", "key:c"), required=3)
+    rival = command_envelope(ApprovePlan(plan_id=plan_id), actor=Actor.of("key:b"))
+    mine = command_envelope(ApprovePlan(plan_id=plan_id), actor=Actor.of("key:a"))
     rivals = processor_runner(db, lambda: FakeUnitOfWork(db=db))
     raced = RacedUnitOfWork(db, lambda: rivals.apply(rival))
     units: Iterator[UnitOfWork] = iter([raced, FakeUnitOfWork(db=db)])
@@ -320,7 +332,7 @@ async def test_a_version_conflict_is_retried_with_a_fresh_unit_of_work() -> None
     outcome = await call_with_retries(lambda: runner.deliver(mine, body, {}), runner.policy)
     assert outcome is Outcome.APPLIED
     version, state = db.states[("plan", plan_id)]
-    assert state["approvals"] == ["b", "a"]
+    assert state["approvals"] == ["key:b", "key:a"]
     assert version == 4  # drafted, submitted, two approvals: no lost update
     assert next(units, None) is None  # the conflict was retried with the second, fresh unit
 
@@ -366,3 +378,47 @@ async def test_every_state_filter_of_the_http_api_is_a_field_the_processor_store
         if resource.aggregate_type in stored:
             assert set(resource.filters) <= stored[resource.aggregate_type], resource
     assert {"plan", "workflow", "task"} <= set(stored)
+
+
+@pytest.mark.parametrize(
+    "entry", [e for e in catalog.entries() if e.system_only], ids=lambda e: e.type
+)
+async def test_a_system_only_command_from_a_caller_is_refused_with_403(
+    entry: CatalogEntry,
+) -> None:
+    driver = FakeDriver()
+    command, _ = await CATALOG_SCENARIOS[cast("type[Command]", entry.model)](driver)
+    admin = Actor.of(OWNER, admin=True)  # not even an admin: hisho's components alone
+    envelope = await send(driver, command, actor=admin)
+    status = driver.uow.statuses[envelope.id]
+    assert status.status is CommandState.REJECTED
+    assert status.problem is not None
+    assert (status.problem["status"], status.problem["code"]) == (403, "command-system-only")
+    assert [e for e in driver.uow.envelopes if e.causation_id == envelope.id] == []
+    accepted = await send(driver, command, actor=SYSTEM)  # through the outbox, as hisho
+    assert driver.uow.statuses[accepted.id].status is CommandState.PROCESSED
+
+
+async def test_a_second_workflow_for_one_plan_is_rejected() -> None:
+    driver = FakeDriver()
+    plan_id = await approved_plan(driver, 1)
+    await send(driver, StartWorkflow(workflow_id=uuid.uuid4(), plan_id=plan_id))
+    again = await send(driver, StartWorkflow(workflow_id=uuid.uuid4(), plan_id=plan_id))
+    problem = driver.uow.statuses[again.id].problem
+    assert problem is not None
+    assert (problem["status"], problem["code"]) == (409, "plan-workflow-started")
+    assert [e.type for e in driver.uow.envelopes].count("WorkflowStarted") == 1
+
+
+async def test_a_member_who_is_not_the_owner_cannot_change_the_policy() -> None:
+    driver = FakeDriver()
+    project_id, member = uuid.uuid4(), Actor.of("key:member")
+    await send(driver, CreateProject(project_id=project_id, name="P", policy=policy(OWNER)))
+    await send(driver, AddProjectMember(project_id=project_id, member=member.principal))
+    change = ChangePolicy(project_id=project_id, policy=policy(member.principal))
+    refused = await send(driver, change, actor=member)
+    problem = driver.uow.statuses[refused.id].problem
+    assert problem is not None
+    assert (problem["status"], problem["code"]) == (403, "project-not-owner")
+    changed = await send(driver, change)  # the owner may
+    assert driver.uow.statuses[changed.id].status is CommandState.PROCESSED

@@ -88,7 +88,7 @@ async def test_envelope_carries_actor_correlation_trace_and_routing() -> None:
     assert sent.message_id == str(accepted.command_id) == envelope["id"]
     assert envelope["type"] == "SubmitPlan"
     assert envelope["version"] == 1
-    assert envelope["actor"] == {"kind": "api_key", "id": ACTOR.id}
+    assert envelope["actor"] == {"kind": "api_key", "id": ACTOR.id}  # `admin` only when held
     assert envelope["correlation_id"] == str(correlation)
     assert envelope["causation_id"] is None
     assert envelope["occurred_at"].startswith("2026-05-01T12:00:00")

@@ -429,7 +429,7 @@ async def test_a_path_with_a_trailing_slash_is_still_redirected(
     assert (response.status_code, response.headers["location"]) == (307, "http://ingress/v1/plans")
 
 
-def _project(name: bytes = b"p", approver: bytes = b"a") -> bytes:
+def _project(name: bytes = b"p", approver: bytes = b"key:a") -> bytes:
     # Escapes written out as the client sends them: json.dumps would escape them itself.
     return (
         b'{"project_id": "%s", "name": "%s", "policy": {"approvers": ["%s"], '
@@ -440,14 +440,15 @@ def _project(name: bytes = b"p", approver: bytes = b"a") -> bytes:
 @pytest.mark.parametrize(
     ("body", "fields"),
     [
-        (_project(approver=b"a\\u0000b"), ["body.policy.approvers.0"]),
-        (_project(name=b"\\u0000", approver=b"\\u0000"), ["body.name", "body.policy.approvers.0"]),
+        (_project(name=b"a\\u0000b"), ["body.name"]),
+        # a principal id's pattern refuses control characters itself
+        (_project(approver=b"key:\\u0000"), ["body.policy.approvers.0", "body.policy.approvers"]),
         # pydantic refuses these itself (and the tuple it leaves empty is too short)
         (_project(approver=b"\\ud800"), ["body.policy.approvers.0", "body.policy.approvers"]),
         (_project(name=b"\\udfff!"), ["body.name"]),
         (_project(name=b"\xed\xa0\x80"), ["body.name"]),  # raw bytes: json.loads decodes them
     ],
-    ids=["nul nested", "nul twice", "lone surrogate nested", "low surrogate", "raw surrogate"],
+    ids=["nul", "nul in a principal", "lone surrogate nested", "low surrogate", "raw surrogate"],
 )
 async def test_text_the_database_cannot_store_is_422_naming_the_field(
     client: httpx.AsyncClient, ingress: FakedIngress, body: bytes, fields: list[str]

@@ -32,7 +32,11 @@ PLAN = "11111111-2222-4333-8444-555555555555"
 LOST = "99999999-2222-4333-8444-555555555555"  # a plan id whose first confirm is lost
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 JSON = {"Authorization": f"Bearer {WRITER}", "Content-Type": "application/json"}
-PROJECT = {"project_id": PLAN, "name": "p", "policy": {"approvers": ["a"], "required_approvals": 1}}
+PROJECT = {
+    "project_id": PLAN,
+    "name": "p",
+    "policy": {"approvers": ["key:a"], "required_approvals": 1},
+}
 
 # (name, command type, body, headers); run in this order, so later cases see earlier state.
 CASES: list[tuple[str, str, bytes, dict[str, str]]] = [
@@ -72,7 +76,7 @@ CASES: list[tuple[str, str, bytes, dict[str, str]]] = [
         "bad nested",
         "CreateProject",
         json.dumps(
-            {**PROJECT, "policy": {"approvers": ["a", "a"], "required_approvals": 1}}
+            {**PROJECT, "policy": {"approvers": ["key:a", "key:a"], "required_approvals": 1}}
         ).encode(),
         JSON,
     ),
@@ -138,7 +142,7 @@ CASES: list[tuple[str, str, bytes, dict[str, str]]] = [
         "nul nested",
         "CreateProject",
         json.dumps(
-            {**PROJECT, "policy": {"approvers": ["a\x00"], "required_approvals": 1}}
+            {**PROJECT, "policy": {"approvers": ["key:a\x00"], "required_approvals": 1}}
         ).encode(),
         JSON,
     ),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from events import catalog
-from tests.ingress_fakes import FakedIngress
+from tests.ingress_fakes import ADMIN, FakedIngress
 from tests.ingress_support import ingress_client
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ async def test_openapi_has_one_operation_per_command_and_problem_responses(
     client: httpx.AsyncClient,
 ) -> None:
     schema = (await client.get("/openapi.json")).json()
-    commands = [entry for entry in catalog.entries() if entry.kind == "command"]
+    commands = [entry for entry in catalog.entries() if entry.public]
     for entry in commands:
         operation = schema["paths"][f"/v1/commands/{entry.type}"]["post"]
         body = operation["requestBody"]["content"]["application/json"]["schema"]
@@ -57,6 +58,22 @@ async def test_openapi_has_one_operation_per_command_and_problem_responses(
             assert list(content) == ["application/problem+json"]
     assert "HTTPValidationError" not in schema["components"]["schemas"]
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_system_only_commands_are_absent_from_openapi_and_refused_with_403(
+    client: httpx.AsyncClient,
+) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    hidden = [entry.type for entry in catalog.entries() if entry.system_only]
+    assert sorted(hidden) == ["ExpirePlan", "QueueTask", "RetryTask", "SendNotification"]
+    for command_type in hidden:
+        assert f"/v1/commands/{command_type}" not in schema["paths"]
+        response = await client.post(
+            f"/v1/commands/{command_type}",
+            json={"plan_id": str(uuid.uuid4())},
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        )
+        _assert_problem(response, 403, "command-system-only")
 
 
 async def test_every_commands_202_links_to_its_status_url(client: httpx.AsyncClient) -> None:

@@ -26,18 +26,20 @@ def test_text_problem_names_nul_and_lone_surrogates_only(text: str, problem: str
 
 
 def test_every_unstorable_string_of_a_command_is_named_by_its_location() -> None:
-    model = catalog.entry("CreateProject").model
+    model = catalog.entry("DraftPlan").model
+    step = {"step_id": str(uuid4()), "title": "t", "assignee": "key:a", "instructions": "b\x00d"}
     command = model.model_validate(
         {
+            "plan_id": str(uuid4()),
             "project_id": str(uuid4()),
-            "name": "p\x00",
-            "policy": {"approvers": ["fine", "b\x00d"], "required_approvals": 1},
+            "title": "p\x00",
+            "steps": [{**step, "kind": "human"}],
         }
     )
     errors = unstorable(command)
     assert [error["loc"] for error in errors] == [
-        ("body", "name"),
-        ("body", "policy", "approvers", 1),
+        ("body", "title"),
+        ("body", "steps", 0, "instructions"),
     ]
     assert {error["type"] for error in errors} == {"string_unstorable"}
     assert all("NUL" in error["msg"] for error in errors)
@@ -58,7 +60,7 @@ def test_a_storable_command_has_no_errors() -> None:
         {
             "project_id": str(uuid4()),
             "name": "Ünïcode ✓",
-            "policy": {"approvers": ["a"], "required_approvals": 1},
+            "policy": {"approvers": ["key:a"], "required_approvals": 1},
         }
     )
     assert unstorable(command) == []

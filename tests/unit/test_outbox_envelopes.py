@@ -10,6 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from domain.project import Project
 from events import Actor, ActorKind
+from events.persona import RetirePersona
 from events.project import ApprovalPolicy, CreateProject, ProjectCreated
 from infra.db.command_status import CommandState, record_status
 from infra.db.outbox import command_envelope, envelope_from_row, event_envelope, outbox_row
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from events import Envelope, Message
     from infra.db.uow import UnitOfWork
 
-POLICY = ApprovalPolicy(approvers=("ana",), required_approvals=1)
+POLICY = ApprovalPolicy(approvers=("key:ana",), required_approvals=1)
 ANA = Actor(kind=ActorKind.USER, id="ana")
 NOW = FakeClock()()
 
@@ -33,7 +34,9 @@ def outbox_values(envelope: Envelope[Message]) -> dict[str, Any]:
 
 
 def _created() -> ProjectCreated:
-    return ProjectCreated(project_id=uuid.uuid4(), name="Launch", policy=POLICY)
+    return ProjectCreated(
+        project_id=uuid.uuid4(), name="Launch", owner=ANA.principal, policy=POLICY
+    )
 
 
 def _create() -> CreateProject:
@@ -47,7 +50,7 @@ def test_event_envelope_takes_type_version_and_aggregate_from_the_catalog() -> N
     )
     assert (envelope.type, envelope.version, envelope.occurred_at) == (
         "ProjectCreated",
-        1,
+        2,
         clock.now(),
     )
     assert (envelope.aggregate_type, envelope.aggregate_id, envelope.aggregate_version) == (
@@ -166,22 +169,22 @@ async def test_fake_unit_of_work_refuses_a_stale_read_at_commit() -> None:
     context = MessageContext.start(ANA)
     async with FakeUnitOfWork(db=db, context=context) as setup:
         setup.aggregates.projects.add(
-            Project.create(project_id=project_id, name="P", policy=POLICY, at=NOW)
+            Project.create(project_id=project_id, name="P", policy=POLICY, by=ANA, at=NOW)
         )
         await setup.commit()
     first, second = FakeUnitOfWork(db=db, context=context), FakeUnitOfWork(db=db, context=context)
     async with first, second:
-        for unit, approver in ((first, "b"), (second, "c")):
+        for unit, approver in ((first, "key:b"), (second, "key:c")):
             project = await unit.aggregates.projects.require(project_id)
             project.change_policy(
-                ApprovalPolicy(approvers=(approver,), required_approvals=1), at=NOW
+                ApprovalPolicy(approvers=(approver,), required_approvals=1), by=ANA, at=NOW
             )
             await unit.save_aggregates(context)
         await first.commit()
         with pytest.raises(ConcurrencyError, match="moved on from 1"):
             await second.commit()
     version, state = db.states[("project", project_id)]
-    assert (version, state["policy"]["approvers"]) == (2, ["b"])
+    assert (version, state["policy"]["approvers"]) == (2, ["key:b"])
     assert [e.aggregate_version for e in db.envelopes] == [1, 2]
 
 
@@ -189,7 +192,7 @@ async def test_fake_unit_of_work_needs_a_context_for_pending_events() -> None:
     uow = FakeUnitOfWork()
     async with uow:
         uow.aggregates.projects.add(
-            Project.create(project_id=uuid.uuid4(), name="P", policy=POLICY, at=NOW)
+            Project.create(project_id=uuid.uuid4(), name="P", policy=POLICY, by=ANA, at=NOW)
         )
         with pytest.raises(RuntimeError, match="context"):
             await uow.commit()
@@ -223,3 +226,21 @@ async def test_fake_unit_of_work_holds_a_message_behind_a_held_one() -> None:
             uow.hold_guard("c", "k", message_id)
             await uow.commit()
     assert uow.db.table(CONSUMER_HELD) == []
+
+
+def test_an_outbox_row_carries_its_kind_and_the_payload_project() -> None:
+    context = MessageContext.start(ANA)
+    created = _created()
+    event = event_envelope(
+        created, aggregate_id=created.project_id, aggregate_version=1, context=context
+    )
+    command = command_envelope(_create(), context=context)
+    persona = command_envelope(
+        RetirePersona(persona_id=uuid.uuid4(), reason="done"), context=context
+    )
+    assert (outbox_values(event)["kind"], outbox_values(event)["project_id"]) == (
+        "event",
+        created.project_id,
+    )
+    assert outbox_values(command)["kind"] == "command"
+    assert outbox_values(persona)["project_id"] is None

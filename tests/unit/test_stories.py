@@ -115,7 +115,8 @@ async def test_the_bodies_are_valid_commands_of_one_plan_voted_on_by_both_approv
     assert create.policy.required_approvals == len(create.policy.approvers) == len(APPROVERS)
     assert (draft.project_id, submit.plan_id) == (create.project_id, draft.plan_id)
     assert all(isinstance(v, ApprovePlan) and v.plan_id == draft.plan_id for v in votes)
-    assert sorted(v.approver for v in votes if isinstance(v, ApprovePlan)) == sorted(APPROVERS)
+    voted_for = sorted(v.on_behalf_of or "" for v in votes if isinstance(v, ApprovePlan))
+    assert voted_for == sorted(APPROVERS)
     keys = [headers["Idempotency-Key"] for _, _, headers in ingress.posts]
     assert len(set(keys)) == len(keys) == 5
 
@@ -158,3 +159,13 @@ def test_a_status_answer_reads_as_an_outcome() -> None:
         "failed:command-parked"
     )
     assert order_violations({"processed": 9, "rejected:plan-not-draft": 1}) == {}
+
+
+async def test_with_voters_each_approver_votes_with_its_own_token() -> None:
+    voters = {"key:ana": "token-ana", "key:bo": "token-bo"}
+    plan = story_plan(1, uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), voters)
+    assert plan.create.policy.approvers == ("key:ana", "key:bo")
+    assert [(token, vote.on_behalf_of) for token, vote in plan.votes] == [
+        ("token-ana", None),
+        ("token-bo", None),
+    ]
