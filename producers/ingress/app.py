@@ -13,6 +13,7 @@ from events import catalog as default_catalog
 from infra.auth import JwtVerifier, Scope, SqlApiKeyStore, TokenRevocations
 from infra.clock import utc_now
 from infra.db.ingress_fallback import SqlIngressFallback
+from infra.db.people import SqlPeople
 from infra.redis_store import RedisIngressStore
 from infra.telemetry import tracer_provider
 from producers.ingress.accept import CommandAcceptor
@@ -23,6 +24,7 @@ from producers.ingress.fast_path import CommandFastPath
 from producers.ingress.health import add_health_routes
 from producers.ingress.limits import BodyLimitMiddleware
 from producers.ingress.methods import MethodFallback
+from producers.ingress.people import add_people_routes
 from producers.ingress.problems import finish_openapi, install_problem_handlers
 from producers.ingress.publisher import AmqpCommandPublisher
 from producers.ingress.rate_limit import RateLimiter
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from infra.app import App
     from infra.clock import Clock
     from infra.settings import Settings
+    from producers.ingress.people import PeopleStore
     from producers.ingress.ports import (
         CommandPublisher,
         IngressFallback,
@@ -61,6 +64,7 @@ def create_app(
     jwt: JwtVerifier | None = None,
     tracing: TracerProvider | None = None,
     commands: Catalog = default_catalog,
+    people: PeopleStore | None = None,
 ) -> FastAPI:
     """Build the ingress on the process's `resources`; a part given here replaces its own.
 
@@ -86,6 +90,7 @@ def create_app(
         clock=clock or (resources.clock if resources else utc_now),
         jwt=jwt or _jwt_verifier(settings, resources, engine),
         tracing=tracing or (resources.tracing if resources else tracer_provider("hisho-ingress")),
+        people=people or SqlPeople(engine),
     )
     app = FastAPI(
         title="hisho ingress",
@@ -135,6 +140,7 @@ class _Parts:
     clock: Callable[[], datetime]
     jwt: JwtVerifier | None
     tracing: TracerProvider
+    people: PeopleStore
 
 
 def _include_routers(app: FastAPI, parts: _Parts, commands: Catalog) -> dict[str, Any]:
@@ -173,6 +179,13 @@ def _include_routers(app: FastAPI, parts: _Parts, commands: Catalog) -> dict[str
         app.router,
         states=StateReader(parts.engine),
         reader=guard(authenticator, limiter, Scope.STATE_READ),
+    )
+    anyone = tuple(Scope)  # any authenticated caller; the routes decide admin or self
+    add_people_routes(
+        app.router,
+        people=parts.people,
+        reader=guard(authenticator, limiter, *anyone),
+        writer=guard(authenticator, limiter, *anyone, json_body=True),
     )
     return {"authenticator": authenticator, "limiter": limiter, "acceptor": acceptor}
 
