@@ -50,6 +50,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
@@ -64,7 +65,7 @@ from infra.stack import Stack
 from infra.topology import EVENTS_EXCHANGE
 from tests.components_support import component_env, components, free_port
 from tests.ingress_support import cli_key, hisho_cli
-from tests.stories import COMMANDS_PER_STORY, Accepted, Stories
+from tests.stories import COMMANDS_PER_STORY, Accepted, Stories, voters_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterable, Mapping
@@ -557,6 +558,7 @@ async def measure_stories(
     rate: float = 200,
     duration: float = 30,
     pids: Mapping[str, int] | None = None,
+    voters: Mapping[str, str] | None = None,
 ) -> StoryReport:
     """Run stories for `duration` s at `rate` commands/s (rate / 5 stories/s); time them.
 
@@ -574,10 +576,10 @@ async def measure_stories(
     http = RawHttp(url, {})
     try:
         channel = await _consume(rabbit, tap, "#")
-        warmup = Stories(http, token)
+        warmup = Stories(http, token, voters)
         await warmup.open_loop(warmup_count, rate=story_rate)
         await _decided(database_url, list(warmup.accepted))
-        stories = Stories(http, token)
+        stories = Stories(http, token, voters)
         cpu_before = _cpu_seconds(processes)
         began = time.perf_counter()
         await stories.open_loop(count, rate=story_rate, first=warmup_count)
@@ -639,8 +641,9 @@ def main(argv: list[str] | None = None) -> None:
     hisho_cli(env, "migrate")
     hisho_cli(env, "topology")  # every consumer's queues, before any consumer runs
     _, token = cli_key(env, "commands:write", "state:read")
+    voters = voters_of(cli_key(env, "commands:write") for _ in range(2))  # each votes itself
     measure: Callable[..., Coroutine[None, None, LatencyReport | StoryReport]] = (
-        measure_latency if args.mix == "single" else measure_stories
+        measure_latency if args.mix == "single" else partial(measure_stories, voters=voters)
     )
     with (
         tempfile.TemporaryDirectory() as scratch,

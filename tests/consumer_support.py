@@ -84,7 +84,7 @@ def task_retried(task_id: uuid.UUID, version: int) -> Envelope[Message]:
     return Envelope[Message](
         id=uuid.uuid4(),
         type="TaskRetried",
-        version=1,
+        version=2,
         occurred_at=datetime.now(UTC),
         correlation_id=uuid.uuid4(),
         causation_id=None,
@@ -92,7 +92,9 @@ def task_retried(task_id: uuid.UUID, version: int) -> Envelope[Message]:
         aggregate_type="task",
         aggregate_id=task_id,
         aggregate_version=version,
-        data=TaskRetried(task_id=task_id, workflow_id=task_id, attempt=version + 1),
+        data=TaskRetried(
+            task_id=task_id, workflow_id=task_id, project_id=None, attempt=version + 1
+        ),
     )
 
 

@@ -37,7 +37,7 @@ from events.plan import ApprovePlan, DraftPlan, HumanStep, SubmitPlan
 from events.project import ApprovalPolicy, CreateProject
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from events import Command
 
@@ -124,6 +124,11 @@ def story_plan(
         submit=SubmitPlan(plan_id=plan_id),
         votes=votes,
     )
+
+
+def voters_of(keys: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """`Stories.voters` of API keys given as `(key id, token)`: their principal ids."""
+    return {f"key:{key_id}": token for key_id, token in keys}
 
 
 def outcome_of(view: Mapping[str, Any]) -> str | None:

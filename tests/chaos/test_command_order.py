@@ -35,6 +35,7 @@ from tests.stories import (
     HttpxTransport,
     Stories,
     order_violations,
+    voters_of,
 )
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ async def test_a_client_never_sees_its_commands_decided_out_of_order_across_a_ki
     hisho_cli(env, "migrate")
     hisho_cli(env, "topology")  # every consumer's queues, before any consumer runs
     _, token = cli_key(env, "commands:write", "state:read")
+    voters = voters_of(cli_key(env, "commands:write") for _ in range(2))  # each votes itself
     (tmp_path / "first").mkdir()
     (tmp_path / "second").mkdir()
     with components(env, tmp_path / "first", ("processor", "ingress")) as first:
@@ -111,7 +113,7 @@ async def test_a_client_never_sees_its_commands_decided_out_of_order_across_a_ki
         try:
             second.start("processor")
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                stories = Stories(HttpxTransport(http), token)
+                stories = Stories(HttpxTransport(http), token, voters)
                 chaos = Chaos(stories, first, second)
                 try:
                     async with asyncio.timeout(DEADLINE):

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 
 def _policy(*approvers: str) -> ApprovalPolicy:
-    return ApprovalPolicy(approvers=[f"key:{a}" for a in approvers], required_approvals=1)
+    return ApprovalPolicy(approvers=tuple(f"key:{a}" for a in approvers), required_approvals=1)
 
 
 async def _written(engine: AsyncEngine, envelope: Envelope[Message]) -> dict[str, int]:
