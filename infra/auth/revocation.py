@@ -96,10 +96,12 @@ class TokenRevocations:
             set_={"expires_at": statement.excluded.expires_at},
             where=revoked_tokens.c.expires_at < statement.excluded.expires_at,
         )
+        stored = select(revoked_tokens.c.expires_at).where(revoked_tokens.c.jti == jti)
         async with self._engine.begin() as conn:
             await conn.execute(statement)
+            until = (await conn.execute(stored)).scalar_one()
         try:
-            await self._copy([(jti, expires_at)], within=self._timeout)
+            await self._copy([(jti, until)], within=self._timeout)
         except _REDIS_ERRORS as exc:
             log.warning("revocation not copied to redis", jti=jti, error=repr(exc))
             return False
