@@ -34,10 +34,16 @@ MAX_PAGE_SIZE = 1_000
 
 @dataclass(frozen=True, kw_only=True)
 class EventFilter:
-    """Which published events to read; each field narrows the slice, None means any."""
+    """Which published events to read; each field narrows the slice, None means any.
+
+    The log holds the commands process managers send through the outbox too (audit facts,
+    on the hash chain): they are read only when `kinds` asks for them.
+    """
 
     after: int | None = None  # position, exclusive
     to: int | None = None  # position, inclusive
+    kinds: tuple[str, ...] = ("event",)  # the catalog's kinds: event, command
+    project_id: uuid.UUID | None = None  # the payload's project
     aggregate_type: str | None = None
     aggregate_id: uuid.UUID | None = None
     types: tuple[str, ...] = ()
@@ -49,22 +55,25 @@ class EventFilter:
         """The SQL conditions of this filter (published rows only)."""
         c = outbox.c
         found: list[ColumnElement[bool]] = [c.position.is_not(None)]
+        equal = (
+            (c.aggregate_type, self.aggregate_type),
+            (c.aggregate_id, self.aggregate_id),
+            (c.correlation_id, self.correlation_id),
+            (c.project_id, self.project_id),
+        )
+        found += [column == value for column, value in equal if value is not None]
         if self.after is not None:
             found.append(c.position > self.after)
         if self.to is not None:
             found.append(c.position <= self.to)
-        if self.aggregate_type is not None:
-            found.append(c.aggregate_type == self.aggregate_type)
-        if self.aggregate_id is not None:
-            found.append(c.aggregate_id == self.aggregate_id)
-        if self.types:
-            found.append(c.type.in_(self.types))
-        if self.correlation_id is not None:
-            found.append(c.correlation_id == self.correlation_id)
         if self.since is not None:
             found.append(c.occurred_at >= self.since)
         if self.until is not None:
             found.append(c.occurred_at < self.until)
+        if self.types:
+            found.append(c.type.in_(self.types))
+        if set(self.kinds) != {"event", "command"}:
+            found.append(c.kind.in_(self.kinds))
         return found
 
 

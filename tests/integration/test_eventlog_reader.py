@@ -18,6 +18,7 @@ from sqlalchemy import event, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from events import Actor, ActorKind
+from events.plan import SubmitPlan
 from events.project import ApprovalPolicy, ApprovalPolicyChanged, ProjectCreated
 from infra.db.pg_uow import PgUnitOfWork
 from infra.db.tables import outbox
@@ -160,6 +161,7 @@ async def test_position_range_is_after_exclusive_to_inclusive(log: Log) -> None:
     ("field", "expected"),
     [
         ("aggregate", [3, 5, 6, 7]),
+        ("project", [3, 5, 6, 7]),
         ("type", [2, 4, 5, 6, 7]),
         ("correlation", [3, 6, 7]),
         ("time", [1, 2, 7]),
@@ -168,6 +170,7 @@ async def test_position_range_is_after_exclusive_to_inclusive(log: Log) -> None:
 async def test_each_filter_narrows_the_slice(log: Log, field: str, expected: list[int]) -> None:
     filters = {
         "aggregate": EventFilter(aggregate_type="project", aggregate_id=log.project_a),
+        "project": EventFilter(project_id=log.project_a),
         "type": EventFilter(types=("ApprovalPolicyChanged",)),
         "correlation": EventFilter(correlation_id=log.correlation),
         # written at START+1min .. START+8min; keep minutes 2..4 (positions 1, 2 and 7)
@@ -213,3 +216,26 @@ async def test_bad_sizes_are_refused(log: Log) -> None:
         await _all(log, log.mine, batch_size=0)
     with pytest.raises(ValueError, match="limit"):
         await log.reader.page(log.mine, limit=0)
+
+
+async def test_commands_in_the_log_are_read_only_when_asked_for(
+    log: Log, outer: AsyncConnection
+) -> None:
+    uow = PgUnitOfWork(outer, clock=_Clock())
+    async with uow:
+        context = MessageContext.start(Actor.system("tests"))
+        await uow.outbox.add_command(SubmitPlan(plan_id=uuid.uuid4()), context=context)
+        await uow.commit()
+        (command,) = uow.outbox.envelopes
+    position = log.base + 50
+    await outer.execute(
+        update(outbox)
+        .where(outbox.c.id == command.id)
+        .values(position=position, prev_hash=b"p" * 32, hash=b"h" * 32)
+    )
+    around = EventFilter(after=position - 1, to=position)
+    assert await _all(log, around) == []  # an event reader never receives commands
+    asked = await _all(log, replace(around, kinds=("command",)))
+    assert [e.id for e in asked] == [command.id]
+    everything = await _all(log, replace(around, kinds=("event", "command")))
+    assert [e.id for e in everything] == [command.id]
