@@ -18,6 +18,7 @@ from domain.notification import (
 )
 from domain.persona import Persona, PersonaProfile, PersonaStatus
 from domain.project import Project
+from events import Actor
 from events.notification import (
     NotificationChannel,
     NotificationDelivered,
@@ -40,11 +41,12 @@ PROFILE = PersonaProfile(
     system_prompt="Be brief.",
     permissions=("tasks:run",),
 )
-POLICY = ApprovalPolicy(approvers=("ana", "bo"), required_approvals=1)
+OWNER = Actor.of("key:ana")
+POLICY = ApprovalPolicy(approvers=("key:ana", "key:bo"), required_approvals=1)
 CONTENT = NotificationContent(
     channel=NotificationChannel.EMAIL,
     priority=NotificationPriority.HIGH,
-    recipient="ana@example.test",
+    recipient="key:ana",  # a person of the directory, never a contact point
     subject="Plan submitted",
     body="Please review.",
     dedup_key="plan-1-submitted",
@@ -100,19 +102,21 @@ def test_retired_persona_cannot_change_or_retire_again() -> None:
 
 def test_project_policy_change_is_recorded_and_must_change_something() -> None:
     clock = FakeClock()
-    project = Project.create(project_id=uuid4(), name="Apollo", policy=POLICY, at=clock.now())
+    project = Project.create(
+        project_id=uuid4(), name="Apollo", policy=POLICY, by=OWNER, at=clock.now()
+    )
     stricter = POLICY.model_copy(update={"approval_deadline": timedelta(days=2)})
-    project.change_policy(stricter, at=clock.now())
+    project.change_policy(stricter, by=OWNER, at=clock.now())
     assert events_of(project) == [
-        ProjectCreated(project_id=project.id, name="Apollo", policy=POLICY),
+        ProjectCreated(project_id=project.id, name="Apollo", owner="key:ana", policy=POLICY),
         ApprovalPolicyChanged(project_id=project.id, policy=stricter),
     ]
     assert (
-        code_of(lambda: project.change_policy(stricter, at=clock.now()))
+        code_of(lambda: project.change_policy(stricter, by=OWNER, at=clock.now()))
         == "project-policy-unchanged"
     )
     rebuilt = Project.from_state(json.loads(json.dumps(project.to_state())), version=2)
-    assert (rebuilt.policy, rebuilt.name) == (stricter, "Apollo")
+    assert (rebuilt.policy, rebuilt.name, rebuilt.owner) == (stricter, "Apollo", "key:ana")
 
 
 @pytest.mark.parametrize("outcome", ["delivered", "failed"])

@@ -1,4 +1,8 @@
-"""Random command sequences on a plan keep its approval invariants (stateful test)."""
+"""Random command sequences on a plan keep its approval invariants (stateful test).
+
+Votes are sent by approvers, by people who are not, and by an actor voting on behalf of an
+approver (refused unless the actor is an admin).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from domain.plan import Plan, PlanStatus
 from domain.project import Project
-from events.plan import PlanApprovalRecorded
+from events import Actor
+from events.plan import PlanApprovalRecorded, PlanRejected
 from events.project import ApprovalPolicy
 from tests.fakes import FakeClock
 from tests.unit.test_domain_support import (
@@ -27,8 +32,10 @@ if TYPE_CHECKING:
     from domain.aggregate import RecordedEvent
     from events.plan import PlanStep
 
-APPROVERS = ("ana", "bo", "cy", "di")
-VOTERS = st.sampled_from((*APPROVERS, "mallory"))
+APPROVERS = ("key:ana", "key:bo", "user:https://id.test/cy", "persona:di")
+VOTERS = st.sampled_from((*APPROVERS, "key:mallory"))
+OWNER = Actor.of("key:sam")  # owns the project and submits the plan
+DELEGATE = "key:root"  # votes on behalf of approvers (an admin, or not, at random)
 
 
 @st.composite
@@ -62,7 +69,7 @@ class PlanMachine(RuleBasedStateMachine):
     def draft(self, steps: tuple[PlanStep, ...], policy: ApprovalPolicy) -> None:
         self.clock = FakeClock()
         now = self.clock.now()
-        self.project = Project.create(project_id=uuid4(), name="P", policy=policy, at=now)
+        self.project = Project.create(project_id=uuid4(), name="P", policy=policy, by=OWNER, at=now)
         self.plan = Plan.draft(
             plan_id=uuid4(), project_id=self.project.id, title="T", steps=steps, at=now
         )
@@ -85,7 +92,7 @@ class PlanMachine(RuleBasedStateMachine):
             expected = "plan-not-draft"
         elif not self.plan.steps:
             expected = "plan-has-no-steps"
-        self._do(lambda: self.plan.submit(policy=policy, at=self.clock.now()), expected)
+        self._do(lambda: self.plan.submit(policy=policy, by=OWNER, at=self.clock.now()), expected)
         if expected is None:
             self.snapshot = policy
             small = len(self.plan.steps) <= policy.auto_approve_max_steps
@@ -94,7 +101,7 @@ class PlanMachine(RuleBasedStateMachine):
     @rule(policy=policies())
     def change_project_policy(self, policy: ApprovalPolicy) -> None:
         if policy != self.project.policy:
-            self.project.change_policy(policy, at=self.clock.now())
+            self.project.change_policy(policy, by=OWNER, at=self.clock.now())
 
     def _vote_refusal(self, voter: str) -> str | None:
         if self.plan.status is not P.SUBMITTED:
@@ -108,21 +115,39 @@ class PlanMachine(RuleBasedStateMachine):
             return "plan-deadline-passed"
         return None
 
+    def _vote(self, sender: Actor, on_behalf_of: str | None, *, approve: bool) -> None:
+        voter = sender.principal if on_behalf_of is None else on_behalf_of
+        expected = self._vote_refusal(voter)
+        if voter != sender.principal and not sender.admin:
+            expected = "plan-vote-on-behalf-forbidden"  # whatever the plan's state
+        at = self.clock.now()
+        if approve:
+            vote: Callable[[], None] = lambda: self.plan.approve(  # noqa: E731
+                by=sender, on_behalf_of=on_behalf_of, comment=None, at=at
+            )
+        else:
+            vote = lambda: self.plan.reject(  # noqa: E731
+                by=sender, on_behalf_of=on_behalf_of, reason="no", at=at
+            )
+        before = len(self.events)
+        self._do(vote, expected)
+        if expected is None:
+            cast = self.events[before].event
+            assert isinstance(cast, PlanApprovalRecorded if approve else PlanRejected)
+            assert (cast.approver, cast.cast_by) == (voter, sender.principal)
+            assert approve or self.plan.status is P.REJECTED
+
     @rule(voter=VOTERS)
     def approve(self, voter: str) -> None:
-        expected = self._vote_refusal(voter)
-        self._do(
-            lambda: self.plan.approve(approver=voter, comment=None, at=self.clock.now()), expected
-        )
+        self._vote(Actor.of(voter), None, approve=True)
 
     @rule(voter=VOTERS)
     def reject(self, voter: str) -> None:
-        expected = self._vote_refusal(voter)
-        self._do(
-            lambda: self.plan.reject(approver=voter, reason="no", at=self.clock.now()), expected
-        )
-        if expected is None:
-            assert self.plan.status is P.REJECTED
+        self._vote(Actor.of(voter), None, approve=False)
+
+    @rule(voter=VOTERS, admin=st.booleans(), approve=st.booleans())
+    def vote_on_behalf(self, voter: str, admin: bool, approve: bool) -> None:
+        self._vote(Actor.of(DELEGATE, admin=admin), voter, approve=approve)
 
     @rule(data=st.data(), approve=st.booleans())
     def vote_as_a_pending_approver(self, data: st.DataObject, approve: bool) -> None:
@@ -131,7 +156,10 @@ class PlanMachine(RuleBasedStateMachine):
             pending = [a for a in self.snapshot.approvers if a not in self.plan.approvals]
         if pending:
             voter = data.draw(st.sampled_from(pending))
-            (self.approve if approve else self.reject)(voter)
+            if data.draw(st.booleans()):
+                self._vote(Actor.of(voter), None, approve=approve)
+            else:
+                self._vote(Actor.of(DELEGATE, admin=True), voter, approve=approve)
 
     @rule()
     def expire(self) -> None:
@@ -166,8 +194,9 @@ class PlanMachine(RuleBasedStateMachine):
         assert len(set(self.plan.approvals)) == len(self.plan.approvals)
         if self.snapshot is not None:
             assert set(self.plan.approvals) <= set(self.snapshot.approvers)
-        recorded = [e for e in self.events if isinstance(e.event, PlanApprovalRecorded)]
-        assert len(recorded) == len(self.plan.approvals)
+        recorded = [e.event for e in self.events if isinstance(e.event, PlanApprovalRecorded)]
+        assert [e.approver for e in recorded] == list(self.plan.approvals)
+        assert DELEGATE not in self.plan.approvals  # a delegate's vote counts for the approver
 
     @invariant()
     def version_counts_every_event(self) -> None:

@@ -19,27 +19,31 @@ from domain.policies import (
 from events.project import ApprovalPolicy
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-TRIO = ApprovalPolicy(approvers=("ana", "bo", "cy"), required_approvals=2)
+ANA, BO, CY, MALLORY = "key:ana", "key:bo", "user:https://id.test/cy", "key:mallory"
+TRIO = ApprovalPolicy(approvers=(ANA, BO, CY), required_approvals=2)
+PRINCIPALS = st.sampled_from("abcdefxyz").map(lambda name: f"key:{name}")
 
 
 def test_quorum_of_distinct_approvers_approves() -> None:
-    assert approval_policy(TRIO, ["ana"], rejected=False) is ApprovalOutcome.PENDING
-    assert approval_policy(TRIO, ["ana", "ana"], rejected=False) is ApprovalOutcome.PENDING
-    assert approval_policy(TRIO, ["ana", "cy"], rejected=False) is ApprovalOutcome.APPROVED
+    assert approval_policy(TRIO, [ANA], rejected=False) is ApprovalOutcome.PENDING
+    assert approval_policy(TRIO, [ANA, ANA], rejected=False) is ApprovalOutcome.PENDING
+    assert approval_policy(TRIO, [ANA, CY], rejected=False) is ApprovalOutcome.APPROVED
 
 
 def test_votes_of_people_outside_the_policy_do_not_count() -> None:
-    assert approval_policy(TRIO, ["ana", "mallory"], rejected=False) is ApprovalOutcome.PENDING
+    assert approval_policy(TRIO, [ANA, MALLORY], rejected=False) is ApprovalOutcome.PENDING
+    legacy_ana = "legacy:ana"  # the same name before ids were namespaced is someone else
+    assert approval_policy(TRIO, [BO, legacy_ana], rejected=False) is ApprovalOutcome.PENDING
 
 
 def test_rejection_rejects_plan_even_after_quorum() -> None:
-    assert approval_policy(TRIO, ["ana", "bo", "cy"], rejected=True) is ApprovalOutcome.REJECTED
+    assert approval_policy(TRIO, [ANA, BO, CY], rejected=True) is ApprovalOutcome.REJECTED
 
 
 @settings(max_examples=100)
 @given(
-    approvers=st.lists(st.sampled_from("abcdef"), min_size=1, max_size=6, unique=True),
-    votes=st.lists(st.sampled_from("abcdefxyz"), max_size=10),
+    approvers=st.lists(PRINCIPALS, min_size=1, max_size=6, unique=True),
+    votes=st.lists(PRINCIPALS, max_size=10),
     data=st.data(),
 )
 def test_approval_is_exactly_quorum_of_counted_votes(
@@ -53,7 +57,7 @@ def test_approval_is_exactly_quorum_of_counted_votes(
 
 
 def test_auto_approve_covers_small_plans_only() -> None:
-    policy = ApprovalPolicy(approvers=("ana",), required_approvals=1, auto_approve_max_steps=2)
+    policy = ApprovalPolicy(approvers=(ANA,), required_approvals=1, auto_approve_max_steps=2)
     assert [auto_approve_policy(policy, n) for n in (0, 1, 2, 3)] == [False, True, True, False]
     assert not auto_approve_policy(TRIO, 1)  # 0 turns auto-approval off
 

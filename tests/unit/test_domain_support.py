@@ -16,6 +16,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from domain.errors import DomainError
+from events import Actor
 from events.plan import AiStep, HumanStep, PlanStep
 
 if TYPE_CHECKING:
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from domain.aggregate import Aggregate, RecordedEvent
 
 MACHINE_SETTINGS = settings(max_examples=100, stateful_step_count=40, deadline=None)
+
+ANA = Actor.of("key:ana")  # the assignee of every human step below
+HISHO = Actor.system("ai_execution")  # who runs AI tasks
 
 
 def attempt(
@@ -62,8 +66,15 @@ def survives_storage(aggregate: Aggregate) -> None:
 
 def step(n: int) -> PlanStep:
     if n % 2:
-        return HumanStep(step_id=UUID(int=n), title=f"s{n}", assignee="ana", instructions="do")
+        return HumanStep(
+            step_id=UUID(int=n), title=f"s{n}", assignee=ANA.principal, instructions="do"
+        )
     return AiStep(step_id=UUID(int=n), title=f"s{n}", persona_id=UUID(int=99), input="go")
+
+
+def worker_for(plan_step: PlanStep) -> Actor:
+    """Who may start, complete and fail a task of `plan_step`: its assignee, or hisho for AI."""
+    return ANA if isinstance(plan_step, HumanStep) else HISHO
 
 
 STEP_LISTS = st.lists(st.integers(1, 20), max_size=3, unique=True).map(

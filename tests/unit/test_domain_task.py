@@ -1,4 +1,8 @@
-"""Task rules: the status edges, attempts and retries, cancellation and reopening."""
+"""Task rules: the status edges, attempts and retries, cancellation and reopening.
+
+An AI task is worked by hisho (a `system:` actor); who may work a human task is covered in
+test_domain_access.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from domain.task import Task, TaskError, TaskStatus
+from events import Actor
 from events.plan import AiStep, HumanStep
 from events.task import (
     TaskCancelled,
@@ -21,6 +26,8 @@ from events.task import (
 )
 from tests.fakes import FakeClock
 
+HISHO = Actor.system("ai_execution")
+ANA = Actor.of("key:ana")
 STEP = AiStep(step_id=UUID(int=1), title="Summarise", persona_id=UUID(int=2), input="the doc")
 
 
@@ -40,7 +47,7 @@ def new_task(clock: FakeClock, *, max_attempts: int = 2) -> Task:
 def running(clock: FakeClock, *, max_attempts: int = 2) -> Task:
     task = new_task(clock, max_attempts=max_attempts)
     task.queue(at=clock.now())
-    task.start(worker="ai_execution", at=clock.now())
+    task.start(worker="system:ai_execution", by=HISHO, at=clock.now())
     task.pull_events()
     return task
 
@@ -64,25 +71,30 @@ def test_happy_path_counts_one_attempt() -> None:
     clock = FakeClock()
     task = new_task(clock)
     task.queue(at=clock.now())
-    task.start(worker="w1", at=clock.now())
-    task.complete(output="summary", at=clock.now())
+    task.start(worker="system:w1", by=HISHO, at=clock.now())
+    task.complete(output="summary", by=HISHO, at=clock.now())
     events = events_of(task)
     assert [type(e) for e in events] == [TaskQueued, TaskStarted, TaskCompleted]
-    assert events[0] == TaskQueued(
-        task_id=task.id, workflow_id=task.workflow_id, step=STEP, attempt=1, feedback=None
-    )
+    ids = {"task_id": task.id, "workflow_id": task.workflow_id, "project_id": task.project_id}
+    assert events == [
+        TaskQueued(**ids, step=STEP, attempt=1, feedback=None),
+        TaskStarted(**ids, attempt=1, worker="system:w1"),
+        TaskCompleted(**ids, attempt=1, output="summary"),
+    ]
     assert (task.status, task.attempts, task.output) == (TaskStatus.COMPLETED, 1, "summary")
 
 
 def test_human_task_is_completed_by_command_with_its_output() -> None:
     clock = FakeClock()
-    step = HumanStep(step_id=UUID(int=3), title="Sign", assignee="ana", instructions="sign it")
+    step = HumanStep(
+        step_id=UUID(int=3), title="Sign", assignee=ANA.principal, instructions="sign it"
+    )
     task = Task.create(
         task_id=uuid4(), workflow_id=uuid4(), project_id=uuid4(), step=step, at=clock.now()
     )
     task.queue(at=clock.now())
-    task.start(worker="ana", at=clock.now())
-    task.complete(output="signed", at=clock.now())
+    task.start(worker=ANA.principal, by=ANA, at=clock.now())
+    task.complete(output="signed", by=ANA, at=clock.now())
     assert (task.status, task.output, task.to_state()["kind"]) == (
         TaskStatus.COMPLETED,
         "signed",
@@ -93,10 +105,10 @@ def test_human_task_is_completed_by_command_with_its_output() -> None:
 def test_failed_task_is_retried_until_attempts_run_out() -> None:
     clock = FakeClock()
     task = running(clock, max_attempts=2)
-    task.fail(error="timeout", at=clock.now())
+    task.fail(error="timeout", by=HISHO, at=clock.now())
     task.retry(at=clock.now())
-    task.start(worker="w2", at=clock.now())
-    task.fail(error="timeout again", at=clock.now())
+    task.start(worker="system:w2", by=HISHO, at=clock.now())
+    task.fail(error="timeout again", by=HISHO, at=clock.now())
     events = events_of(task)
     assert [type(e) for e in events] == [
         TaskFailed,
@@ -110,6 +122,9 @@ def test_failed_task_is_retried_until_attempts_run_out() -> None:
     assert isinstance(retried, TaskRetried)
     assert isinstance(last_failure, TaskFailed)
     assert (first_failure.retryable, retried.attempt, last_failure.retryable) == (True, 2, False)
+    assert retried == TaskRetried(
+        task_id=task.id, workflow_id=task.workflow_id, project_id=task.project_id, attempt=2
+    )
     with pytest.raises(TaskError) as caught:
         task.retry(at=clock.now())
     assert caught.value.code == "task-attempts-exhausted"
@@ -131,9 +146,9 @@ def test_pending_task_refuses_moves_it_cannot_make(action: str, code: str) -> No
     task = new_task(clock)
     before = task.to_state()
     calls = {
-        "start": lambda: task.start(worker=None, at=clock.now()),
-        "complete": lambda: task.complete(output="x", at=clock.now()),
-        "fail": lambda: task.fail(error="x", at=clock.now()),
+        "start": lambda: task.start(worker=None, by=HISHO, at=clock.now()),
+        "complete": lambda: task.complete(output="x", by=HISHO, at=clock.now()),
+        "fail": lambda: task.fail(error="x", by=HISHO, at=clock.now()),
         "retry": lambda: task.retry(at=clock.now()),
         "reopen": lambda: task.reopen(feedback="x", at=clock.now()),
     }
@@ -156,7 +171,14 @@ def test_unfinished_task_can_be_cancelled_but_not_twice() -> None:
     clock = FakeClock()
     task = running(clock)
     task.cancel(reason="plan changed", at=clock.now())
-    assert [type(e) for e in events_of(task)] == [TaskCancelled]
+    assert events_of(task) == [
+        TaskCancelled(
+            task_id=task.id,
+            workflow_id=task.workflow_id,
+            project_id=task.project_id,
+            reason="plan changed",
+        )
+    ]
     with pytest.raises(TaskError) as caught:
         task.cancel(reason=None, at=clock.now())
     assert caught.value.code == "task-finished"
@@ -165,7 +187,7 @@ def test_unfinished_task_can_be_cancelled_but_not_twice() -> None:
 def test_completed_task_cannot_be_cancelled() -> None:
     clock = FakeClock()
     task = running(clock)
-    task.complete(output="done", at=clock.now())
+    task.complete(output="done", by=HISHO, at=clock.now())
     with pytest.raises(TaskError) as caught:
         task.cancel(reason=None, at=clock.now())
     assert caught.value.code == "task-finished"
@@ -174,12 +196,16 @@ def test_completed_task_cannot_be_cancelled() -> None:
 def test_reopened_task_starts_its_attempts_again_with_feedback() -> None:
     clock = FakeClock()
     task = running(clock, max_attempts=1)
-    task.complete(output="draft", at=clock.now())
+    task.complete(output="draft", by=HISHO, at=clock.now())
     task.reopen(feedback="shorter please", at=clock.now())
     task.queue(at=clock.now())
     events = events_of(task)
     assert events[1] == TaskReopened(
-        task_id=task.id, workflow_id=task.workflow_id, revision=1, feedback="shorter please"
+        task_id=task.id,
+        workflow_id=task.workflow_id,
+        project_id=task.project_id,
+        revision=1,
+        feedback="shorter please",
     )
     queued = events[2]
     assert isinstance(queued, TaskQueued)
@@ -190,7 +216,7 @@ def test_reopened_task_starts_its_attempts_again_with_feedback() -> None:
 def test_state_survives_json_and_rebuild() -> None:
     clock = FakeClock()
     task = running(clock)
-    task.fail(error="boom", at=clock.now())
+    task.fail(error="boom", by=HISHO, at=clock.now())
     stored = json.loads(json.dumps(task.to_state()))
     rebuilt = Task.from_state(stored, version=task.version)
     assert rebuilt.to_state() == task.to_state()

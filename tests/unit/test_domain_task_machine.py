@@ -1,4 +1,8 @@
-"""Random command sequences on a task keep its attempt invariants (stateful test)."""
+"""Random command sequences on a task keep its attempt invariants (stateful test).
+
+Its worker (the assignee of a human task, hisho for an AI task) starts, completes and fails
+it; an admin may work a human task; anyone else is refused whatever the task's status.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,16 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from domain.task import Task, TaskStatus
+from events import Actor
 from events.task import TaskFailed
 from tests.fakes import FakeClock
-from tests.unit.test_domain_support import MACHINE_SETTINGS, attempt, step, survives_storage
+from tests.unit.test_domain_support import (
+    MACHINE_SETTINGS,
+    attempt,
+    step,
+    survives_storage,
+    worker_for,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -23,6 +34,8 @@ T = TaskStatus
 TASK_EDGES = {(T.PENDING, T.QUEUED), (T.QUEUED, T.RUNNING), (T.RUNNING, T.COMPLETED)}
 TASK_EDGES |= {(T.RUNNING, T.FAILED), (T.FAILED, T.QUEUED), (T.COMPLETED, T.PENDING)}
 TASK_EDGES |= {(s, T.CANCELLED) for s in (T.PENDING, T.QUEUED, T.RUNNING, T.FAILED)}
+ADMIN = Actor.of("key:root", admin=True)
+SENDERS = st.sampled_from(("worker", "admin", "stranger"))
 
 
 class TaskMachine(RuleBasedStateMachine):
@@ -60,21 +73,35 @@ class TaskMachine(RuleBasedStateMachine):
         expected = self._unless(T.PENDING, "task-not-pending")
         self._do(lambda: self.task.queue(at=self.clock.now()), expected)
 
-    @rule()
-    def start(self) -> None:
-        expected = self._unless(T.QUEUED, "task-not-queued")
-        if self._do(lambda: self.task.start(worker="w", at=self.clock.now()), expected):
+    def _sender(self, sender: str) -> tuple[Actor, str | None]:
+        """The actor called `sender`, and the refusal its work gets whatever the status."""
+        ai = self.task.step.kind == "ai"
+        if sender == "worker":
+            return worker_for(self.task.step), None
+        if sender == "admin":
+            return ADMIN, "task-system-only" if ai else None
+        return Actor.of("key:mallory"), "task-system-only" if ai else "task-not-assignee"
+
+    @rule(sender=SENDERS)
+    def start(self, sender: str = "worker") -> None:
+        by, refusal = self._sender(sender)
+        expected = refusal or self._unless(T.QUEUED, "task-not-queued")
+        at = self.clock.now()
+        if self._do(lambda: self.task.start(worker=by.principal, by=by, at=at), expected):
             self.starts += 1
+            assert self.task.worker == by.principal
 
-    @rule()
-    def complete(self) -> None:
-        expected = self._unless(T.RUNNING, "task-not-running")
-        self._do(lambda: self.task.complete(output="out", at=self.clock.now()), expected)
+    @rule(sender=SENDERS)
+    def complete(self, sender: str = "worker") -> None:
+        by, refusal = self._sender(sender)
+        expected = refusal or self._unless(T.RUNNING, "task-not-running")
+        self._do(lambda: self.task.complete(output="out", by=by, at=self.clock.now()), expected)
 
-    @rule()
-    def fail(self) -> None:
-        expected = self._unless(T.RUNNING, "task-not-running")
-        self._do(lambda: self.task.fail(error="boom", at=self.clock.now()), expected)
+    @rule(sender=SENDERS)
+    def fail(self, sender: str = "worker") -> None:
+        by, refusal = self._sender(sender)
+        expected = refusal or self._unless(T.RUNNING, "task-not-running")
+        self._do(lambda: self.task.fail(error="boom", by=by, at=self.clock.now()), expected)
 
     @rule()
     def retry(self) -> None:

@@ -1,4 +1,4 @@
-"""Workflow rules: start from an approved plan, phases, the revision loop, completion."""
+"""Workflow rules: start from an approved plan (once), phases, the revision loop, completion."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from domain.plan import Plan
+from domain.plan import Plan, PlanError
 from domain.task import TaskStatus
 from domain.workflow import Workflow, WorkflowError, task_id_for
-from events.plan import AiStep, HumanStep
+from events import Actor
+from events.plan import AiStep, HumanStep, PlanWorkflowStarted
 from events.project import ApprovalPolicy
 from events.task import TaskCreated
 from events.workflow import (
@@ -29,15 +30,16 @@ if TYPE_CHECKING:
 
 STEPS = (
     AiStep(step_id=UUID(int=1), title="Draft", persona_id=UUID(int=9), input="write"),
-    HumanStep(step_id=UUID(int=2), title="Sign", assignee="ana", instructions="sign"),
+    HumanStep(step_id=UUID(int=2), title="Sign", assignee="key:ana", instructions="sign"),
 )
-AUTO = ApprovalPolicy(approvers=("ana",), required_approvals=1, auto_approve_max_steps=5)
-MANUAL = ApprovalPolicy(approvers=("ana",), required_approvals=1)
+ANA = Actor.of("key:ana")
+AUTO = ApprovalPolicy(approvers=(ANA.principal,), required_approvals=1, auto_approve_max_steps=5)
+MANUAL = ApprovalPolicy(approvers=(ANA.principal,), required_approvals=1)
 
 
 def plan(clock: FakeClock, policy: ApprovalPolicy = AUTO) -> Plan:
     p = Plan.draft(plan_id=uuid4(), project_id=uuid4(), title="Go", steps=STEPS, at=clock.now())
-    p.submit(policy=policy, at=clock.now())
+    p.submit(policy=policy, by=ANA, at=clock.now())
     return p
 
 
@@ -67,6 +69,7 @@ def codes_of(action: Callable[[], object]) -> str:
 def test_start_creates_one_task_per_step_with_derived_ids() -> None:
     clock = FakeClock()
     source = plan(clock)
+    retried = Plan.from_state(source.to_state(), version=source.version)  # as the store has it
     workflow_id = uuid4()
     workflow, tasks = Workflow.start(workflow_id=workflow_id, plan=source, at=clock.now())
     [started_event] = [recorded.event for recorded in workflow.pull_events()]
@@ -83,8 +86,46 @@ def test_start_creates_one_task_per_step_with_derived_ids() -> None:
         assert isinstance(created, TaskCreated)
         assert (created.step, created.workflow_id, task.version) == (step, workflow_id, 1)
     assert workflow.phase is WorkflowPhase.PLANNING
-    again, _ = Workflow.start(workflow_id=workflow_id, plan=source, at=clock.now())
+    again, _ = Workflow.start(workflow_id=workflow_id, plan=retried, at=clock.now())
     assert again.task_ids == expected_ids  # a retried command derives the same ids
+
+
+def test_starting_a_workflow_records_it_on_its_plan() -> None:
+    clock = FakeClock()
+    source = plan(clock)
+    source.pull_events()
+    workflow_id = uuid4()
+    Workflow.start(workflow_id=workflow_id, plan=source, at=clock.now())
+    [recorded] = source.pull_events()
+    assert recorded.event == PlanWorkflowStarted(
+        plan_id=source.id, project_id=source.project_id, title="Go", workflow_id=workflow_id
+    )
+    assert (recorded.aggregate_version, source.workflow_id) == (source.version, workflow_id)
+    stored = json.loads(json.dumps(source.to_state()))
+    assert Plan.from_state(stored, version=source.version).workflow_id == workflow_id
+
+
+@pytest.mark.parametrize("same_id", [False, True], ids=["another-id", "the-same-id"])
+def test_a_plan_starts_one_workflow_only(same_id: bool) -> None:
+    clock = FakeClock()
+    source = plan(clock)
+    first = uuid4()
+    Workflow.start(workflow_id=first, plan=source, at=clock.now())
+    source.pull_events()
+    before = source.to_state()
+    with pytest.raises(PlanError) as caught:
+        Workflow.start(workflow_id=first if same_id else uuid4(), plan=source, at=clock.now())
+    assert (caught.value.code, caught.value.status) == ("plan-workflow-started", 409)
+    assert (source.to_state(), source.pending_events, source.workflow_id) == (before, (), first)
+
+
+def test_only_an_approved_plan_records_a_workflow() -> None:
+    clock = FakeClock()
+    pending = plan(clock, MANUAL)
+    with pytest.raises(PlanError) as caught:
+        pending.start_workflow(uuid4(), at=clock.now())
+    assert caught.value.code == "plan-not-approved"
+    assert pending.workflow_id is None
 
 
 def test_workflow_needs_an_approved_plan() -> None:
@@ -113,11 +154,13 @@ def test_phases_move_forward_in_order() -> None:
     assert events == [
         WorkflowPhaseChanged(
             workflow_id=workflow.id,
+            project_id=workflow.project_id,
             from_phase=WorkflowPhase.PLANNING,
             to_phase=WorkflowPhase.EXECUTION,
         ),
         WorkflowPhaseChanged(
             workflow_id=workflow.id,
+            project_id=workflow.project_id,
             from_phase=WorkflowPhase.EXECUTION,
             to_phase=WorkflowPhase.REVIEW,
         ),
@@ -150,7 +193,11 @@ def test_review_sends_chosen_tasks_back_and_counts_revisions() -> None:
     workflow.request_revision(task_ids=chosen, reason="needs a signature", at=clock.now())
     [event] = [recorded.event for recorded in workflow.pull_events()]
     assert event == WorkflowRevisionRequested(
-        workflow_id=workflow.id, task_ids=chosen, reason="needs a signature", revision=1
+        workflow_id=workflow.id,
+        project_id=workflow.project_id,
+        task_ids=chosen,
+        reason="needs a signature",
+        revision=1,
     )
     assert (workflow.phase, workflow.revisions) == (WorkflowPhase.EXECUTION, 1)
 

@@ -11,10 +11,17 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from domain.plan import Plan
 from domain.task import Task, TaskError, TaskStatus
 from domain.workflow import Workflow, task_id_for
+from events import Actor
 from events.project import ApprovalPolicy
 from events.workflow import WorkflowPhase, WorkflowRevisionRequested
 from tests.fakes import FakeClock
-from tests.unit.test_domain_support import MACHINE_SETTINGS, attempt, step, survives_storage
+from tests.unit.test_domain_support import (
+    MACHINE_SETTINGS,
+    attempt,
+    step,
+    survives_storage,
+    worker_for,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -43,9 +50,12 @@ class WorkflowMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         now = self.clock.now()
         steps = tuple(step(n) for n in range(1, size + 1))
-        auto = ApprovalPolicy(approvers=("ana",), required_approvals=1, auto_approve_max_steps=3)
+        ana = Actor.of("key:ana")
+        auto = ApprovalPolicy(
+            approvers=(ana.principal,), required_approvals=1, auto_approve_max_steps=3
+        )
         plan = Plan.draft(plan_id=uuid4(), project_id=uuid4(), title="T", steps=steps, at=now)
-        plan.submit(policy=auto, at=now)
+        plan.submit(policy=auto, by=ana, at=now)
         workflow_id = uuid4()
         self.workflow, self.tasks = Workflow.start(
             workflow_id=workflow_id, plan=plan, at=now, max_attempts=2, max_revisions=max_revisions
@@ -65,11 +75,12 @@ class WorkflowMachine(RuleBasedStateMachine):
     @rule(index=st.integers(0, 2), move=st.sampled_from(TASK_MOVES))
     def move_a_task(self, index: int, move: str) -> None:
         task, at = self.tasks[index % len(self.tasks)], self.clock.now()
+        by = worker_for(task.step)
         actions: dict[str, Callable[[], None]] = {
             "queue": lambda: task.queue(at=at),
-            "start": lambda: task.start(worker="w", at=at),
-            "complete": lambda: task.complete(output="out", at=at),
-            "fail": lambda: task.fail(error="boom", at=at),
+            "start": lambda: task.start(worker=by.principal, by=by, at=at),
+            "complete": lambda: task.complete(output="out", by=by, at=at),
+            "fail": lambda: task.fail(error="boom", by=by, at=at),
             "retry": lambda: task.retry(at=at),
             "cancel": lambda: task.cancel(reason=None, at=at),
         }
@@ -82,14 +93,15 @@ class WorkflowMachine(RuleBasedStateMachine):
     def finish_every_task(self) -> None:
         at = self.clock.now()  # a diligent executor: every open task runs and completes
         for task in self.tasks:
+            by = worker_for(task.step)
             if task.status is T.FAILED and task.attempts < task.max_attempts:
                 task.retry(at=at)
             if task.status is T.PENDING:
                 task.queue(at=at)
             if task.status is T.QUEUED:
-                task.start(worker="w", at=at)
+                task.start(worker=by.principal, by=by, at=at)
             if task.status is T.RUNNING:
-                task.complete(output="out", at=at)
+                task.complete(output="out", by=by, at=at)
 
     @rule()
     def begin_execution(self) -> None:
@@ -162,6 +174,13 @@ class WorkflowMachine(RuleBasedStateMachine):
         for task in self.tasks:
             assert task.attempts <= task.max_attempts
             assert task.workflow_id == self.workflow.id
+
+    @invariant()
+    def every_event_names_the_project(self) -> None:
+        recorded = [*self.events, *(e for task in self.tasks for e in task.pending_events)]
+        assert {getattr(e.event, "project_id", None) for e in recorded} == {
+            self.workflow.project_id
+        }
 
     @invariant()
     def version_counts_every_event(self) -> None:
