@@ -259,9 +259,7 @@ async def test_a_jwt_user_is_the_actor_of_its_commands(
         response = await _submit(client, token)
         assert response.status_code == 202
         published = await commands.from_actors(f"https://idp/{subject}")
-    assert [env["actor"] for env in published] == [
-        {"kind": "user", "id": f"https://idp/{subject}", "admin": False}
-    ]
+    assert [env["actor"] for env in published] == [{"kind": "user", "id": f"https://idp/{subject}"}]
 
 
 async def test_readyz_reports_broker_database_and_redis(client: httpx.AsyncClient) -> None:
