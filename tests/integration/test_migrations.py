@@ -21,6 +21,7 @@ from events.plan import PlanApprovalRecorded, PlanSubmitted
 from events.project import ProjectCreated
 from hisho.cli import app
 from infra.db import ingress_tables, key_tables, people_tables, state_tables, tables
+from infra.db.engine import create_engine
 from infra.db.migrate import (
     alembic_config,
     current_revision,
@@ -29,7 +30,6 @@ from infra.db.migrate import (
     upgrade,
     upgrade_to_head,
 )
-from infra.db.engine import create_engine
 from infra.db.pg_uow import PgUnitOfWork
 from infra.eventlog.chain import GENESIS, canonical_bytes, link_hash
 from infra.eventlog.reader import EventLogReader
