@@ -6,8 +6,9 @@ import importlib
 import inspect
 import json
 import pkgutil
+import types
 from datetime import UTC, timedelta
-from typing import Any
+from typing import Any, Union, get_args, get_origin
 from uuid import UUID, uuid4
 
 import pytest
@@ -29,14 +30,42 @@ from events import (
     UnknownSchemaVersionError,
     catalog,
 )
+from events.fields import Principal
+from events.plan import HumanStep
 from events.project import ApprovalPolicy
+
+NAMESPACES = ("key", "user", "persona", "system", "legacy")
+PRINCIPALS = st.builds(
+    "{}:{}".format,
+    st.sampled_from(NAMESPACES),
+    st.text(st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=40),
+)
+"""Valid principal ids (hypothesis cannot read `Principal`'s pattern itself)."""
+
+
+def _mentions_principal(annotation: object) -> bool:
+    return annotation == Principal or any(_mentions_principal(a) for a in get_args(annotation))
+
+
+def _field_strategy(annotation: Any) -> st.SearchStrategy[Any]:
+    """`st.from_type`, except that a principal (also inside `| None` or a tuple) is valid."""
+    if not _mentions_principal(annotation):
+        return st.from_type(annotation)
+    if annotation == Principal:
+        return PRINCIPALS
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in {Union, types.UnionType}:
+        return st.one_of(*(_field_strategy(arg) for arg in args))
+    if origin is tuple and args[1:] == (Ellipsis,):
+        return st.lists(_field_strategy(args[0]), max_size=4, unique=True).map(tuple)
+    if hasattr(annotation, "__metadata__"):  # Annotated[X, ...]: the model checks the rest
+        return _field_strategy(args[0])
+    raise TypeError(f"no strategy for {annotation!r}")
 
 
 @st.composite
 def _policies(draw: st.DrawFn) -> ApprovalPolicy:
-    approvers = draw(
-        st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=5, unique=True)
-    )
+    approvers = draw(st.lists(PRINCIPALS, min_size=1, max_size=5, unique=True))
     deadline = st.timedeltas(min_value=timedelta(microseconds=1), max_value=timedelta(days=365))
     return ApprovalPolicy(
         approvers=tuple(approvers),
@@ -46,9 +75,10 @@ def _policies(draw: st.DrawFn) -> ApprovalPolicy:
     )
 
 
-# Process-wide registrations; both only describe valid values of real types.
+# Process-wide registrations; each only describes valid values of a real type.
 st.register_type_strategy(AwareDatetime, st.datetimes(timezones=st.just(UTC)))
 st.register_type_strategy(ApprovalPolicy, _policies())
+st.register_type_strategy(HumanStep, st.builds(HumanStep, assignee=PRINCIPALS))
 
 
 def payloads(model: type[Message]) -> st.SearchStrategy[Message]:
@@ -61,7 +91,8 @@ def payloads(model: type[Message]) -> st.SearchStrategy[Message]:
             reject()
 
     params = inspect.signature(model).parameters
-    return st.builds(construct, **{name: st.from_type(p.annotation) for name, p in params.items()})
+    fields = {name: _field_strategy(p.annotation) for name, p in params.items()}
+    return st.builds(construct, **fields)
 
 
 def envelopes(entry: CatalogEntry) -> st.SearchStrategy[Envelope[Message]]:
@@ -144,7 +175,7 @@ def test_nested_wrong_type_names_the_full_path() -> None:
     payload = {
         "project_id": str(uuid4()),
         "name": "Apollo",
-        "policy": {"approvers": ["ada"], "required_approvals": "many"},
+        "policy": {"approvers": ["key:ada"], "required_approvals": "many"},
     }
     with pytest.raises(InvalidMessageError) as caught:
         catalog.decode(_wire(entry, payload))
@@ -156,7 +187,7 @@ def test_unreachable_quorum_is_invalid() -> None:
     payload = {
         "project_id": str(uuid4()),
         "name": "Apollo",
-        "policy": {"approvers": ["ada"], "required_approvals": 2},
+        "policy": {"approvers": ["key:ada"], "required_approvals": 2},
     }
     with pytest.raises(InvalidMessageError, match="required_approvals exceeds") as caught:
         catalog.decode(_wire(entry, payload))
@@ -164,7 +195,7 @@ def test_unreachable_quorum_is_invalid() -> None:
 
 
 def test_duplicate_step_ids_are_invalid() -> None:
-    step = {"kind": "human", "step_id": str(uuid4()), "title": "t", "assignee": "a"}
+    step = {"kind": "human", "step_id": str(uuid4()), "title": "t", "assignee": "key:a"}
     payload = {
         "plan_id": str(uuid4()),
         "project_id": str(uuid4()),
@@ -230,8 +261,45 @@ def test_every_message_class_under_events_is_in_the_catalog() -> None:
     assert {entry.model for entry in ENTRIES} == defined
 
 
-def test_every_type_is_at_schema_version_one() -> None:
-    assert {entry.version for entry in ENTRIES} == {1}
+def test_every_type_is_at_schema_version_one_or_two() -> None:
+    assert {entry.version for entry in ENTRIES} == {1, 2}  # test_upcasting reads each v1
+
+
+@pytest.mark.parametrize(
+    "bare",
+    ["ana", "ana@example.test", "admin:ana", "key:", "key:a\nb", "KEY:ana", "key:" + "x" * 297],
+)
+def test_a_principal_is_a_namespaced_id(bare: str) -> None:
+    payload = {"project_id": str(uuid4()), "member": bare}
+    with pytest.raises(InvalidMessageError) as caught:
+        catalog.parse_data("AddProjectMember", 1, payload)
+    assert caught.value.field == "member"
+
+
+@pytest.mark.parametrize(
+    "principal", ["key:ana", "user:https://id.test/realms/x/ab-12", "persona:aiko", "system:relay"]
+)
+def test_each_namespace_is_a_principal_and_the_actor_of_one(principal: str) -> None:
+    payload = {"project_id": str(uuid4()), "member": principal}
+    command = catalog.parse_data("AddProjectMember", 1, payload)
+    assert command.member == principal  # type: ignore[attr-defined]
+    assert Actor.of(principal).principal == principal
+
+
+def test_legacy_is_a_principal_but_never_an_actor() -> None:
+    payload = {"project_id": str(uuid4()), "member": "legacy:ana"}
+    assert catalog.parse_data("AddProjectMember", 1, payload).member == "legacy:ana"  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="not a principal id"):
+        Actor.of("legacy:ana")
+
+
+def test_system_only_commands_are_not_public() -> None:
+    system_only = {entry.type for entry in ENTRIES if entry.system_only}
+    assert system_only == {"ExpirePlan", "QueueTask", "RetryTask", "SendNotification"}
+    assert all(entry.kind == "command" for entry in ENTRIES if entry.system_only)
+    public = {entry.type for entry in ENTRIES if entry.public}
+    commands = {entry.type for entry in ENTRIES if entry.kind == "command"}
+    assert public == commands - system_only
 
 
 def test_messages_are_frozen() -> None:
