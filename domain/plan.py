@@ -16,14 +16,12 @@ command cannot mean): plan-nothing-to-edit, plan-has-no-steps, plan-duplicate-st
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Self
 from uuid import UUID
 
-from pydantic import TypeAdapter
-
-from domain.aggregate import Aggregate, dump_time, load_time, utc
+from domain.aggregate import Aggregate, utc
 from domain.errors import FORBIDDEN, UNPROCESSABLE, DomainError
+from domain.plan_state import STEPS, PlanStatus, load_plan_state, plan_state
 from domain.policies import (
     ApprovalOutcome,
     approval_policy,
@@ -43,30 +41,17 @@ from events.plan import (
     PlanWithdrawn,
     PlanWorkflowStarted,
 )
-from events.project import ApprovalPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import datetime
 
     from events import Actor
-
-_STEPS: TypeAdapter[tuple[PlanStep, ...]] = TypeAdapter(tuple[PlanStep, ...])
+    from events.project import ApprovalPolicy
 
 
 class PlanError(DomainError):
     """A plan command broke a plan rule."""
-
-
-class PlanStatus(StrEnum):
-    """Where a plan stands; all but `draft` and `submitted` are final."""
-
-    DRAFT = "draft"
-    SUBMITTED = "submitted"
-    APPROVED = "approved"
-    REJECTED = "rejected"
-    EXPIRED = "expired"
-    WITHDRAWN = "withdrawn"
 
 
 class Plan(Aggregate):
@@ -273,22 +258,7 @@ class Plan(Aggregate):
 
     def to_state(self) -> dict[str, Any]:
         """The current state as a JSON-ready dict."""
-        return {
-            "id": str(self.id),
-            "project_id": str(self.project_id),
-            "title": self.title,
-            "steps": _STEPS.dump_python(self.steps, mode="json"),
-            "status": self.status.value,
-            "policy": None if self.policy is None else self.policy.model_dump(mode="json"),
-            "submitted_at": dump_time(self.submitted_at),
-            "deadline": dump_time(self.deadline),
-            "approvals": list(self.approvals),
-            "auto_approved": self.auto_approved,
-            "rejected_by": self.rejected_by,
-            "reason": self.reason,
-            "submitted_by": self.submitted_by,
-            "workflow_id": None if self.workflow_id is None else str(self.workflow_id),
-        }
+        return plan_state(self)
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], *, version: int) -> Self:
@@ -297,21 +267,10 @@ class Plan(Aggregate):
             UUID(state["id"]),
             project_id=UUID(state["project_id"]),
             title=state["title"],
-            steps=_STEPS.validate_python(state["steps"]),
+            steps=STEPS.validate_python(state["steps"]),
             version=version,
         )
-        plan.status = PlanStatus(state["status"])
-        policy = state["policy"]
-        plan.policy = None if policy is None else ApprovalPolicy.model_validate(policy)
-        plan.submitted_at = load_time(state["submitted_at"])
-        plan.deadline = load_time(state["deadline"])
-        plan.approvals = tuple(state["approvals"])
-        plan.auto_approved = state["auto_approved"]
-        plan.rejected_by = state["rejected_by"]
-        plan.reason = state["reason"]
-        plan.submitted_by = state.get("submitted_by")  # absent in a row stored before it
-        workflow_id = state.get("workflow_id")
-        plan.workflow_id = None if workflow_id is None else UUID(workflow_id)
+        load_plan_state(plan, state)
         return plan
 
 

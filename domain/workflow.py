@@ -35,7 +35,7 @@ from uuid import UUID, uuid5
 
 from domain.aggregate import Aggregate
 from domain.errors import UNPROCESSABLE, DomainError
-from domain.plan import Plan, PlanStatus
+from domain.plan_state import PlanStatus
 from domain.policies import revision_policy
 from domain.task import DEFAULT_MAX_ATTEMPTS, Task, TaskStatus
 from events.workflow import (
@@ -50,6 +50,8 @@ from events.workflow import (
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from datetime import datetime
+
+    from domain.plan import Plan
 
 DEFAULT_MAX_REVISIONS = 3
 _DONE_FOR_REVIEW = frozenset({TaskStatus.COMPLETED, TaskStatus.CANCELLED})

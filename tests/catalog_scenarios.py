@@ -124,8 +124,9 @@ async def _workflow(driver: CommandDriver) -> tuple[uuid.UUID, uuid.UUID]:
     started = await processed(
         driver, StartWorkflow(workflow_id=workflow_id, plan_id=await _approved(driver))
     )
-    assert isinstance(started[0].data, WorkflowStarted)
-    return workflow_id, started[0].data.task_ids[0]
+    workflow = started[1].data  # after the plan's PlanWorkflowStarted
+    assert isinstance(workflow, WorkflowStarted)
+    return workflow_id, workflow.task_ids[0]
 
 
 async def _executing(driver: CommandDriver) -> tuple[uuid.UUID, uuid.UUID]:

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import TYPE_CHECKING
-
 import pytest
 
 from events import Command, catalog
 from tests.catalog_scenarios import CATALOG_SCENARIOS, run_catalog_scenario
-from tests.unit.test_command_processor import FakeDriver
-
-if TYPE_CHECKING:
-    from events import Envelope, Message
+from tests.unit.test_command_processor import TickingFakeDriver
 
 COMMAND_TYPES = [e.model for e in catalog.entries() if e.kind == "command"]
-
-
-class TickingFakeDriver(FakeDriver):
-    """A second passes between two commands, as it does (and more) on real servers."""
-
-    async def send(self, envelope: Envelope[Message]) -> None:
-        self.uow.clock.advance(timedelta(seconds=1))
-        await super().send(envelope)
 
 
 def test_every_catalog_command_type_has_a_scenario() -> None:

@@ -7,6 +7,7 @@ Commands go through the framework's runner (`infra.consumers.Runner` with the pr
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import TYPE_CHECKING, cast
 
 import pytest
@@ -75,6 +76,14 @@ class FakeDriver:
 
     async def events_caused_by(self, command_id: uuid.UUID) -> list[Envelope[Message]]:
         return [e for e in self.uow.envelopes if e.causation_id == command_id]
+
+
+class TickingFakeDriver(FakeDriver):
+    """A second passes between two commands, as it does (and more) on real servers."""
+
+    async def send(self, envelope: Envelope[Message]) -> None:
+        self.uow.clock.advance(timedelta(seconds=1))
+        await super().send(envelope)
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
@@ -386,7 +395,7 @@ async def test_every_state_filter_of_the_http_api_is_a_field_the_processor_store
 async def test_a_system_only_command_from_a_caller_is_refused_with_403(
     entry: CatalogEntry,
 ) -> None:
-    driver = FakeDriver()
+    driver = TickingFakeDriver()  # deadlines pass
     command, _ = await CATALOG_SCENARIOS[cast("type[Command]", entry.model)](driver)
     admin = Actor.of(OWNER, admin=True)  # not even an admin: hisho's components alone
     envelope = await send(driver, command, actor=admin)

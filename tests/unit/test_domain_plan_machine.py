@@ -13,7 +13,8 @@ from uuid import uuid4
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from domain.plan import Plan, PlanStatus
+from domain.plan import Plan
+from domain.plan_state import PlanStatus
 from domain.project import Project
 from events import Actor
 from events.plan import PlanApprovalRecorded, PlanRejected
