@@ -18,6 +18,7 @@ from infra.people import (
     email_problem,
     webhook_problem,
 )
+from tests.people_fakes import FakePersonDirectory, person
 
 PID = "user:https://issuer.example/sub-1"
 
@@ -176,3 +177,11 @@ def test_person_events_carry_ids_and_field_names_only() -> None:
     _fails(PersonUpdated, principal_id=PID, changed=())
     _fails(PersonUpdated, principal_id=PID, changed=("email_address",))
     assert catalog.entry_for(PersonUpdated).routing_key == "person.updated"
+
+
+async def test_the_fake_directory_answers_as_the_port_says() -> None:
+    ada = person("key:00000000000000a1", email="ada@example.org")
+    directory = FakePersonDirectory(ada)
+    assert await directory.get("key:00000000000000a1") == ada
+    directory.erase("key:00000000000000a1")
+    assert await directory.get("key:00000000000000a1") is None
