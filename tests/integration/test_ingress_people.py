@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import pytest
+from pydantic import HttpUrl
 from sqlalchemy import func, select
 
 from infra.auth import Scope, SqlApiKeyStore
@@ -19,6 +20,7 @@ from infra.db.people import person_aggregate_id
 from infra.db.people_tables import people
 from infra.db.tables import outbox
 from tests.ingress_support import IngressKeys, ingress_app, ingress_client
+from tests.jwt_support import AUDIENCE, ISSUER, SigningKey, jwks_server, valid_claims
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -335,3 +337,34 @@ async def test_the_directory_is_documented_in_openapi(client: httpx.AsyncClient)
     erase = paths["/v1/people/{principal_id}"]["delete"]
     assert {"204", "403", "404", "422"} <= set(erase["responses"])
     assert create["responses"]["201"]["links"]["erase"]["operationId"] == "erase_person"
+
+
+async def test_a_jwt_user_manages_their_own_entry_under_their_user_principal_id(
+    settings: Settings, engine: AsyncEngine, amqp: AbstractRobustConnection
+) -> None:
+    key = SigningKey.rsa()
+    claims = valid_claims(sub=f"realms/team/{uuid.uuid4()}", scope="state:read")
+    me = f"user:{ISSUER}/{claims['sub']}"  # user:https://idp.test/realms/team/<uuid>
+    async with jwks_server(key) as server:
+        jwt_settings = settings.model_copy(
+            update={
+                "jwt_issuer": ISSUER,
+                "jwt_audience": AUDIENCE,
+                "jwt_jwks_url": HttpUrl(server.url),
+            }
+        )
+        headers = {"Authorization": f"Bearer {key.sign(claims)}"}
+        async with ingress_app(jwt_settings, engine=engine) as app, ingress_client(app) as client:
+            created = await client.post("/v1/people", json=_body(me), headers=headers)
+            assert created.status_code == 201, created.text
+            assert created.headers["location"] == f"/v1/people/{me}"
+            got = await client.get(f"/v1/people/{quote(me, safe='')}", headers=headers)
+            assert got.json()["principal_id"] == me
+            other = _user()
+            refused = await client.post("/v1/people", json=_body(other), headers=headers)
+            _problem(refused, 403, "forbidden")
+            assert (await client.delete(f"/v1/people/{me}", headers=headers)).status_code == 204
+    assert await _snapshot(engine, me) == (None, 2)
+    assert await _snapshot(engine, other) == (None, 0)
+    actors = {(row.actor["kind"], row.actor["id"]) for row in await _events(engine, me)}
+    assert actors == {("user", f"{ISSUER}/{claims['sub']}")}
