@@ -42,14 +42,19 @@ if TYPE_CHECKING:
 
     from events import Actor, Command
     from infra.db.repositories import Aggregates
+    from infra.people import PersonDirectory
 
 
 @dataclass(frozen=True)
 class Decision:
-    """What a handler decides with besides the command: the time, and who sent it."""
+    """What a handler decides with besides the command: when, by whom, and with whom.
+
+    `people` is the directory: recipients are looked up there, never copied into events.
+    """
 
     at: datetime
     actor: Actor
+    people: PersonDirectory
 
 
 Handler: TypeAlias = "Callable[[Any, Aggregates, Decision], Awaitable[None]]"
@@ -178,7 +183,11 @@ async def withdraw_plan(command: WithdrawPlan, aggregates: Aggregates, ctx: Deci
 async def send_notification(
     command: SendNotification, aggregates: Aggregates, ctx: Decision
 ) -> None:
-    """SendNotification -> Notification.request; a repeated dedup key is dropped, not an error."""
+    """SendNotification -> Notification.request; a repeated dedup key is dropped, not an error.
+
+    A recipient the directory does not hold (never registered, or erased) gets nothing:
+    the notification is stored dropped, with the reason (`NotificationDropped`).
+    """
     key = command.dedup_key
     notification_id = command.notification_id if key is None else notification_id_for(key)
     if key is not None and await aggregates.notifications.get(notification_id) is not None:
@@ -187,7 +196,15 @@ async def send_notification(
     content = NotificationContent(
         **command.model_dump(exclude={"notification_id", "dedup_key"}), dedup_key=key
     )
-    notification = Notification.request(notification_id=notification_id, content=content, at=ctx.at)
+    if await ctx.people.get(command.recipient) is None:
+        reason = f"{command.recipient} is not in the people directory"
+        notification = Notification.drop(
+            notification_id=notification_id, content=content, reason=reason, at=ctx.at
+        )
+    else:
+        notification = Notification.request(
+            notification_id=notification_id, content=content, at=ctx.at
+        )
     aggregates.notifications.add(notification)
 
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from infra.clock import Clock
     from infra.db.repositories import Aggregates
     from infra.db.uow import UnitOfWork
+    from infra.people import PersonDirectory
 
 # 1. Queues: `hisho.command_processor.p0…p15`, fed through `hisho.command_processor.partitioned`
 #    from every command type of the catalog on `hisho.commands` (parking: `hisho.dead`).
@@ -76,9 +77,12 @@ def problem_for(error: DomainError) -> dict[str, Any]:
     }
 
 
-async def handle_command(envelope: Envelope[Message], uow: UnitOfWork, *, clock: Clock) -> None:
+async def handle_command(
+    envelope: Envelope[Message], uow: UnitOfWork, *, clock: Clock, people: PersonDirectory
+) -> None:
     """Decide; the state, events and `processed` status commit with the inbox row."""
-    await decide(envelope.data, uow.aggregates, Decision(at=clock(), actor=envelope.actor))
+    ctx = Decision(at=clock(), actor=envelope.actor, people=people)
+    await decide(envelope.data, uow.aggregates, ctx)
     event_ids = await uow.save_aggregates(MessageContext.caused_by(envelope))
     _record(uow, envelope, CommandState.PROCESSED, event_ids=event_ids)
 

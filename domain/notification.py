@@ -1,5 +1,8 @@
 """Notification: requested -> delivered | failed, on one channel, once per dedup key.
 
+A notification to a recipient the people directory does not hold (never registered, or
+erased) is not requested at all: it is stored `dropped`, with the reason.
+
 Deduplication spans notifications, so it is the caller's part: with a `dedup_key`, use
 `notification_id_for(dedup_key)` as the id; a repeat then finds the notification already
 stored and is dropped instead of creating a second one. Transient delivery errors are
@@ -20,6 +23,7 @@ from domain.errors import DomainError
 from events.notification import (
     NotificationChannel,
     NotificationDelivered,
+    NotificationDropped,
     NotificationFailed,
     NotificationPriority,
     NotificationRequested,
@@ -42,6 +46,7 @@ class NotificationStatus(StrEnum):
     REQUESTED = "requested"
     DELIVERED = "delivered"
     FAILED = "failed"
+    DROPPED = "dropped"
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,23 @@ class Notification(Aggregate):
         notification = cls(notification_id, content=content)
         requested = NotificationRequested(notification_id=notification_id, **asdict(content))
         notification._record(requested, at=at)
+        return notification
+
+    @classmethod
+    def drop(
+        cls, *, notification_id: UUID, content: NotificationContent, reason: str, at: datetime
+    ) -> Notification:
+        """Refuse a notification nobody can receive (its recipient is not in the directory)."""
+        notification = cls(notification_id, content=content)
+        notification.status = NotificationStatus.DROPPED
+        notification.error = reason
+        dropped = NotificationDropped(
+            notification_id=notification_id,
+            channel=content.channel,
+            recipient=content.recipient,
+            reason=reason,
+        )
+        notification._record(dropped, at=at)
         return notification
 
     def mark_delivered(self, *, attempts: int, at: datetime) -> None:

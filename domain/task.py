@@ -6,8 +6,8 @@ never exceed the maximum. Any task not completed may be cancelled. Review may re
 completed task (back to pending, attempts from zero, revision counted). AI tasks are run by
 the ai_execution consumer on `task.queued`; people complete human tasks by command.
 
-A human task is started, completed and failed by its assignee (or an admin); an AI task by
-hisho alone (a `system:` actor: the AI execution consumer).
+A human task is started, completed and failed by its assignee (or an admin, or hisho); an
+AI task by hisho alone (a `system:` actor: the AI execution consumer).
 
 Error codes: task-not-pending, task-not-queued, task-not-running, task-not-failed,
 task-not-completed, task-attempts-exhausted, task-finished (409); task-not-assignee,

@@ -12,7 +12,7 @@ Label = Annotated[str, MinLen(1), MaxLen(200)]
 
 PRINCIPAL_PATTERN = r"^(key|user|persona|system|legacy):[^\x00-\x1f\x7f]+$"
 
-Principal = Annotated[str, StringConstraints(max_length=300, pattern=PRINCIPAL_PATTERN)]
+Principal = Annotated[str, StringConstraints(max_length=2_100, pattern=PRINCIPAL_PATTERN)]
 """Who someone is: a principal id, `Actor.principal` (`key:<id>`, `user:<issuer>/<sub>`,
 `persona:<id>`, `system:<component>`). `legacy:<name>` is what an id written before ids were
 namespaced reads as (v1 events, upcast; stored state, migrated)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -40,14 +41,20 @@ upcasters = Upcasters()
 
 
 _NAMESPACED = ("key:", "user:", "persona:", "system:", "legacy:")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PRINCIPAL_KEYS = frozenset(
     {"approver", "approvers", "approvals", "assignee", "worker", "recipient", "rejected_by"}
 )
 
 
 def legacy_principal(name: str) -> str:
-    """A principal written before ids were namespaced (`alice`) reads as `legacy:alice`."""
-    return name if name.startswith(_NAMESPACED) else f"legacy:{name}"
+    """A principal written before ids were namespaced (`alice`) reads as `legacy:alice`.
+
+    Control characters, which principal ids never hold, read as `\\xNN` escapes.
+    """
+    if name.startswith(_NAMESPACED):
+        return name
+    return "legacy:" + _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", name)
 
 
 def qualify_principals(payload: Any) -> Any:  # noqa: ANN401  (a JSON value)

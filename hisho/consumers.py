@@ -15,6 +15,7 @@ from infra.consumers.held import PgHeldMessages
 from infra.consumers.serve import ConsumerResources, run_consumer
 from infra.db.group_commit import GroupCommit
 from infra.db.group_load import GroupLoad
+from infra.db.people import SqlPeople
 from infra.db.pg_uow import PgUnitOfWork
 from infra.topology import declare_topology
 
@@ -38,7 +39,8 @@ def resources(app: App) -> ConsumerResources:
     """What every consumer runs with, from the process's `App`.
 
     PostgreSQL units (group commit and group load shared by the process's units), the
-    held-message store, the process's publisher, and what handlers ask for by name.
+    held-message store, the process's publisher, and what handlers ask for by name (the
+    clock, the effects store, the people directory).
     """
     group, loads = GroupCommit(), GroupLoad()
     return ConsumerResources(
@@ -47,7 +49,11 @@ def resources(app: App) -> ConsumerResources:
         publisher=app.publisher,
         unit=lambda: PgUnitOfWork(app.engine, clock=app.clock, group=group, loads=loads),
         held=PgHeldMessages(app.engine),
-        deps={"clock": app.clock, "effects": PgEffects(app.engine)},
+        deps={
+            "clock": app.clock,
+            "effects": PgEffects(app.engine),
+            "people": SqlPeople(app.engine, clock=app.clock),
+        },
     )
 
 

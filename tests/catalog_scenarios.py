@@ -225,6 +225,7 @@ async def withdraw_plan(driver: CommandDriver) -> Expected:
 
 
 async def send_notification(driver: CommandDriver) -> Expected:
+    await driver.register_person(APPROVER)
     command = SendNotification(
         notification_id=uuid.uuid4(),
         channel=NotificationChannel.IN_APP,

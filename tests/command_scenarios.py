@@ -41,6 +41,10 @@ class CommandDriver(Protocol):
         """Every outbox envelope whose causation id is `command_id`, in outbox order."""
         ...
 
+    async def register_person(self, principal_id: str) -> None:
+        """Add `principal_id` to the people directory the processor reads."""
+        ...
+
 
 def command_envelope(
     data: Command,

@@ -9,6 +9,7 @@ units of work (group commit and group load) and the PostgreSQL store of held mes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import Counter
 from contextlib import asynccontextmanager
@@ -19,7 +20,7 @@ from sqlalchemy import select
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from consumers.command_processor import CONSUMER
-from events import Envelope, Message, catalog
+from events import Actor, Envelope, Message, catalog
 from infra.amqp import AmqpConnection, ConfirmedPublisher
 from infra.clock import utc_now
 from infra.consumers.held import PgHeldMessages
@@ -30,10 +31,13 @@ from infra.db.group_commit import GroupCommit
 from infra.db.group_load import GroupLoad
 from infra.db.inbox import PgInbox
 from infra.db.outbox import envelope_from_row
+from infra.db.people import SqlPeople
 from infra.db.pg_uow import PgUnitOfWork
 from infra.db.tables import outbox
 from infra.db.uow import ConcurrencyError
+from infra.message_context import MessageContext
 from infra.partitions import PARTITION_HEADER, PartitionedQueues, envelope_slot
+from infra.people import NewPerson, PersonExistsError
 from infra.topology import COMMANDS_EXCHANGE
 
 if TYPE_CHECKING:
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 DEADLINE = 15.0
 BACKLOG_DEADLINE = 120.0
+_REGISTRAR = MessageContext.start(Actor.system("tests"))  # registers the scenarios' people
 
 
 async def eventually(check: Callable[[], Awaitable[T]], deadline: float = DEADLINE) -> T:
@@ -208,7 +213,11 @@ async def processor_running(
     connection = AmqpConnection(settings.amqp)
     publisher = ConfirmedPublisher(connection)
     runner = consumer_runner(
-        CONSUMER, unit, held=PgHeldMessages(engine), publisher=publisher, deps={"clock": utc_now}
+        CONSUMER,
+        unit,
+        held=PgHeldMessages(engine),
+        publisher=publisher,
+        deps={"clock": utc_now, "people": SqlPeople(engine)},
     )
     broker: RabbitBroker = consumer_broker(settings.amqp, consumer_router(runner))
     try:
@@ -335,6 +344,12 @@ class BrokerDriver:
     async def events_caused_by(self, command_id: uuid.UUID) -> list[Envelope[Message]]:
         """Outbox envelopes caused by the command."""
         return await events_caused_by(self._engine, command_id)
+
+    async def register_person(self, principal_id: str) -> None:
+        """Add the principal to the directory (once: another scenario may have)."""
+        person = NewPerson(principal_id=principal_id, display_name=principal_id)
+        with contextlib.suppress(PersonExistsError):
+            await SqlPeople(self._engine).register(person, context=_REGISTRAR)
 
 
 def headers_of(message: Any) -> dict[str, Any]:

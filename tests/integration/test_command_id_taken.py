@@ -25,6 +25,7 @@ from infra.consumers.held import PgHeldMessages
 from infra.db.command_status import CommandState
 from infra.db.group_commit import GroupCommit
 from infra.db.group_load import GroupLoad
+from infra.db.people import SqlPeople
 from infra.db.pg_uow import PgUnitOfWork
 from infra.db.state_tables import aggregate_state
 from infra.db.tables import command_status, inbox, outbox
@@ -50,7 +51,7 @@ async def _decided(
         CONSUMER,
         lambda: PgUnitOfWork(engine, group=group, loads=loads),
         held=PgHeldMessages(engine),
-        deps={"clock": utc_now},
+        deps={"clock": utc_now, "people": SqlPeople(engine)},
     )
     return await runner.deliver(envelope, catalog.encode(envelope), {})
 

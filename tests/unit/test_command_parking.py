@@ -22,7 +22,7 @@ from infra.db.command_status import CommandState
 from infra.topology import ConsumerQueues
 from tests.command_scenarios import command_envelope
 from tests.consumer_support import FakeHeldMessages
-from tests.fakes import FakeClock, FakeUnitOfWork
+from tests.fakes import FakeClock, FakePeople, FakeUnitOfWork
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractIncomingMessage
@@ -48,7 +48,8 @@ def incoming(body: bytes, message_id: str | None = None) -> AbstractIncomingMess
 
 def processor(uow: FakeUnitOfWork) -> Runner:
     """The processor's runner over `uow` (its `on_park` is `record_parked`)."""
-    return Runner(CONSUMER, lambda: uow, held=FakeHeldMessages(uow.db), deps={"clock": FakeClock()})
+    deps = {"clock": FakeClock(), "people": FakePeople()}
+    return Runner(CONSUMER, lambda: uow, held=FakeHeldMessages(uow.db), deps=deps)
 
 
 def park(reason: str = "unexpected error: KeyError: 'x'") -> Settlement:
@@ -56,7 +57,7 @@ def park(reason: str = "unexpected error: KeyError: 'x'") -> Settlement:
 
 
 def an_envelope_body() -> tuple[uuid.UUID, bytes]:
-    policy = ApprovalPolicy(approvers=("a",), required_approvals=1)
+    policy = ApprovalPolicy(approvers=("key:a",), required_approvals=1)
     envelope = command_envelope(CreateProject(project_id=uuid.uuid4(), name="P", policy=policy))
     return envelope.id, catalog.encode(envelope)
 

@@ -17,7 +17,7 @@ from domain.errors import CONFLICT, UNPROCESSABLE, DomainError
 from domain.workflow import task_id_for
 from events import Actor, Envelope, InvalidMessageError, Message, catalog
 from events.envelope import body_sha256
-from events.notification import NotificationChannel, SendNotification
+from events.notification import NotificationChannel, NotificationDropped, SendNotification
 from events.plan import AiStep, ApprovePlan, DraftPlan, HumanStep, SubmitPlan
 from events.project import AddProjectMember, ApprovalPolicy, CreateProject, ProjectCreated
 from events.project import ChangeApprovalPolicy as ChangePolicy
@@ -30,7 +30,7 @@ from infra.message_context import MessageContext
 from tests.catalog_scenarios import CATALOG_SCENARIOS
 from tests.command_scenarios import ACTOR, SCENARIOS, command_envelope
 from tests.consumer_support import FakeHeldMessages
-from tests.fakes import FakeClock, FakeDatabase, FakeUnitOfWork
+from tests.fakes import FakeClock, FakeDatabase, FakePeople, FakeUnitOfWork
 from tests.unit.test_domain_errors import CASES as DOMAIN_CASES
 from tests.unit.test_domain_errors import _raised
 
@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 
 def processor_runner(db: FakeDatabase, unit: Callable[[], UnitOfWork]) -> Runner:
     """The processor's runner over fakes, with its policy (retries, parking hooks)."""
-    return Runner(CONSUMER, unit, held=FakeHeldMessages(db), deps={"clock": FakeClock()})
+    deps = {"clock": FakeClock(), "people": FakePeople()}
+    return Runner(CONSUMER, unit, held=FakeHeldMessages(db), deps=deps)
 
 
 class FakeDriver:
@@ -56,11 +57,15 @@ class FakeDriver:
 
     def __init__(self) -> None:
         self.uow = FakeUnitOfWork()
+        self.people = FakePeople()
         self.runner = Runner(
             CONSUMER,
             lambda: self.uow,
             held=FakeHeldMessages(self.uow.db),
-            deps={"clock": lambda: self.uow.clock()},  # noqa: PLW0108  (the current unit's)
+            deps={
+                "clock": lambda: self.uow.clock(),  # noqa: PLW0108  (the current unit's)
+                "people": self.people,
+            },
         )
         self.outcomes: list[Outcome] = []
 
@@ -76,6 +81,9 @@ class FakeDriver:
 
     async def events_caused_by(self, command_id: uuid.UUID) -> list[Envelope[Message]]:
         return [e for e in self.uow.envelopes if e.causation_id == command_id]
+
+    async def register_person(self, principal_id: str) -> None:
+        self.people.add(principal_id)
 
 
 class TickingFakeDriver(FakeDriver):
@@ -258,6 +266,7 @@ async def test_repeated_dedup_key_is_processed_without_a_second_notification() -
         )
 
     key = uuid.uuid4()
+    driver.people.add("key:alice")
     first = await send(driver, notify(), actor=SYSTEM)
     second = await send(driver, notify(), actor=SYSTEM)
     assert driver.outcomes == [Outcome.APPLIED, Outcome.APPLIED]
@@ -284,7 +293,7 @@ async def test_an_event_sent_as_a_command_is_a_contract_error() -> None:
     envelope = an_event_envelope(driver)
     async with driver.uow:
         with pytest.raises(InvalidMessageError, match="not a command"):
-            await handle_command(envelope, driver.uow, clock=driver.uow.clock)
+            await handle_command(envelope, driver.uow, clock=driver.uow.clock, people=driver.people)
     with pytest.raises(InvalidMessageError, match="not handled by command_processor"):
         await driver.send(envelope)  # the processor has no handler for it: parked as invalid
     assert driver.uow.commits == 0
@@ -431,3 +440,31 @@ async def test_a_member_who_is_not_the_owner_cannot_change_the_policy() -> None:
     assert (problem["status"], problem["code"]) == (403, "project-not-owner")
     changed = await send(driver, change)  # the owner may
     assert driver.uow.statuses[changed.id].status is CommandState.PROCESSED
+
+
+async def test_a_notification_to_someone_not_in_the_directory_is_dropped_with_the_reason() -> None:
+    driver = FakeDriver()
+    driver.people.add("key:alice")
+    driver.people.erase("key:alice")  # erased: the directory's row is gone
+
+    def notify() -> SendNotification:
+        return SendNotification(
+            notification_id=uuid.uuid4(),
+            channel=NotificationChannel.EMAIL,
+            recipient="key:alice",
+            subject="Hi",
+            body="Hello",
+        )
+
+    envelope = await send(driver, notify(), actor=SYSTEM)
+    assert driver.uow.statuses[envelope.id].status is CommandState.PROCESSED
+    (dropped,) = [e.data for e in driver.uow.envelopes if e.causation_id == envelope.id]
+    assert isinstance(dropped, NotificationDropped)
+    assert (dropped.recipient, dropped.reason) == (
+        "key:alice",
+        "key:alice is not in the people directory",
+    )
+    driver.people.add("key:alice")  # registered again: delivered to as anyone else
+    again = await send(driver, notify(), actor=SYSTEM)
+    types = [e.type for e in driver.uow.envelopes if e.causation_id == again.id]
+    assert types == ["NotificationRequested"]

@@ -10,10 +10,13 @@ an upcaster step, fails.
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 import pytest
 
 from events import InvalidMessageError, UnknownSchemaVersionError, catalog
+from events.notification import NotificationDelivered
+from events.plan import ApprovePlan
 from events.upcasters import legacy_principal, qualify_principals
 
 Payload = dict[str, Any]
@@ -366,3 +369,24 @@ def _changed_strings(old: Any, new: Any) -> list[tuple[str, str]]:
     if isinstance(old, str) and isinstance(new, str) and old != new:
         return [(old, new)]
     return []
+
+
+def test_a_long_v1_recipient_and_a_control_character_still_upcast() -> None:
+    webhook = "https://chat.example.test/hooks/" + "x" * 1_900
+    delivered = catalog.parse_data(
+        "NotificationDelivered",
+        1,
+        {
+            "notification_id": str(UUID(int=9)),
+            "channel": "chat_webhook",
+            "recipient": webhook,
+            "attempts": 1,
+        },
+    )
+    assert isinstance(delivered, NotificationDelivered)
+    assert delivered.recipient == f"legacy:{webhook}"
+    vote = catalog.parse_data(
+        "ApprovePlan", 1, {"plan_id": str(UUID(int=8)), "approver": "ana\tb", "comment": None}
+    )
+    assert isinstance(vote, ApprovePlan)
+    assert vote.on_behalf_of == "legacy:ana\\x09b"
