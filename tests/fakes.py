@@ -22,7 +22,6 @@ from infra.db.command_status import CommandStatus, status_from_row
 from infra.db.tables import COMMAND_STATUS, CONSUMER_HELD
 from infra.db.unit_block import BlockUnitOfWork, UnitBlock
 from infra.db.uow import AlreadyAppliedError, ConcurrencyError, HeldError
-from infra.people import Person
 
 if TYPE_CHECKING:
     from events import Envelope, Message
@@ -270,25 +269,3 @@ class FakeUnitOfWork(BlockUnitOfWork[_Block]):
         for consumer, _, message_id in block.guards:
             db.release(consumer, message_id)
         self.commits += 1
-
-
-class FakePeople:
-    """`infra.people.PersonDirectory` in memory: the principals `add`ed, until `erase`d."""
-
-    def __init__(self) -> None:
-        self.people: dict[str, Person] = {}
-
-    def add(self, principal_id: str) -> None:
-        """Register `principal_id` (named after itself)."""
-        now = datetime(2026, 1, 1, tzinfo=UTC)
-        self.people[principal_id] = Person(
-            principal_id=principal_id, display_name=principal_id, created_at=now, updated_at=now
-        )
-
-    def erase(self, principal_id: str) -> None:
-        """Forget `principal_id`, as erasing deletes the directory's row."""
-        self.people.pop(principal_id, None)
-
-    async def get(self, principal_id: str) -> Person | None:
-        """The person, or None if unknown or erased."""
-        return self.people.get(principal_id)

@@ -36,6 +36,10 @@ class FakePersonDirectory:
         """The person with this principal id, or None."""
         return self.people.get(principal_id)
 
+    def add(self, principal_id: str, **fields: Any) -> None:
+        """Register a person (`person`'s fields)."""
+        self.people[principal_id] = person(principal_id, **fields)
+
     def erase(self, principal_id: str) -> None:
         """Forget a person."""
         self.people.pop(principal_id, None)

@@ -22,7 +22,8 @@ from infra.db.command_status import CommandState
 from infra.topology import ConsumerQueues
 from tests.command_scenarios import command_envelope
 from tests.consumer_support import FakeHeldMessages
-from tests.fakes import FakeClock, FakePeople, FakeUnitOfWork
+from tests.fakes import FakeClock, FakeUnitOfWork
+from tests.people_fakes import FakePersonDirectory
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractIncomingMessage
@@ -48,7 +49,7 @@ def incoming(body: bytes, message_id: str | None = None) -> AbstractIncomingMess
 
 def processor(uow: FakeUnitOfWork) -> Runner:
     """The processor's runner over `uow` (its `on_park` is `record_parked`)."""
-    deps = {"clock": FakeClock(), "people": FakePeople()}
+    deps = {"clock": FakeClock(), "people": FakePersonDirectory()}
     return Runner(CONSUMER, lambda: uow, held=FakeHeldMessages(uow.db), deps=deps)
 
 

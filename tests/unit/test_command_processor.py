@@ -30,7 +30,8 @@ from infra.message_context import MessageContext
 from tests.catalog_scenarios import CATALOG_SCENARIOS
 from tests.command_scenarios import ACTOR, SCENARIOS, command_envelope
 from tests.consumer_support import FakeHeldMessages
-from tests.fakes import FakeClock, FakeDatabase, FakePeople, FakeUnitOfWork
+from tests.fakes import FakeClock, FakeDatabase, FakeUnitOfWork
+from tests.people_fakes import FakePersonDirectory
 from tests.unit.test_domain_errors import CASES as DOMAIN_CASES
 from tests.unit.test_domain_errors import _raised
 
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
 def processor_runner(db: FakeDatabase, unit: Callable[[], UnitOfWork]) -> Runner:
     """The processor's runner over fakes, with its policy (retries, parking hooks)."""
-    deps = {"clock": FakeClock(), "people": FakePeople()}
+    deps = {"clock": FakeClock(), "people": FakePersonDirectory()}
     return Runner(CONSUMER, unit, held=FakeHeldMessages(db), deps=deps)
 
 
@@ -57,7 +58,7 @@ class FakeDriver:
 
     def __init__(self) -> None:
         self.uow = FakeUnitOfWork()
-        self.people = FakePeople()
+        self.people = FakePersonDirectory()
         self.runner = Runner(
             CONSUMER,
             lambda: self.uow,
