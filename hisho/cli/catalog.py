@@ -10,16 +10,23 @@ import typer
 
 from events import CatalogEntry, catalog
 
-_HEADERS = ("TYPE", "KIND", "VERSION", "ROUTING KEY")
+_HEADERS = ("TYPE", "KIND", "VERSION", "ROUTING KEY", "SENT BY")
 
 
 def _table(entries: list[CatalogEntry]) -> str:
-    rows = [_HEADERS] + [(e.type, e.kind, str(e.version), e.routing_key) for e in entries]
+    rows = [_HEADERS] + [
+        (e.type, e.kind, str(e.version), e.routing_key, _sender(e)) for e in entries
+    ]
     widths = [max(len(row[col]) for row in rows) for col in range(len(_HEADERS))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+
+
+def _sender(entry: CatalogEntry) -> str:
+    """Who sends a message: hisho alone (system-only commands, every event), or callers."""
+    return "callers" if entry.public else "hisho"
 
 
 def write_json_schemas(directory: Path, entries: list[CatalogEntry]) -> list[Path]:
@@ -46,7 +53,7 @@ def register(app: typer.Typer) -> None:
             help="Write one JSON Schema per type into DIR as <Type>.v<version>.json.",
         ),
     ) -> None:
-        """List every command and event type with its version and routing key."""
+        """List every command and event type: version, routing key, who sends it."""
         entries = catalog.entries()
         if json_schema is None:
             typer.echo(_table(entries))

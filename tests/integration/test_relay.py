@@ -150,6 +150,8 @@ async def test_messages_carry_the_envelope_and_the_chained_canonical_body(
         assert message.headers["position"] == body["position"] == position
         assert message.headers["traceparent"] == row["traceparent"]
         assert message.headers["partition_slot"] == partition_slot(str(row["aggregate_id"]))
+        assert message.headers["x-hisho-kind"] == "event"
+        assert "x-hisho-project" not in message.headers  # a probe has no project
         assert bytes(row["prev_hash"]) == prev
         assert link_hash(prev, message.body) == bytes(row["hash"])
         prev = bytes(row["hash"])

@@ -63,4 +63,6 @@ async def test_a_command_in_the_outbox_is_published_to_the_commands_exchange_onc
     assert decoded.id == envelope.id
     assert decoded.data == command
     assert message.routing_key == "CreateProject"
+    assert message.headers["x-hisho-kind"] == "command"
+    assert message.headers["x-hisho-project"] == str(command.project_id)
     await channel.close()

@@ -28,13 +28,22 @@ def _app() -> typer.Typer:
     return app
 
 
-def test_catalog_prints_every_type_with_kind_version_and_routing_key() -> None:
+def test_catalog_prints_every_type_with_kind_version_routing_key_and_sender() -> None:
     result = CliRunner().invoke(_app(), ["catalog"])
     assert result.exit_code == 0, result.output
     rows = [line.split() for line in result.stdout.splitlines()]
-    assert rows[0] == ["TYPE", "KIND", "VERSION", "ROUTING", "KEY"]
-    expected = [[e.type, e.kind, str(e.version), e.routing_key] for e in catalog.entries()]
+    assert rows[0] == ["TYPE", "KIND", "VERSION", "ROUTING", "KEY", "SENT", "BY"]
+    expected = [
+        [e.type, e.kind, str(e.version), e.routing_key, "callers" if e.public else "hisho"]
+        for e in catalog.entries()
+    ]
     assert rows[1:] == expected
+    senders = {row[0]: row[-1] for row in rows[1:]}
+    assert (senders["ExpirePlan"], senders["SubmitPlan"], senders["PlanApproved"]) == (
+        "hisho",
+        "callers",
+        "hisho",
+    )
 
 
 def test_json_schema_writes_one_file_per_type(tmp_path: Path) -> None:
