@@ -48,9 +48,9 @@ _PRINCIPAL_KEYS = frozenset(
 
 
 def legacy_principal(name: str) -> str:
-    """A principal written before ids were namespaced (`alice`) reads as `legacy:alice`.
+    r"""A principal written before ids were namespaced (`alice`) reads as `legacy:alice`.
 
-    Control characters, which principal ids never hold, read as `\\xNN` escapes.
+    Control characters, which principal ids never hold, read as `\xNN` escapes.
     """
     if name.startswith(_NAMESPACED):
         return name
