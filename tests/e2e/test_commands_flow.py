@@ -15,6 +15,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from events import Actor
+from events.notification import NotificationChannel, SendNotification
+from infra.db.people import SqlPeople
+from infra.db.pg_uow import PgUnitOfWork
+from infra.message_context import MessageContext
+from infra.people import NewPerson
 from infra.topology import EVENTS_EXCHANGE
 from tests.components_support import component_env, components, free_port
 from tests.ingress_support import cli_key, hisho_cli
@@ -322,3 +328,42 @@ async def _caused(
         return wanted
 
     return await eventually(arrived, deadline=30.0)
+
+
+async def test_a_system_only_command_is_refused_over_http_and_accepted_through_the_outbox(
+    client: Client, events: AbstractQueue, engine: AsyncEngine
+) -> None:
+    """SendNotification: 403 from a caller; from hisho's outbox, delivered or dropped."""
+    recipient = f"key:{uuid.uuid4().hex[:16]}"
+    people, hisho = SqlPeople(engine), MessageContext.start(Actor.system("e2e"))
+
+    def notify() -> SendNotification:
+        return SendNotification(
+            notification_id=uuid.uuid4(),
+            channel=NotificationChannel.IN_APP,
+            recipient=recipient,
+            subject="Plan approved",
+            body="Your plan was approved.",
+        )
+
+    async def through_the_outbox(command: SendNotification) -> dict[str, Any]:
+        uow = PgUnitOfWork(engine)
+        async with uow:
+            command_id = await uow.outbox.add_command(command, context=hisho)
+            await uow.commit()
+        (event,) = await tapped(events, {str(command_id)}, count=1)
+        return event
+
+    refused = await client.post("SendNotification", notify().model_dump(mode="json"))
+    assert refused.status_code == 403
+    assert refused.json()["type"].endswith("/command-system-only")
+    await people.register(NewPerson(principal_id=recipient, display_name="Ana"), context=hisho)
+    requested = await through_the_outbox(notify())
+    assert (requested["type"], requested["data"]["recipient"]) == (
+        "NotificationRequested",
+        recipient,
+    )
+    await people.erase(recipient, context=hisho)  # the row is gone: nobody to send to
+    dropped = await through_the_outbox(notify())
+    assert dropped["type"] == "NotificationDropped"
+    assert dropped["data"]["reason"] == f"{recipient} is not in the people directory"
