@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
 from pydantic import TypeAdapter
@@ -14,8 +14,7 @@ from events.project import ApprovalPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-
-    from domain.plan import Plan
+    from datetime import datetime
 
 STEPS: TypeAdapter[tuple[PlanStep, ...]] = TypeAdapter(tuple[PlanStep, ...])
 
@@ -31,7 +30,26 @@ class PlanStatus(StrEnum):
     WITHDRAWN = "withdrawn"
 
 
-def plan_state(plan: Plan) -> dict[str, Any]:
+class StoredPlan(Protocol):
+    """What of a plan (`domain.plan.Plan`) its stored state holds."""
+
+    id: UUID
+    project_id: UUID
+    title: str
+    steps: tuple[PlanStep, ...]
+    status: PlanStatus
+    policy: ApprovalPolicy | None
+    submitted_at: datetime | None
+    deadline: datetime | None
+    approvals: tuple[str, ...]
+    auto_approved: bool
+    rejected_by: str | None
+    reason: str | None
+    submitted_by: str | None
+    workflow_id: UUID | None
+
+
+def plan_state(plan: StoredPlan) -> dict[str, Any]:
     """The plan's state as a JSON-ready dict."""
     return {
         "id": str(plan.id),
@@ -51,7 +69,7 @@ def plan_state(plan: Plan) -> dict[str, Any]:
     }
 
 
-def load_plan_state(plan: Plan, state: Mapping[str, Any]) -> None:
+def load_plan_state(plan: StoredPlan, state: Mapping[str, Any]) -> None:
     """Set what `plan_state` stored beyond the constructor's fields on `plan`."""
     plan.status = PlanStatus(state["status"])
     policy = state["policy"]
