@@ -191,7 +191,7 @@ async def _first_message(queue: AbstractQueue, *, within: float) -> None:
 
 
 async def _create_project(http: httpx.AsyncClient) -> uuid.UUID:
-    policy = {"approvers": ["alice", "bob"], "required_approvals": 1}
+    policy = {"approvers": ["key:alice", "key:bob"], "required_approvals": 1}
     body = {"project_id": str(uuid.uuid4()), "name": "heal", "policy": policy}
     answer = await http.post("/v1/commands/CreateProject", json=body)
     assert answer.status_code == 202, answer.text

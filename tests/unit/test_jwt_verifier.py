@@ -113,7 +113,7 @@ def test_the_admin_scope_makes_an_admin_actor_for_tokens_and_api_keys() -> None:
         {"iss": ISSUER, "sub": ""},
         {"iss": ISSUER, "sub": 7},
         {"iss": ISSUER, "sub": "line\nbreak"},
-        {"iss": ISSUER, "sub": "x" * 400},
+        {"iss": ISSUER, "sub": "x" * 2_100},
     ],
 )
 def test_claims_without_a_usable_issuer_and_subject_have_no_principal(
