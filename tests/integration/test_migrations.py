@@ -20,7 +20,14 @@ from typer.testing import CliRunner
 from events.plan import PlanApprovalRecorded, PlanSubmitted
 from events.project import ProjectCreated
 from hisho.cli import app
-from infra.db import ingress_tables, key_tables, people_tables, state_tables, tables
+from infra.db import (
+    ingress_tables,
+    key_tables,
+    people_tables,
+    state_tables,
+    tables,
+    timer_tables,
+)
 from infra.db.engine import create_engine
 from infra.db.migrate import (
     alembic_config,
@@ -143,7 +150,7 @@ def _diff_against_tables_module(connection: Connection) -> list[Any]:
         opts={"compare_type": True, "compare_server_default": True},
     )
     # Every table module registers its tables on one MetaData.
-    modules = (tables, state_tables, key_tables, ingress_tables, people_tables)
+    modules = (tables, state_tables, key_tables, ingress_tables, people_tables, timer_tables)
     assert {module.metadata for module in modules} == {tables.metadata}
     return list(compare_metadata(context, tables.metadata))
 

@@ -1,0 +1,1 @@
+"""Durable timers and periodic jobs: the port consumers schedule with, and what fires them."""
