@@ -131,6 +131,7 @@ async def draft_plan(command: DraftPlan, aggregates: Aggregates, ctx: Decision) 
         project_id=command.project_id,
         title=command.title,
         steps=command.steps,
+        settings=command.settings,
         at=ctx.at,
     )
     aggregates.plans.add(plan)

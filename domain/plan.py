@@ -36,6 +36,7 @@ from events.plan import (
     PlanEdited,
     PlanExpired,
     PlanRejected,
+    PlanSettings,
     PlanStep,
     PlanSubmitted,
     PlanWithdrawn,
@@ -66,12 +67,14 @@ class Plan(Aggregate):
         project_id: UUID,
         title: str,
         steps: tuple[PlanStep, ...],
+        settings: PlanSettings | None = None,
         version: int = 0,
     ) -> None:
         super().__init__(plan_id, version=version)
         self.project_id = project_id
         self.title = title
         self.steps = steps
+        self.settings = settings or PlanSettings()
         self.status = PlanStatus.DRAFT
         self.policy: ApprovalPolicy | None = None
         self.submitted_at: datetime | None = None
@@ -91,12 +94,15 @@ class Plan(Aggregate):
         project_id: UUID,
         title: str,
         steps: tuple[PlanStep, ...],
+        settings: PlanSettings | None = None,
         at: datetime,
     ) -> Plan:
-        """Start a plan in draft."""
+        """Start a plan in draft (`settings`: how its workflow runs; defaults if None)."""
         _check_steps(steps)
-        plan = cls(plan_id, project_id=project_id, title=title, steps=steps)
-        event = PlanDrafted(plan_id=plan_id, project_id=project_id, title=title, steps=steps)
+        plan = cls(plan_id, project_id=project_id, title=title, steps=steps, settings=settings)
+        event = PlanDrafted(
+            plan_id=plan_id, project_id=project_id, title=title, steps=steps, settings=plan.settings
+        )
         plan._record(event, at=at)
         return plan
 

@@ -9,7 +9,7 @@ from uuid import UUID
 from pydantic import TypeAdapter
 
 from domain.aggregate import dump_time, load_time
-from events.plan import PlanStep
+from events.plan import PlanSettings, PlanStep
 from events.project import ApprovalPolicy
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ class StoredPlan(Protocol):
     reason: str | None
     submitted_by: str | None
     workflow_id: UUID | None
+    settings: PlanSettings
 
 
 def plan_state(plan: StoredPlan) -> dict[str, Any]:
@@ -66,6 +67,7 @@ def plan_state(plan: StoredPlan) -> dict[str, Any]:
         "reason": plan.reason,
         "submitted_by": plan.submitted_by,
         "workflow_id": None if plan.workflow_id is None else str(plan.workflow_id),
+        "settings": plan.settings.model_dump(mode="json"),
     }
 
 
@@ -83,3 +85,4 @@ def load_plan_state(plan: StoredPlan, state: Mapping[str, Any]) -> None:
     plan.submitted_by = state.get("submitted_by")  # absent in a row stored before it
     workflow_id = state.get("workflow_id")
     plan.workflow_id = None if workflow_id is None else UUID(workflow_id)
+    plan.settings = PlanSettings.model_validate(state.get("settings", {}))  # absent: defaults

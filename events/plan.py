@@ -9,11 +9,12 @@ A vote's voter is the authenticated actor (`ApprovePlan`/`RejectPlan` v2); an ad
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from datetime import timedelta
+from typing import Annotated, Literal, Self
 from uuid import UUID
 
-from annotated_types import MaxLen
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from annotated_types import Gt, Le, MaxLen
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from events.base import Command, DomainEvent
 from events.catalog import catalog
@@ -21,29 +22,54 @@ from events.fields import Label, Principal, Reason, Text
 from events.project import ApprovalPolicy
 from events.upcasters import Payload, legacy_principal, namespaced_v1, upcasters
 
+SOFT_LIMIT = timedelta(minutes=25)  # a running attempt is warned about after this
+HARD_LIMIT = timedelta(minutes=30)  # and failed after this
+TimeLimit = Annotated[timedelta, Gt(timedelta(0)), Le(timedelta(days=7))]
 
-class AiStep(BaseModel):
-    """A step a persona carries out: its provider answers `input` under its system prompt."""
+
+class _Step(BaseModel):
+    """What every step has: its id, title, the steps it waits for, and its time limits."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["ai"] = "ai"
     step_id: UUID
     title: Label
+    depends_on: tuple[UUID, ...] = Field(default=(), max_length=100)
+    soft_limit: TimeLimit = SOFT_LIMIT
+    hard_limit: TimeLimit = HARD_LIMIT
+
+    @model_validator(mode="after")
+    def _soft_before_hard(self) -> Self:
+        if self.soft_limit >= self.hard_limit:
+            raise ValueError("soft_limit must be shorter than hard_limit")
+        if self.step_id in self.depends_on:
+            raise ValueError("a step cannot depend on itself")
+        return self
+
+
+class AiStep(_Step):
+    """A step a persona carries out: its provider answers `input` under its system prompt."""
+
+    kind: Literal["ai"] = "ai"
     persona_id: UUID
     input: Text
 
 
-class HumanStep(BaseModel):
+class HumanStep(_Step):
     """A step a person carries out and completes by command with an output."""
+
+    kind: Literal["human"] = "human"
+    assignee: Principal
+    instructions: Text
+
+
+class PlanSettings(BaseModel):
+    """How the plan's workflow runs: what a failed task does, how many review rounds."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["human"] = "human"
-    step_id: UUID
-    title: Label
-    assignee: Principal
-    instructions: Text
+    on_task_failure: Literal["fail", "wait"] = "fail"  # fail the workflow, or wait for people
+    max_revisions: int = Field(default=3, ge=0, le=20)
 
 
 def _distinct_step_ids(steps: tuple[PlanStep, ...]) -> tuple[PlanStep, ...]:
@@ -63,6 +89,7 @@ class DraftPlan(Command):
     project_id: UUID
     title: Label
     steps: Steps = ()
+    settings: PlanSettings = PlanSettings()
 
 
 class EditPlan(Command):
@@ -115,6 +142,7 @@ class PlanDrafted(DomainEvent):
     project_id: UUID
     title: Label
     steps: Steps
+    settings: PlanSettings = PlanSettings()  # absent in an event upcast from v1: the defaults
 
 
 class PlanEdited(DomainEvent):

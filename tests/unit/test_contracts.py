@@ -31,7 +31,7 @@ from events import (
     catalog,
 )
 from events.fields import Principal
-from events.plan import HumanStep
+from events.plan import AiStep, HumanStep
 from events.project import ApprovalPolicy
 
 NAMESPACES = ("key", "user", "persona", "system", "legacy")
@@ -78,7 +78,29 @@ def _policies(draw: st.DrawFn) -> ApprovalPolicy:
 # Process-wide registrations; each only describes valid values of a real type.
 st.register_type_strategy(AwareDatetime, st.datetimes(timezones=st.just(UTC)))
 st.register_type_strategy(ApprovalPolicy, _policies())
-st.register_type_strategy(HumanStep, st.builds(HumanStep, assignee=PRINCIPALS))
+# Time limits: the soft one shorter than the hard one, as the step model requires.
+_LIMITS = st.tuples(st.integers(1, 10_000), st.integers(1, 10_000)).map(
+    lambda seconds: (timedelta(seconds=seconds[0]), timedelta(seconds=seconds[0] + seconds[1]))
+)
+st.register_type_strategy(
+    HumanStep,
+    _LIMITS.flatmap(
+        lambda limits: st.builds(
+            HumanStep,
+            assignee=PRINCIPALS,
+            soft_limit=st.just(limits[0]),
+            hard_limit=st.just(limits[1]),
+        )
+    ),
+)
+st.register_type_strategy(
+    AiStep,
+    _LIMITS.flatmap(
+        lambda limits: st.builds(
+            AiStep, soft_limit=st.just(limits[0]), hard_limit=st.just(limits[1])
+        )
+    ),
+)
 
 
 def payloads(model: type[Message]) -> st.SearchStrategy[Message]:
