@@ -2,6 +2,7 @@
 
 from events import (  # noqa: F401  (register their types)
     notification,
+    parked,
     person,
     persona,
     plan,

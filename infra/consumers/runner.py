@@ -32,6 +32,7 @@ from events import ContractError, InvalidMessageError, catalog
 from events.catalog import partition_key
 from infra.consumers.declaration import Parked
 from infra.consumers.held import HeldMessage
+from infra.consumers.parking import parked_row
 from infra.consumers.runtime import (
     PARKED_CONSUMER_HEADER,
     RuntimePolicy,
@@ -40,6 +41,7 @@ from infra.consumers.runtime import (
     is_retryable,
     settlement_for,
 )
+from infra.db.parked_tables import PARKED_MESSAGES
 from infra.db.uow import AlreadyAppliedError, HeldError
 from infra.message_context import MessageContext
 from infra.telemetry import context_from_traceparent
@@ -238,11 +240,14 @@ class Runner:
         routing_key: str | None,
         settlement: Settlement,
     ) -> None:
-        """Before a message is parked: hold its key (ordered), then the consumer's `on_park`.
+        """Before a message is parked: hold its key (ordered), then record it and `on_park`.
 
         A body that cannot be decoded has no key: it is parked without holding anything.
+        The record (`parked_messages`) and the consumer's `on_park` commit in one unit.
         """
-        if self.held is not None and settlement.action == "park":
+        if settlement.action != "park":
+            return
+        if self.held is not None:
             try:
                 envelope = catalog.decode(body)
             except ContractError:
@@ -253,11 +258,12 @@ class Runner:
                     envelope.id, parked=True, reason=settlement.reason, body=body, headers=stamped
                 )
                 await self.held.hold(self.consumer.name, partition_key(envelope), parked)
-        if self.consumer.on_park is None or settlement.action != "park":
-            return
         uow = self.unit()
         async with uow:
-            await self.consumer.on_park(Parked(body, message_id, routing_key, settlement), uow)
+            message = Parked(body, message_id, routing_key, settlement)
+            uow.rows.add(PARKED_MESSAGES, parked_row(self.consumer, message, headers))
+            if self.consumer.on_park is not None:
+                await self.consumer.on_park(message, uow)
             await uow.commit()
 
 
@@ -284,7 +290,7 @@ def policy_for(consumer: Consumer, runner: Runner | None = None) -> RuntimePolic
         attempts=consumer.attempts,
         transient=consumer.transient or is_retryable,
     )
-    if runner is None or (consumer.ordered is None and consumer.on_park is None):
+    if runner is None:
         return policy
 
     async def parking(raw: AbstractIncomingMessage, settlement: Settlement) -> None:

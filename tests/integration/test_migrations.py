@@ -23,6 +23,7 @@ from hisho.cli import app
 from infra.db import (
     ingress_tables,
     key_tables,
+    parked_tables,
     people_tables,
     state_tables,
     tables,
@@ -150,7 +151,15 @@ def _diff_against_tables_module(connection: Connection) -> list[Any]:
         opts={"compare_type": True, "compare_server_default": True},
     )
     # Every table module registers its tables on one MetaData.
-    modules = (tables, state_tables, key_tables, ingress_tables, people_tables, timer_tables)
+    modules = (
+        tables,
+        state_tables,
+        key_tables,
+        ingress_tables,
+        people_tables,
+        timer_tables,
+        parked_tables,
+    )
     assert {module.metadata for module in modules} == {tables.metadata}
     return list(compare_metadata(context, tables.metadata))
 
