@@ -10,12 +10,14 @@ event names both). The plan records its submitter, and the one workflow started 
 Error codes (status 409, a conflict with the state): plan-not-draft, plan-not-submitted,
 plan-not-open, plan-duplicate-vote, plan-deadline-passed, plan-has-no-deadline,
 plan-deadline-not-reached, plan-not-approved, plan-workflow-started; (status 422, input the
-command cannot mean): plan-nothing-to-edit, plan-has-no-steps, plan-duplicate-step;
+command cannot mean): plan-nothing-to-edit, plan-has-no-steps, plan-duplicate-step,
+plan-unknown-dependency, plan-dependency-cycle;
 (status 403, the actor may not): plan-not-an-approver, plan-vote-on-behalf-forbidden.
 """
 
 from __future__ import annotations
 
+from graphlib import CycleError, TopologicalSorter
 from typing import TYPE_CHECKING, Any, Self
 from uuid import UUID
 
@@ -294,5 +296,19 @@ def _voter(by: Actor, on_behalf_of: str | None) -> str:
 
 
 def _check_steps(steps: tuple[PlanStep, ...]) -> None:
-    if len({step.step_id for step in steps}) != len(steps):
+    """Distinct step ids; every `depends_on` names a step of the plan, and no cycle."""
+    ids = {step.step_id for step in steps}
+    if len(ids) != len(steps):
         raise PlanError("plan-duplicate-step", "step ids must be distinct", status=UNPROCESSABLE)
+    unknown = sorted(str(dep) for step in steps for dep in step.depends_on if dep not in ids)
+    if unknown:
+        raise PlanError(
+            "plan-unknown-dependency", f"no such steps: {', '.join(unknown)}", status=UNPROCESSABLE
+        )
+    try:
+        TopologicalSorter({step.step_id: step.depends_on for step in steps}).prepare()
+    except CycleError as cycle:
+        path = " -> ".join(str(step_id) for step_id in cycle.args[1])
+        raise PlanError(
+            "plan-dependency-cycle", f"steps depend on each other: {path}", status=UNPROCESSABLE
+        ) from None
