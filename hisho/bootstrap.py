@@ -5,7 +5,7 @@ for the component, one AMQP connection and one confirmed publisher, Redis, clock
 and closes them; `hisho run <component>` hands the App to the component's `run`.
 `prepare()` makes the outside world ready (local stack, schema, topology); `up()` is
 `hisho up`: prepare, then supervise every component as its own process (the relay once more
-per hot standby) and heal the stack services it started.
+per hot standby, the scheduler too) and heal the stack services it started.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ CONSUMER_ENGINE: dict[str, Any] = {
 ENGINE_OPTIONS: dict[str, dict[str, Any]] = {
     "ingress": {"pool_size": 10, "connect_args": {"timeout": 2}},
     "relay": {"pool_size": 1, "max_overflow": 0},
+    "scheduler": {"pool_size": 1, "max_overflow": 0},  # it fires on its leader lock's session
 }
 
 
@@ -191,7 +192,7 @@ async def up(settings: Settings, components: list[str]) -> int:
 
 async def _supervise(settings: Settings, components: list[str], prepared: Prepared) -> int:
     """Run the components (and heal the stack services `prepared` started) until a signal."""
-    copies = {"relay": 1 + settings.relay_standbys}
+    copies = {"relay": 1 + settings.relay_standbys, "scheduler": 1 + settings.scheduler_standbys}
     supervisor = Supervisor(instances(components, copies), status_file=status_path(settings))
     watch = None
     if prepared.stack is not None and prepared.started_services:

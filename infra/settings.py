@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     relay_confirm_window: Annotated[int, Field(ge=1, le=100_000)] = 1000
     relay_standbys: Annotated[int, Field(ge=0, le=8)] = 1  # hot standby relays `hisho up` runs
 
+    scheduler_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 1000  # timers per transaction
+    scheduler_poll_interval: Annotated[float, Field(gt=0, le=60)] = 0.1  # seconds, at most
+    scheduler_standbys: Annotated[int, Field(ge=0, le=8)] = 1  # hot standby schedulers of `up`
+
     ingress_host: str = "127.0.0.1"
     ingress_port: Port = 8080
     ingress_max_body_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024

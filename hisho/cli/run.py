@@ -76,6 +76,15 @@ def relay_command() -> None:
     serve_app(relay.run, "relay")
 
 
+@app.command("scheduler")
+def scheduler_command() -> None:
+    """Fire due timers and periodic jobs through the outbox (leader or hot standby)."""
+    from hisho.periodic import PERIODIC_JOBS  # noqa: PLC0415  (each component imports its own)
+    from producers import scheduler  # noqa: PLC0415
+
+    serve_app(partial(scheduler.run, jobs=PERIODIC_JOBS), "scheduler")
+
+
 @app.command("ingress")
 def ingress_command() -> None:
     """Serve the HTTP ingress on HISHO_INGRESS_HOST:HISHO_INGRESS_PORT until SIGTERM/SIGINT."""

@@ -49,6 +49,7 @@ __all__ = [
     "fired_context",
     "is_cancelled",
     "schedule",
+    "timer_row",
 ]
 
 SCHEDULER_ACTOR = Actor.system("scheduler")
@@ -67,7 +68,15 @@ def schedule(uow: UnitOfWork, *, key: str, due: datetime, command: Command, grou
     `key` names the timer (scheduling it again replaces it until it fires); `group` is what
     `cancel` names. The causal context is the unit's (`uow.context`), read now.
     """
-    context = _context(uow)
+    uow.rows.add(
+        TIMERS, timer_row(key=key, due=due, command=command, group=group, context=_context(uow))
+    )
+
+
+def timer_row(
+    *, key: str, due: datetime, command: Command, group: str, context: MessageContext
+) -> tuple[Any, ...]:
+    """The `timers` row (`TIMERS.written`) of a live timer sending `command` at `due`."""
     entry = catalog.entry_for(command)
     if entry.kind != "command":
         raise TypeError(f"{entry.type} is an event: timers carry commands only")
@@ -75,20 +84,17 @@ def schedule(uow: UnitOfWork, *, key: str, due: datetime, command: Command, grou
         raise ValueError("a timer's due time must be timezone-aware")
     if not key or not group:
         raise ValueError("a timer needs a key and a group")
-    uow.rows.add(
-        TIMERS,
-        (
-            key,
-            group,
-            due,
-            entry.type,
-            entry.version,
-            command.model_dump_json(),
-            context.correlation_id,
-            context.causation_id,
-            context.resolved_traceparent(),
-            None,  # not cancelled: a schedule is live until a later cancellation
-        ),
+    return (
+        key,
+        group,
+        due,
+        entry.type,
+        entry.version,
+        command.model_dump_json(),
+        context.correlation_id,
+        context.causation_id,
+        context.resolved_traceparent(),
+        None,  # not cancelled: a schedule is live until a later cancellation
     )
 
 

@@ -1,26 +1,26 @@
-"""Leader election for the relay: a PostgreSQL session advisory lock on a dedicated connection.
+"""Leader election for the relay: the advisory lock `RELAY_LOCK_KEY` (`infra.leadership`).
 
-The lock lives exactly as long as the connection: when the leader process dies (even by
-SIGKILL) the kernel closes its socket, PostgreSQL ends the session and releases the lock,
-and the standby blocked in `pg_advisory_lock` gets it at once.
+The lock lives exactly as long as its connection: when the leader process dies (even by
+SIGKILL) PostgreSQL ends the session and releases the lock, and the standby blocked in
+`pg_advisory_lock` gets it at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-from contextlib import suppress
 from typing import TYPE_CHECKING
 
-import asyncpg
+from infra import leadership
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Awaitable, Callable
+
+    import asyncpg
 
 # Arbitrary but fixed: "hishoREL". Advisory locks are per database.
 RELAY_LOCK_KEY = 0x686973686F52454C
 APPLICATION_PREFIX = "hisho-relay"
-CONNECT_TIMEOUT = 5.0
 
 
 def application_name() -> str:
@@ -35,54 +35,14 @@ async def acquire_leadership(
     key: int = RELAY_LOCK_KEY,
     prepare: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
 ) -> asyncpg.Connection | None:
-    """A new connection holding the relay lock, or None if `stop` was set while waiting.
-
-    `prepare` runs on the connection before it waits: a hot standby does its set-up then,
-    not after the leader died.
-    """
-    connection = await asyncpg.connect(
-        dsn,
-        timeout=CONNECT_TIMEOUT,
-        server_settings={"application_name": application_name()},
+    """A new connection holding the relay lock, or None if `stop` was set while waiting."""
+    return await leadership.acquire_leadership(
+        dsn, stop, key=key, application=application_name(), prepare=prepare
     )
-    if prepare is not None:
-        try:
-            await prepare(connection)
-        except BaseException:
-            connection.terminate()
-            raise
-    acquire = asyncio.ensure_future(connection.execute("SELECT pg_advisory_lock($1)", key))
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({acquire, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        acquire.cancel()
-        connection.terminate()
-        raise
-    finally:
-        stopping.cancel()
-    if acquire.done():
-        if acquire.exception() is None:
-            return connection
-        connection.terminate()
-        await acquire  # re-raises the failure: the caller retries with backoff
-    acquire.cancel()
-    connection.terminate()  # ends the wait on the server too
-    with suppress(asyncio.CancelledError, asyncpg.PostgresError, asyncpg.InterfaceError):
-        await acquire
-    return None
-
-
-_LEADER = """SELECT a.application_name FROM pg_locks AS l
-    JOIN pg_stat_activity AS a ON a.pid = l.pid
-    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND l.classid::bigint = $1 AND l.objid::bigint = $2"""
 
 
 async def current_leader(
     connection: asyncpg.Connection, *, key: int = RELAY_LOCK_KEY
 ) -> str | None:
     """The application name of the session holding the relay lock (`hisho-relay:<pid>`)."""
-    name = await connection.fetchval(_LEADER, key >> 32, key & 0xFFFFFFFF)
-    return None if name is None else str(name)
+    return await leadership.current_leader(connection, key=key)

@@ -80,9 +80,13 @@ def test_up_reaches_ready_and_stops_cleanly_on_sigterm(settings: Settings) -> No
         events = _read_events_until(proc, "ready", READY_DEADLINE)
         assert events, "hisho up printed no JSON log line"
         assert events[-1]["event"] == "ready", [e.get("event") for e in events]
-        assert events[-1]["components"] == sorted([*components(), "relay-2"])  # + a standby
+        assert events[-1]["components"] == sorted(
+            [*components(), "relay-2", "scheduler-2"]
+        )  # + standbys
         children = psutil.Process(proc.pid).children()
-        assert len(children) == len(components()) + settings.relay_standbys
+        assert len(children) == (
+            len(components()) + settings.relay_standbys + settings.scheduler_standbys
+        )
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=STOP_DEADLINE) == 0

@@ -66,7 +66,7 @@ def _is(event: str, **fields: object) -> Callable[[dict[str, Any]], bool]:
 
 
 def test_status_shows_every_component_with_its_pid_and_ready(up: PrivateUp) -> None:
-    expected = sorted([*components(), "relay-2"])
+    expected = sorted([*components(), "relay-2", "scheduler-2"])
     status = up.status()
     assert sorted(status) == expected
     children = {child.pid for child in psutil.Process(up.pid).children()}
