@@ -9,9 +9,12 @@ the ai_execution consumer on `task.queued`; people complete human tasks by comma
 A human task is started, completed and failed by its assignee (or an admin, or hisho); an
 AI task by hisho alone (a `system:` actor: the AI execution consumer).
 
+A task waits for its step's dependencies: it is queued only once they are completed. A time
+limit's timer names the attempt it is about, so it never touches a later one.
+
 Error codes: task-not-pending, task-not-queued, task-not-running, task-not-failed,
-task-not-completed, task-attempts-exhausted, task-finished (409); task-not-assignee,
-task-system-only (403).
+task-not-completed, task-attempts-exhausted, task-finished, task-dependencies-unfinished,
+task-attempt-over (409); task-not-assignee, task-system-only (403).
 """
 
 from __future__ import annotations
@@ -35,16 +38,18 @@ from events.task import (
     TaskReopened,
     TaskRetried,
     TaskStarted,
+    TaskTimeLimitApproaching,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Collection, Mapping
     from datetime import datetime
 
     from events import Actor
 
 DEFAULT_MAX_ATTEMPTS = 3
 _STEP: TypeAdapter[PlanStep] = TypeAdapter(PlanStep)
+_KEPT = ("attempts", "revision", "feedback", "worker", "output", "error", "reason")  # as stored
 
 
 class TaskError(DomainError):
@@ -120,9 +125,12 @@ class Task(Aggregate):
         task._record(created, at=at)
         return task
 
-    def queue(self, *, at: datetime) -> None:
-        """Queue a pending task for its next attempt."""
+    def queue(self, *, waiting_for: Collection[UUID] = (), at: datetime) -> None:
+        """Queue a pending task whose dependencies (`waiting_for`: those unfinished) are done."""
         self._require(TaskStatus.PENDING, "task-not-pending")
+        if waiting_for:
+            waiting = ", ".join(sorted(map(str, waiting_for)))
+            raise TaskError("task-dependencies-unfinished", f"task {self.id} waits for {waiting}")
         self._queue(at=at)
 
     def start(self, *, worker: str | None, by: Actor, at: datetime) -> None:
@@ -156,10 +164,10 @@ class Task(Aggregate):
         )
         self._record(completed, at=at)
 
-    def fail(self, *, error: str, by: Actor, at: datetime) -> None:
-        """Record that the running attempt failed."""
+    def fail(self, *, error: str, by: Actor, at: datetime, attempt: int | None = None) -> None:
+        """Record that the running attempt (`attempt`, if named) failed."""
         self.require_worker(by)
-        self._require(TaskStatus.RUNNING, "task-not-running")
+        self._require_attempt(attempt)
         self.status = TaskStatus.FAILED
         self.error = error
         failed = TaskFailed(
@@ -168,14 +176,32 @@ class Task(Aggregate):
             project_id=self.project_id,
             attempt=self.attempts,
             error=error,
-            retryable=retry_policy(self.attempts, self.max_attempts),
+            retryable=self.can_retry,
         )
         self._record(failed, at=at)
+
+    def warn_time_limit(self, *, attempt: int, at: datetime) -> None:
+        """Record that the running `attempt` passed its step's soft time limit."""
+        self._require_attempt(attempt)
+        approaching = TaskTimeLimitApproaching(
+            task_id=self.id,
+            workflow_id=self.workflow_id,
+            project_id=self.project_id,
+            attempt=attempt,
+            soft_limit=self.step.soft_limit,
+            hard_limit=self.step.hard_limit,
+        )
+        self._record(approaching, at=at)
+
+    @property
+    def can_retry(self) -> bool:
+        """Whether a failure leaves attempts to retry with."""
+        return retry_policy(self.attempts, self.max_attempts)
 
     def retry(self, *, at: datetime) -> None:
         """Queue a failed task again if it has attempts left."""
         self._require(TaskStatus.FAILED, "task-not-failed")
-        if not retry_policy(self.attempts, self.max_attempts):
+        if not self.can_retry:
             raise TaskError(
                 "task-attempts-exhausted",
                 f"task {self.id} has used all {self.max_attempts} attempts",
@@ -244,6 +270,11 @@ class Task(Aggregate):
         )
         self._record(queued, at=at)
 
+    def _require_attempt(self, attempt: int | None) -> None:
+        self._require(TaskStatus.RUNNING, "task-not-running")
+        if attempt is not None and attempt != self.attempts:
+            raise TaskError("task-attempt-over", f"attempt {attempt} of task {self.id} is over")
+
     def _require(self, status: TaskStatus, code: str) -> None:
         if self.status is not status:
             raise TaskError(code, f"task {self.id} is {self.status}, not {status}")
@@ -258,13 +289,7 @@ class Task(Aggregate):
             "kind": self.step.kind,
             "status": self.status.value,
             "max_attempts": self.max_attempts,
-            "attempts": self.attempts,
-            "revision": self.revision,
-            "feedback": self.feedback,
-            "worker": self.worker,
-            "output": self.output,
-            "error": self.error,
-            "reason": self.reason,
+            **{name: getattr(self, name) for name in _KEPT},
         }
 
     @classmethod
@@ -279,11 +304,6 @@ class Task(Aggregate):
             version=version,
         )
         task.status = TaskStatus(state["status"])
-        task.attempts = state["attempts"]
-        task.revision = state["revision"]
-        task.feedback = state["feedback"]
-        task.worker = state["worker"]
-        task.output = state["output"]
-        task.error = state["error"]
-        task.reason = state["reason"]
+        for name in _KEPT:
+            setattr(task, name, state[name])
         return task

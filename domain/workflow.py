@@ -7,30 +7,36 @@ What the command processor does per workflow command (one transaction each):
   the pending events of the workflow first, then of each task (`WorkflowStarted`, then one
   `TaskCreated` per task). Task ids are derived, not generated: `task_id_for(workflow_id,
   step_id)` (UUIDv5), so a retried command derives the same ids.
-- `BeginExecution`: `workflow.begin_execution(...)`; the tasks are then queued with
-  `QueueTask` (a process manager reacting to `workflow.phase_changed` with `to_phase ==
-  execution`), or the processor queues the pending tasks in the same transaction.
+- `BeginExecution`: `workflow.begin_execution(...)`; the processor queues, in the same
+  transaction, the pending tasks whose dependencies are completed (`ready_tasks`: a step's
+  `depends_on` names step ids, `task_id_for` maps them to the workflow's task ids). The
+  workflow consumer (`consumers/workflow.py`) queues the others (`QueueTask`) as their
+  dependencies complete.
 - `BeginReview`: load the workflow's tasks and pass `{task_id: task.status}` to
   `workflow.begin_review(...)`; every task must be completed or cancelled.
-- `RequestRevision`: `workflow.request_revision(...)` puts the workflow back in execution;
-  each chosen task is then reopened (`ReopenTask` with the reason as feedback, on
-  `workflow.revision_requested`) and queued again.
+- `RequestRevision`: `workflow.request_revision(...)` puts the workflow back in execution
+  (at most `settings.max_revisions` times, from the plan); the chosen tasks are reopened and
+  those whose dependencies are completed queued again, in the same transaction.
 - `CompleteWorkflow`: `workflow.complete(...)` from review.
 - `CancelWorkflow`: `workflow.cancel(...)`; unfinished tasks are then cancelled with
   `CancelTask` on `workflow.cancelled`.
+- `FailWorkflow` (hisho's own): `workflow.fail(task=...)` once a task failed with no attempts
+  left, if the plan's `settings.on_task_failure` is `fail`; its unfinished tasks are cancelled.
 
 Phase moves are announced by `WorkflowPhaseChanged` (planning -> execution -> review),
-`WorkflowRevisionRequested` (review -> execution), `WorkflowCompleted` and `WorkflowCancelled`.
+`WorkflowRevisionRequested` (review -> execution), `WorkflowCompleted`, `WorkflowCancelled`
+and `WorkflowFailed`.
 
 Error codes (status 409): workflow-plan-not-approved, workflow-not-in-planning,
 workflow-not-in-execution, workflow-not-in-review, workflow-tasks-unfinished,
-workflow-revision-limit, workflow-finished; (status 422): workflow-tasks-unknown,
+workflow-revision-limit, workflow-finished, workflow-task-not-failed; (status 422):
+workflow-tasks-unknown,
 workflow-unknown-task.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 from uuid import UUID, uuid5
 
 from domain.aggregate import Aggregate
@@ -41,6 +47,7 @@ from domain.task import DEFAULT_MAX_ATTEMPTS, Task, TaskStatus
 from events.workflow import (
     WorkflowCancelled,
     WorkflowCompleted,
+    WorkflowFailed,
     WorkflowPhase,
     WorkflowPhaseChanged,
     WorkflowRevisionRequested,
@@ -48,14 +55,15 @@ from events.workflow import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
     from datetime import datetime
 
     from domain.plan import Plan
 
 DEFAULT_MAX_REVISIONS = 3
 _DONE_FOR_REVIEW = frozenset({TaskStatus.COMPLETED, TaskStatus.CANCELLED})
-_FINAL = frozenset({WorkflowPhase.COMPLETED, WorkflowPhase.CANCELLED})
+_FINAL = frozenset({WorkflowPhase.COMPLETED, WorkflowPhase.CANCELLED, WorkflowPhase.FAILED})
+OnTaskFailure = Literal["fail", "wait"]
 
 
 class WorkflowError(DomainError):
@@ -65,6 +73,24 @@ class WorkflowError(DomainError):
 def task_id_for(workflow_id: UUID, step_id: UUID) -> UUID:
     """The id of the task a workflow creates for a plan step (deterministic, UUIDv5)."""
     return uuid5(workflow_id, str(step_id))
+
+
+def workflow_id_for(plan_id: UUID) -> UUID:
+    """The id of the one workflow of a plan (deterministic, UUIDv5): a resend derives it again."""
+    return uuid5(plan_id, "workflow")
+
+
+def waiting_for(task: Task, statuses: Mapping[UUID, TaskStatus]) -> list[UUID]:
+    """The task ids of `task`'s dependencies that are not completed yet."""
+    needed = (task_id_for(task.workflow_id, step_id) for step_id in task.step.depends_on)
+    return [task_id for task_id in needed if statuses.get(task_id) is not TaskStatus.COMPLETED]
+
+
+def ready_tasks(tasks: Iterable[Task]) -> list[Task]:
+    """The pending tasks of one workflow whose dependencies are all completed (in order)."""
+    tasks = list(tasks)
+    statuses = {task.id: task.status for task in tasks}
+    return [t for t in tasks if t.status is TaskStatus.PENDING and not waiting_for(t, statuses)]
 
 
 class Workflow(Aggregate):
@@ -80,6 +106,7 @@ class Workflow(Aggregate):
         project_id: UUID,
         task_ids: tuple[UUID, ...],
         max_revisions: int = DEFAULT_MAX_REVISIONS,
+        on_task_failure: OnTaskFailure = "fail",
         version: int = 0,
     ) -> None:
         super().__init__(workflow_id, version=version)
@@ -87,6 +114,7 @@ class Workflow(Aggregate):
         self.project_id = project_id
         self.task_ids = task_ids
         self.max_revisions = max_revisions
+        self.on_task_failure: OnTaskFailure = on_task_failure
         self.phase = WorkflowPhase.PLANNING
         self.revisions = 0
         self.reason: str | None = None
@@ -99,9 +127,11 @@ class Workflow(Aggregate):
         plan: Plan,
         at: datetime,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        max_revisions: int = DEFAULT_MAX_REVISIONS,
     ) -> tuple[Workflow, list[Task]]:
-        """Start the one workflow of an approved plan; returns it and one new task per step."""
+        """Start the one workflow of an approved plan; returns it and one new task per step.
+
+        Its revision limit and failure policy are the plan's `settings`.
+        """
         if plan.status is not PlanStatus.APPROVED:
             raise WorkflowError(
                 "workflow-plan-not-approved", f"plan {plan.id} is {plan.status}, not approved"
@@ -114,7 +144,8 @@ class Workflow(Aggregate):
             plan_id=plan.id,
             project_id=plan.project_id,
             task_ids=task_ids,
-            max_revisions=max_revisions,
+            max_revisions=plan.settings.max_revisions,
+            on_task_failure=plan.settings.on_task_failure,
         )
         started = WorkflowStarted(
             workflow_id=workflow_id, plan_id=plan.id, project_id=plan.project_id, task_ids=task_ids
@@ -176,6 +207,26 @@ class Workflow(Aggregate):
         )
         self._record(completed, at=at)
 
+    def fail(self, *, task: Task, reason: str, at: datetime) -> None:
+        """Fail the workflow in execution because `task` failed with no attempts left."""
+        self._require(WorkflowPhase.EXECUTION, "workflow-not-in-execution")
+        if task.id not in self.task_ids:
+            raise WorkflowError(
+                "workflow-unknown-task",
+                f"{task.id} is not a task of {self.id}",
+                status=UNPROCESSABLE,
+            )
+        if task.status is not TaskStatus.FAILED or task.can_retry:
+            raise WorkflowError(
+                "workflow-task-not-failed", f"task {task.id} is {task.status}, not failed for good"
+            )
+        self.phase = WorkflowPhase.FAILED
+        self.reason = reason
+        failed = WorkflowFailed(
+            workflow_id=self.id, project_id=self.project_id, task_id=task.id, reason=reason
+        )
+        self._record(failed, at=at)
+
     def cancel(self, *, reason: str | None, at: datetime) -> None:
         """Cancel a workflow that is not finished."""
         if self.phase in _FINAL:
@@ -209,6 +260,7 @@ class Workflow(Aggregate):
             "status": self.phase.value,
             "revisions": self.revisions,
             "max_revisions": self.max_revisions,
+            "on_task_failure": self.on_task_failure,
             "reason": self.reason,
         }
 
@@ -221,6 +273,7 @@ class Workflow(Aggregate):
             project_id=UUID(state["project_id"]),
             task_ids=tuple(UUID(task_id) for task_id in state["task_ids"]),
             max_revisions=state["max_revisions"],
+            on_task_failure=state.get("on_task_failure", "fail"),  # absent: stored before it
             version=version,
         )
         workflow.phase = WorkflowPhase(state["status"])

@@ -2,13 +2,17 @@
 
 Version 2 of the task events carries the project on every event (null in one upcast from
 v1). A human task is started, completed or failed by its assignee (or an admin); an AI task
-by hisho alone (a `system:` principal); queueing and retrying are hisho's (system only).
+by hisho alone (a `system:` principal); queueing, retrying and time-limit warnings are hisho's
+(system only).
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Annotated
 from uuid import UUID
 
+from annotated_types import Ge, Le
 from pydantic import Field
 
 from events.base import Command, DomainEvent
@@ -16,6 +20,8 @@ from events.catalog import catalog
 from events.fields import Principal, Reason, Text
 from events.plan import PlanStep
 from events.upcasters import namespaced_v1, upcasters
+
+Attempt = Annotated[int, Ge(1), Le(100)]
 
 
 class QueueTask(Command):
@@ -39,10 +45,22 @@ class CompleteTask(Command):
 
 
 class FailTask(Command):
-    """Record that a running task's attempt failed: by its assignee, or hisho for AI tasks."""
+    """Record that a running task's attempt failed: by its assignee, or hisho for AI tasks.
+
+    `attempt`, if given, names the attempt meant (a time limit's timer does): refused if
+    another attempt is running.
+    """
 
     task_id: UUID
     error: Reason
+    attempt: Attempt | None = None
+
+
+class WarnTaskTimeLimit(Command):
+    """Warn that a running attempt reached its soft time limit (hisho's timers: system only)."""
+
+    task_id: UUID
+    attempt: int = Field(ge=1, le=100)
 
 
 class RetryTask(Command):
@@ -117,6 +135,17 @@ class TaskFailed(DomainEvent):
     retryable: bool
 
 
+class TaskTimeLimitApproaching(DomainEvent):
+    """A running attempt passed its soft time limit; at `hard_limit` it is failed."""
+
+    task_id: UUID
+    workflow_id: UUID
+    project_id: UUID
+    attempt: int = Field(ge=1, le=100)
+    soft_limit: timedelta
+    hard_limit: timedelta
+
+
 class TaskRetried(DomainEvent):
     """A failed task was queued again; `attempt` is the number of the coming attempt."""
 
@@ -150,6 +179,7 @@ catalog.add(StartTask, version=2)
 catalog.add(CompleteTask, version=1)
 catalog.add(FailTask, version=1)
 catalog.add(RetryTask, version=1, system_only=True)
+catalog.add(WarnTaskTimeLimit, version=1, system_only=True)
 catalog.add(CancelTask, version=1)
 catalog.add(ReopenTask, version=1)
 catalog.add(TaskCreated, version=2, routing_key="task.created")
@@ -160,6 +190,7 @@ catalog.add(TaskFailed, version=2, routing_key="task.failed")
 catalog.add(TaskRetried, version=2, routing_key="task.retried")
 catalog.add(TaskCancelled, version=2, routing_key="task.cancelled")
 catalog.add(TaskReopened, version=2, routing_key="task.reopened")
+catalog.add(TaskTimeLimitApproaching, version=1, routing_key="task.time_limit_approaching")
 
 namespaced_v1(upcasters, "StartTask")
 namespaced_v1(upcasters, "TaskCreated")

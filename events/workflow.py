@@ -16,13 +16,14 @@ from events.upcasters import namespaced_v1, upcasters
 
 
 class WorkflowPhase(StrEnum):
-    """Where a workflow stands; `completed` and `cancelled` are final."""
+    """Where a workflow stands; `completed`, `cancelled` and `failed` are final."""
 
     PLANNING = "planning"
     EXECUTION = "execution"
     REVIEW = "review"
     COMPLETED = "completed"
     CANCELLED = "cancelled"
+    FAILED = "failed"
 
 
 def _distinct_ids(ids: tuple[UUID, ...]) -> tuple[UUID, ...]:
@@ -74,6 +75,14 @@ class CancelWorkflow(Command):
     reason: Reason | None = None
 
 
+class FailWorkflow(Command):
+    """Fail a workflow in execution whose task failed for good (hisho's own: system only)."""
+
+    workflow_id: UUID
+    task_id: UUID
+    reason: Reason
+
+
 class WorkflowStarted(DomainEvent):
     """A workflow started from an approved plan, in planning, with one task per step."""
 
@@ -119,17 +128,28 @@ class WorkflowCancelled(DomainEvent):
     reason: Reason | None
 
 
+class WorkflowFailed(DomainEvent):
+    """A task failed after its retries and the plan says so: the workflow failed (final)."""
+
+    workflow_id: UUID
+    project_id: UUID
+    task_id: UUID
+    reason: Reason
+
+
 catalog.add(StartWorkflow, version=1)
 catalog.add(BeginExecution, version=1)
 catalog.add(BeginReview, version=1)
 catalog.add(RequestRevision, version=1)
 catalog.add(CompleteWorkflow, version=1)
 catalog.add(CancelWorkflow, version=1)
+catalog.add(FailWorkflow, version=1, system_only=True)
 catalog.add(WorkflowStarted, version=1, routing_key="workflow.started")
 catalog.add(WorkflowPhaseChanged, version=2, routing_key="workflow.phase_changed")
 catalog.add(WorkflowRevisionRequested, version=2, routing_key="workflow.revision_requested")
 catalog.add(WorkflowCompleted, version=1, routing_key="workflow.completed")
 catalog.add(WorkflowCancelled, version=1, routing_key="workflow.cancelled")
+catalog.add(WorkflowFailed, version=1, routing_key="workflow.failed")
 
 namespaced_v1(upcasters, "WorkflowPhaseChanged", project_id=None)
 namespaced_v1(upcasters, "WorkflowRevisionRequested", project_id=None)

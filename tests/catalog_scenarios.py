@@ -41,12 +41,14 @@ from events.task import (
     ReopenTask,
     RetryTask,
     StartTask,
+    WarnTaskTimeLimit,
 )
 from events.workflow import (
     BeginExecution,
     BeginReview,
     CancelWorkflow,
     CompleteWorkflow,
+    FailWorkflow,
     RequestRevision,
     StartWorkflow,
     WorkflowStarted,
@@ -292,6 +294,22 @@ async def retry_task(driver: CommandDriver) -> Expected:
     return RetryTask(task_id=task_id), ("TaskRetried", "TaskQueued")
 
 
+async def fail_workflow(driver: CommandDriver) -> Expected:
+    workflow_id, task_id = await _executing(driver)
+    for attempt in (1, 2, 3):  # the default three attempts, all failed
+        await processed(driver, StartTask(task_id=task_id, worker=APPROVER))
+        await processed(driver, FailTask(task_id=task_id, error="broke", attempt=attempt))
+        if attempt < 3:
+            await processed(driver, RetryTask(task_id=task_id), actor=SYSTEM)
+    command = FailWorkflow(workflow_id=workflow_id, task_id=task_id, reason="task failed")
+    return command, ("WorkflowFailed",)
+
+
+async def warn_task_time_limit(driver: CommandDriver) -> Expected:
+    command = WarnTaskTimeLimit(task_id=await _running(driver), attempt=1)
+    return command, ("TaskTimeLimitApproaching",)
+
+
 async def cancel_task(driver: CommandDriver) -> Expected:
     return CancelTask(task_id=(await _executing(driver))[1], reason="stop"), ("TaskCancelled",)
 
@@ -323,11 +341,13 @@ CATALOG_SCENARIOS: dict[type[Command], Scenario] = {
     RequestRevision: request_revision,
     CompleteWorkflow: complete_workflow,
     CancelWorkflow: cancel_workflow,
+    FailWorkflow: fail_workflow,
     QueueTask: queue_task,
     StartTask: start_task,
     CompleteTask: complete_task,
     FailTask: fail_task,
     RetryTask: retry_task,
+    WarnTaskTimeLimit: warn_task_time_limit,
     CancelTask: cancel_task,
     ReopenTask: reopen_task,
 }

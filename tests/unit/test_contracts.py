@@ -317,7 +317,14 @@ def test_legacy_is_a_principal_but_never_an_actor() -> None:
 
 def test_system_only_commands_are_not_public() -> None:
     system_only = {entry.type for entry in ENTRIES if entry.system_only}
-    assert system_only == {"ExpirePlan", "QueueTask", "RetryTask", "SendNotification"}
+    assert system_only == {
+        "ExpirePlan",
+        "FailWorkflow",
+        "QueueTask",
+        "RetryTask",
+        "SendNotification",
+        "WarnTaskTimeLimit",
+    }
     assert all(entry.kind == "command" for entry in ENTRIES if entry.system_only)
     public = {entry.type for entry in ENTRIES if entry.public}
     commands = {entry.type for entry in ENTRIES if entry.kind == "command"}

@@ -12,7 +12,7 @@ from domain.plan import Plan, PlanError
 from domain.task import TaskStatus
 from domain.workflow import Workflow, WorkflowError, task_id_for
 from events import Actor
-from events.plan import AiStep, HumanStep, PlanWorkflowStarted
+from events.plan import AiStep, HumanStep, PlanSettings, PlanWorkflowStarted
 from events.project import ApprovalPolicy
 from events.task import TaskCreated
 from events.workflow import (
@@ -37,15 +37,25 @@ AUTO = ApprovalPolicy(approvers=(ANA.principal,), required_approvals=1, auto_app
 MANUAL = ApprovalPolicy(approvers=(ANA.principal,), required_approvals=1)
 
 
-def plan(clock: FakeClock, policy: ApprovalPolicy = AUTO) -> Plan:
-    p = Plan.draft(plan_id=uuid4(), project_id=uuid4(), title="Go", steps=STEPS, at=clock.now())
+def plan(
+    clock: FakeClock, policy: ApprovalPolicy = AUTO, settings: PlanSettings | None = None
+) -> Plan:
+    p = Plan.draft(
+        plan_id=uuid4(),
+        project_id=uuid4(),
+        title="Go",
+        steps=STEPS,
+        settings=settings,
+        at=clock.now(),
+    )
     p.submit(policy=policy, by=ANA, at=clock.now())
     return p
 
 
 def started(clock: FakeClock, *, max_revisions: int = 3) -> Workflow:
+    settings = PlanSettings(max_revisions=max_revisions)
     workflow, _ = Workflow.start(
-        workflow_id=uuid4(), plan=plan(clock), at=clock.now(), max_revisions=max_revisions
+        workflow_id=uuid4(), plan=plan(clock, settings=settings), at=clock.now()
     )
     workflow.pull_events()
     return workflow

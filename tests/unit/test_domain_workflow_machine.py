@@ -12,6 +12,7 @@ from domain.plan import Plan
 from domain.task import Task, TaskError, TaskStatus
 from domain.workflow import Workflow, task_id_for
 from events import Actor
+from events.plan import PlanSettings
 from events.project import ApprovalPolicy
 from events.workflow import WorkflowPhase, WorkflowRevisionRequested
 from tests.fakes import FakeClock
@@ -54,11 +55,14 @@ class WorkflowMachine(RuleBasedStateMachine):
         auto = ApprovalPolicy(
             approvers=(ana.principal,), required_approvals=1, auto_approve_max_steps=3
         )
-        plan = Plan.draft(plan_id=uuid4(), project_id=uuid4(), title="T", steps=steps, at=now)
+        settings = PlanSettings(max_revisions=max_revisions)
+        plan = Plan.draft(
+            plan_id=uuid4(), project_id=uuid4(), title="T", steps=steps, settings=settings, at=now
+        )
         plan.submit(policy=auto, by=ana, at=now)
         workflow_id = uuid4()
         self.workflow, self.tasks = Workflow.start(
-            workflow_id=workflow_id, plan=plan, at=now, max_attempts=2, max_revisions=max_revisions
+            workflow_id=workflow_id, plan=plan, at=now, max_attempts=2
         )
         assert self.workflow.task_ids == tuple(task_id_for(workflow_id, s.step_id) for s in steps)
         self.events = self.workflow.pull_events()
