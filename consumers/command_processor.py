@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from consumers import command_handlers, workflow_handlers
+from consumers import approval_handlers, command_handlers, workflow_handlers
 from consumers.command_handlers import Decision
 from consumers.parked_commands import record_parked
 from domain.errors import FORBIDDEN, DomainError
@@ -44,7 +44,11 @@ if TYPE_CHECKING:
 # 1. Queues: `hisho.command_processor.p0…p15`, fed through `hisho.command_processor.partitioned`
 #    from every command type of the catalog on `hisho.commands` (parking: `hisho.dead`).
 PARTITIONS = 16
-HANDLERS = {**command_handlers.HANDLERS, **workflow_handlers.HANDLERS}
+HANDLERS = {
+    **command_handlers.HANDLERS,
+    **approval_handlers.HANDLERS,
+    **workflow_handlers.HANDLERS,
+}
 PROBLEM_BASE = "https://hisho.dev/problems/"
 
 

@@ -1,18 +1,17 @@
 """Plan: draft -> submitted -> approved | rejected | expired, or withdrawn while open.
 
 Approval is counted against the policy snapshot taken at submit (a later policy change does
-not touch it): one vote per approver, only the snapshot's approvers vote, any rejection
-rejects, quorum approves, and a plan small enough for the policy is approved at submit.
-Votes are refused from the deadline on; `expire` is allowed from the deadline on.
-The voter is the actor who sent the vote; an admin may vote on behalf of an approver (the
-event names both). The plan records its submitter, and the one workflow started from it.
+not touch it): `domain.approval` (requests, votes, reminders, ad-hoc approvers, the
+project's auto-approval rule). `expire` is allowed from the deadline on. The plan records
+its submitter, its settings, and the one workflow started from it.
 
 Error codes (status 409, a conflict with the state): plan-not-draft, plan-not-submitted,
 plan-not-open, plan-duplicate-vote, plan-deadline-passed, plan-has-no-deadline,
-plan-deadline-not-reached, plan-not-approved, plan-workflow-started; (status 422, input the
-command cannot mean): plan-nothing-to-edit, plan-has-no-steps, plan-duplicate-step,
-plan-unknown-dependency, plan-dependency-cycle;
-(status 403, the actor may not): plan-not-an-approver, plan-vote-on-behalf-forbidden.
+plan-deadline-not-reached, plan-not-approved, plan-workflow-started,
+plan-already-an-approver; (status 422, input the command cannot mean): plan-nothing-to-edit,
+plan-has-no-steps, plan-duplicate-step, plan-unknown-dependency, plan-dependency-cycle;
+(status 403, the actor may not):
+plan-not-an-approver, plan-vote-on-behalf-forbidden, plan-not-requester.
 """
 
 from __future__ import annotations
@@ -21,23 +20,15 @@ from graphlib import CycleError, TopologicalSorter
 from typing import TYPE_CHECKING, Any, Self
 from uuid import UUID
 
-from domain.aggregate import Aggregate, utc
-from domain.errors import FORBIDDEN, UNPROCESSABLE, DomainError
-from domain.plan_state import STEPS, PlanStatus, load_plan_state, plan_state
-from domain.policies import (
-    ApprovalOutcome,
-    approval_policy,
-    auto_approve_policy,
-    deadline_policy,
-    expiry_policy,
-)
+from domain.aggregate import utc
+from domain.approval import PlanApproval
+from domain.errors import UNPROCESSABLE
+from domain.plan_state import STEPS, PlanError, PlanStatus, load_plan_state, plan_state
+from domain.policies import deadline_policy, expiry_policy
 from events.plan import (
-    PlanApprovalRecorded,
-    PlanApproved,
     PlanDrafted,
     PlanEdited,
     PlanExpired,
-    PlanRejected,
     PlanSettings,
     PlanStep,
     PlanSubmitted,
@@ -53,11 +44,7 @@ if TYPE_CHECKING:
     from events.project import ApprovalPolicy
 
 
-class PlanError(DomainError):
-    """A plan command broke a plan rule."""
-
-
-class Plan(Aggregate):
+class Plan(PlanApproval):
     """A plan of steps for a project, and the state of its approval."""
 
     aggregate_type = "plan"
@@ -82,7 +69,10 @@ class Plan(Aggregate):
         self.submitted_at: datetime | None = None
         self.deadline: datetime | None = None
         self.approvals: tuple[str, ...] = ()
+        self.ad_hoc_approvers: tuple[str, ...] = ()
+        self.approvals_requested = False
         self.auto_approved = False
+        self.auto_rule: str | None = None
         self.rejected_by: str | None = None
         self.reason: str | None = None
         self.submitted_by: str | None = None
@@ -127,7 +117,11 @@ class Plan(Aggregate):
         self._record(edited, at=at)
 
     def submit(self, *, policy: ApprovalPolicy, by: Actor, at: datetime) -> None:
-        """Hand the draft in under `policy` (snapshot); small plans pass at once by policy."""
+        """Hand the draft in under `policy` (its snapshot counts the votes).
+
+        Approvals are asked for, and the project's auto-approval rule applied, by the
+        approval consumer on `PlanSubmitted` (`domain.approval`).
+        """
         self._require(PlanStatus.DRAFT, "plan-not-draft")
         if not self.steps:
             raise PlanError(
@@ -150,48 +144,6 @@ class Plan(Aggregate):
             deadline=self.deadline,
         )
         self._record(submitted, at=at)
-        if auto_approve_policy(policy, len(self.steps)):
-            self.auto_approved = True
-            self._approve(at=at)
-
-    def approve(
-        self, *, by: Actor, on_behalf_of: str | None, comment: str | None, at: datetime
-    ) -> None:
-        """Record one approver's approval; reaching the snapshot's quorum approves the plan."""
-        approver = _voter(by, on_behalf_of)
-        policy = self._vote_policy(approver, at=at)
-        self.approvals = (*self.approvals, approver)
-        recorded = PlanApprovalRecorded(
-            plan_id=self.id,
-            project_id=self.project_id,
-            title=self.title,
-            approver=approver,
-            cast_by=by.principal,
-            comment=comment,
-            approvals=len(self.approvals),
-            required_approvals=policy.required_approvals,
-        )
-        self._record(recorded, at=at)
-        if approval_policy(policy, self.approvals, rejected=False) is ApprovalOutcome.APPROVED:
-            self._approve(at=at)
-
-    def reject(self, *, by: Actor, on_behalf_of: str | None, reason: str, at: datetime) -> None:
-        """Reject the plan: one rejection by an approver rejects it, whatever the approvals."""
-        approver = _voter(by, on_behalf_of)
-        self._vote_policy(approver, at=at)
-        self.status = PlanStatus.REJECTED
-        self.rejected_by = approver
-        self.reason = reason
-        event = PlanRejected(
-            plan_id=self.id,
-            project_id=self.project_id,
-            title=self.title,
-            submitted_by=self.submitted_by,
-            approver=approver,
-            cast_by=by.principal,
-            reason=reason,
-        )
-        self._record(event, at=at)
 
     def expire(self, *, at: datetime) -> None:
         """Expire a submitted plan whose deadline has come."""
@@ -234,36 +186,6 @@ class Plan(Aggregate):
         )
         self._record(started, at=at)
 
-    def _approve(self, *, at: datetime) -> None:
-        self.status = PlanStatus.APPROVED
-        approved = PlanApproved(
-            plan_id=self.id,
-            project_id=self.project_id,
-            title=self.title,
-            submitted_by=self.submitted_by,
-            approvers=self.approvals,
-            auto=self.auto_approved,
-        )
-        self._record(approved, at=at)
-
-    def _vote_policy(self, approver: str, *, at: datetime) -> ApprovalPolicy:
-        self._require(PlanStatus.SUBMITTED, "plan-not-submitted")
-        if self.policy is None:  # submit always sets it; this is a corrupt row
-            raise AssertionError("a submitted plan has a policy snapshot")
-        if approver not in self.policy.approvers:
-            raise PlanError(
-                "plan-not-an-approver", f"{approver!r} may not vote on this plan", status=FORBIDDEN
-            )
-        if approver in self.approvals:
-            raise PlanError("plan-duplicate-vote", f"{approver!r} has already voted")
-        if expiry_policy(self.deadline, utc(at)):
-            raise PlanError("plan-deadline-passed", f"the deadline {self.deadline} has passed")
-        return self.policy
-
-    def _require(self, status: PlanStatus, code: str) -> None:
-        if self.status is not status:
-            raise PlanError(code, f"plan {self.id} is {self.status}, not {status}")
-
     def to_state(self) -> dict[str, Any]:
         """The current state as a JSON-ready dict."""
         return plan_state(self)
@@ -280,19 +202,6 @@ class Plan(Aggregate):
         )
         load_plan_state(plan, state)
         return plan
-
-
-def _voter(by: Actor, on_behalf_of: str | None) -> str:
-    """Who a vote counts for: its sender, or the approver an admin votes on behalf of."""
-    if on_behalf_of is None or on_behalf_of == by.principal:
-        return by.principal
-    if not by.admin:
-        raise PlanError(
-            "plan-vote-on-behalf-forbidden",
-            f"only an admin may vote on behalf of {on_behalf_of!r}",
-            status=FORBIDDEN,
-        )
-    return on_behalf_of
 
 
 def _check_steps(steps: tuple[PlanStep, ...]) -> None:

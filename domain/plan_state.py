@@ -1,4 +1,4 @@
-"""A plan's stored state: its status, and how `Plan.to_state`/`from_state` (de)serialise it."""
+"""A plan's status, its error, its stored state and how `Plan.to_state`/`from_state` keep it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import TypeAdapter
 
 from domain.aggregate import dump_time, load_time
+from domain.errors import DomainError
 from events.plan import PlanSettings, PlanStep
 from events.project import ApprovalPolicy
 
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
     from datetime import datetime
 
 STEPS: TypeAdapter[tuple[PlanStep, ...]] = TypeAdapter(tuple[PlanStep, ...])
+
+
+class PlanError(DomainError):
+    """A plan command broke a plan rule."""
 
 
 class PlanStatus(StrEnum):
@@ -48,6 +53,9 @@ class StoredPlan(Protocol):
     submitted_by: str | None
     workflow_id: UUID | None
     settings: PlanSettings
+    ad_hoc_approvers: tuple[str, ...]
+    approvals_requested: bool
+    auto_rule: str | None
 
 
 def plan_state(plan: StoredPlan) -> dict[str, Any]:
@@ -68,6 +76,9 @@ def plan_state(plan: StoredPlan) -> dict[str, Any]:
         "submitted_by": plan.submitted_by,
         "workflow_id": None if plan.workflow_id is None else str(plan.workflow_id),
         "settings": plan.settings.model_dump(mode="json"),
+        "ad_hoc_approvers": list(plan.ad_hoc_approvers),
+        "approvals_requested": plan.approvals_requested,
+        "auto_rule": plan.auto_rule,
     }
 
 
@@ -86,3 +97,6 @@ def load_plan_state(plan: StoredPlan, state: Mapping[str, Any]) -> None:
     workflow_id = state.get("workflow_id")
     plan.workflow_id = None if workflow_id is None else UUID(workflow_id)
     plan.settings = PlanSettings.model_validate(state.get("settings", {}))  # absent: defaults
+    plan.ad_hoc_approvers = tuple(state.get("ad_hoc_approvers", ()))
+    plan.approvals_requested = state.get("approvals_requested", False)
+    plan.auto_rule = state.get("auto_rule")

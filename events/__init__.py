@@ -1,6 +1,7 @@
 """Message contracts: importing this package fills the catalog with every type."""
 
 from events import (  # noqa: F401  (register their types)
+    approval,
     notification,
     parked,
     person,

@@ -183,14 +183,18 @@ class PlanApprovalRecorded(DomainEvent):
 
 
 class PlanApproved(DomainEvent):
-    """A plan reached its quorum, or was auto-approved by policy at submit (`auto`)."""
+    """A plan reached its quorum, or its project's rule approved it on its own (`auto`).
+
+    `rule` states that rule (`AutoApprovePlan`, decided by `system:approval`).
+    """
 
     plan_id: UUID
     project_id: UUID
     title: Label | None
     submitted_by: Principal | None
-    approvers: tuple[Principal, ...] = Field(max_length=50)
+    approvers: tuple[Principal, ...] = Field(max_length=150)
     auto: bool
+    rule: Reason | None = None
 
 
 class PlanRejected(DomainEvent):
@@ -224,6 +228,29 @@ class PlanWithdrawn(DomainEvent):
     reason: Reason | None
 
 
+class ApprovalRequested(DomainEvent):
+    """An approver was asked to vote on a plan (`ad_hoc`: asked for this plan only)."""
+
+    plan_id: UUID
+    project_id: UUID
+    title: Label
+    approver: Principal
+    requested_by: Principal
+    deadline: AwareDatetime | None
+    ad_hoc: bool
+
+
+class ApprovalReminderDue(DomainEvent):
+    """The approvers in `pending` have not voted on a plan whose deadline comes."""
+
+    plan_id: UUID
+    project_id: UUID
+    title: Label
+    pending: tuple[Principal, ...] = Field(max_length=100)
+    deadline: AwareDatetime | None
+    reminder: int = Field(ge=1, le=10)
+
+
 class PlanWorkflowStarted(DomainEvent):
     """An approved plan's one workflow started (a plan starts at most one)."""
 
@@ -249,6 +276,8 @@ catalog.add(PlanRejected, version=2, routing_key="plan.rejected")
 catalog.add(PlanExpired, version=2, routing_key="plan.expired")
 catalog.add(PlanWithdrawn, version=2, routing_key="plan.withdrawn")
 catalog.add(PlanWorkflowStarted, version=1, routing_key="plan.workflow_started")
+catalog.add(ApprovalRequested, version=1, routing_key="plan.approval_requested")
+catalog.add(ApprovalReminderDue, version=1, routing_key="plan.approval_reminder_due")
 
 for _type in ("DraftPlan", "EditPlan", "PlanDrafted"):
     namespaced_v1(upcasters, _type)

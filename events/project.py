@@ -30,6 +30,8 @@ class ApprovalPolicy(BaseModel):
     required_approvals: int = Field(ge=1, le=50)
     auto_approve_max_steps: int = Field(default=0, ge=0, le=1_000)
     approval_deadline: Deadline | None = None
+    # How long before the deadline approvers are reminded; None: at half-time and 1 h before.
+    remind_before: tuple[Deadline, ...] | None = Field(default=None, max_length=10)
 
     @model_validator(mode="after")
     def _quorum_is_reachable(self) -> Self:

@@ -232,21 +232,23 @@ def test_rejecting_an_approved_plan_is_refused() -> None:
     assert caught.value.code == "plan-not-submitted"
 
 
-def test_small_plan_is_auto_approved_right_after_submit() -> None:
+def test_submit_does_not_approve_by_itself_the_rule_is_applied_after() -> None:
     clock = FakeClock()
     plan = drafted(clock, steps=2)
     plan.pull_events()
     policy = TRIO.model_copy(update={"auto_approve_max_steps": 2})
     plan.submit(policy=policy, by=SAM, at=clock.now())
-    events = [recorded.event for recorded in plan.pull_events()]
-    assert [type(e) for e in events] == [PlanSubmitted, PlanApproved]
-    assert events[1] == PlanApproved(
+    assert [type(r.event) for r in plan.pull_events()] == [PlanSubmitted]
+    plan.auto_approve("auto_approve_max_steps: 2 step(s)", at=clock.now())
+    (approved,) = [recorded.event for recorded in plan.pull_events()]
+    assert approved == PlanApproved(
         plan_id=plan.id,
         project_id=plan.project_id,
         title="Launch",
         submitted_by="key:sam",
         approvers=(),
         auto=True,
+        rule="auto_approve_max_steps: 2 step(s)",
     )
     assert plan.version == 3
 
@@ -297,6 +299,7 @@ def test_open_plan_can_be_withdrawn(submit_first: bool) -> None:
 def test_decided_plan_cannot_be_withdrawn() -> None:
     clock = FakeClock()
     plan = submitted(clock, TRIO.model_copy(update={"auto_approve_max_steps": 5}))
+    plan.auto_approve("small", at=clock.now())
     with pytest.raises(PlanError) as caught:
         plan.withdraw(reason=None, at=clock.now())
     assert caught.value.code == "plan-not-open"

@@ -15,6 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from domain.plan import Plan
 from domain.plan_state import PlanStatus
+from domain.policies import auto_approve_rule
 from domain.project import Project
 from events import Actor
 from events.plan import PlanApprovalRecorded, PlanRejected
@@ -96,6 +97,9 @@ class PlanMachine(RuleBasedStateMachine):
         self._do(lambda: self.plan.submit(policy=policy, by=OWNER, at=self.clock.now()), expected)
         if expected is None:
             self.snapshot = policy
+            rule = auto_approve_rule(policy, len(self.plan.steps))
+            if rule is not None:  # what the approval consumer does on PlanSubmitted
+                self._do(lambda: self.plan.auto_approve(rule, at=self.clock.now()), None)
             small = len(self.plan.steps) <= policy.auto_approve_max_steps
             assert (self.plan.status is P.APPROVED) == small
 
