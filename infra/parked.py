@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from events import ContractError, catalog
 from infra.clock import Clock, utc_now
+from infra.consumers.parking import storable_text
 from infra.db.parked import ErrorGroup, ParkedFilter, ParkedRecord
 from infra.db.parked_tables import PARKED, STATES
 
@@ -45,6 +46,7 @@ MAX_RATE = 1_000.0  # messages per second
 _AGE = re.compile(r"^([0-9]{1,6})([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _MAX_AGE = timedelta(days=36_500)
+_MAX_TEXT = 200
 
 
 class ParkedInputError(ValueError):
@@ -103,6 +105,13 @@ def parse_age(text: str, *, option: str) -> timedelta:
     if age > _MAX_AGE:
         raise ParkedInputError(f"{option} must be at most 100 years")
     return age
+
+
+def checked_text(value: str | None, *, what: str) -> str | None:
+    """`value` if PostgreSQL can take it as a short key (no NUL, Unicode, 200 characters)."""
+    if value is not None and (len(value) > _MAX_TEXT or storable_text(value) != value):
+        raise ParkedInputError(f"{what} must be at most {_MAX_TEXT} characters of text")
+    return value
 
 
 def encode_cursor(record: ParkedRecord) -> str:
@@ -164,6 +173,8 @@ class ParkedConsole:
         state: str | None = PARKED,
     ) -> ParkedFilter:
         """A checked filter: ages parsed, the state and the consumer known."""
+        checked_text(consumer, what="consumer")
+        checked_text(error_type, what="error type")
         if state is not None and state not in STATES:
             raise ParkedInputError(f"state must be one of {', '.join(STATES)}, not {state!r}")
         now = self.clock()
@@ -189,6 +200,8 @@ class ParkedConsole:
 
     async def show(self, message_id: str, *, consumer: str | None = None) -> ParkedRecord:
         """One record, with body and headers (`consumer` names it if several consumers did)."""
+        checked_text(message_id, what="message id")
+        checked_text(consumer, what="consumer")
         records = [
             record
             for record in await self.store.get(message_id)

@@ -10,6 +10,7 @@ acknowledges (removes) the copies the caller names, returning the others to the 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
     from infra.db.parked import ParkedRecord
 
 _PARKING_HEADERS = (PARKED_AT_HEADER, PARKED_ERROR_HEADER, PARKED_REASON_HEADER)
-# Which of these copies (by parked id) to remove; the others go back to the queue.
-Chooser = "Callable[[list[str]], Awaitable[set[str]]]"
 
 
 def redrive_properties(record: ParkedRecord) -> spec.Basic.Properties:
@@ -87,8 +86,9 @@ class AmqpParkedBroker:
 
         A queue that does not exist holds nothing. The others are returned, in their order.
         """
-        connection = await self._connection()
-        channel = await connection.channel()
+        async with asyncio.timeout(self._confirm_timeout):  # the broker may be down
+            connection = await self._connection()
+            channel = await connection.channel()
         try:
             copies: list[AbstractIncomingMessage] = []
             with contextlib.suppress(ChannelNotFoundEntity):
