@@ -14,8 +14,8 @@ from uuid import UUID, uuid4
 import pytest
 
 from domain.errors import FORBIDDEN, DomainError
-from domain.plan import Plan, PlanError
-from domain.plan_state import PlanStatus
+from domain.plan import Plan
+from domain.plan_state import PlanError, PlanStatus
 from domain.project import Project
 from events import Actor
 from events.plan import (
