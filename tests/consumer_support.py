@@ -13,14 +13,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from events import Actor, Envelope, Message
+from events import Actor, Envelope, Message, catalog
 from events.task import TaskRetried
 from infra.consumers import Consumer, Ordered
 from infra.consumers.held import HeldMessage
+from infra.consumers.runtime import call_with_retries, settlement_for
 from infra.db.table import Column, Conflict, Table
 from infra.db.tables import CONSUMER_HELD
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from infra.consumers import Outcome, Runner
+    from infra.consumers.runtime import Settlement
     from infra.db.uow import UnitOfWork
     from tests.fakes import FakeDatabase
 
@@ -134,3 +139,24 @@ class FakeHeldMessages:
 
     async def drop(self, consumer: str, message_id: uuid.UUID) -> None:
         self.db.release(consumer, message_id)
+
+
+async def deliver_with_retries(
+    runner: Runner,
+    envelope: Envelope[Message],
+    headers: Mapping[str, Any] | None = None,
+    *,
+    redelivered: bool = False,
+) -> Outcome | Settlement:
+    """What the runtime middleware does with a delivery: retry, then settle (no broker)."""
+    body = catalog.encode(envelope)
+    assert runner.policy is not None
+    try:
+        return await call_with_retries(
+            lambda: runner.deliver(envelope, body, headers or {}, redelivered=redelivered),
+            runner.policy,
+        )
+    except Exception as error:
+        settlement = settlement_for(error, runner.policy, retries_done=0)
+        await runner.parking(body, headers or {}, str(envelope.id), None, settlement)
+        return settlement

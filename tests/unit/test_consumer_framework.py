@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from domain.errors import DomainError
-from events import Envelope, catalog
 from events.plan import SubmitPlan
 from events.task import TaskRetried
 from infra.consumers import Consumer, ConsumerRegistry, Outcome, Runner
 from infra.consumers.runner import REDRIVE_HEADER
-from infra.consumers.runtime import Settlement, call_with_retries, settlement_for
+from infra.consumers.runtime import Settlement
 from infra.partitions import PartitionedQueues
 from infra.topology import ConsumerQueues
 from tests.consumer_support import (
@@ -29,38 +28,18 @@ from tests.consumer_support import (
     demo_consumer,
     task_retried,
 )
+from tests.consumer_support import (
+    deliver_with_retries as _deliver,
+)
 from tests.fakes import FakeDatabase, FakeUnitOfWork
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
-    from events import Message
+    from events import Envelope
     from infra.db.uow import UnitOfWork
 
 
 def _runner(consumer: Consumer, db: FakeDatabase) -> Runner:
     return Runner(consumer, lambda: FakeUnitOfWork(db=db), held=FakeHeldMessages(db))
-
-
-async def _deliver(
-    runner: Runner,
-    envelope: Envelope[Message],
-    headers: Mapping[str, Any] | None = None,
-    *,
-    redelivered: bool = False,
-) -> Outcome | Settlement:
-    """What the runtime middleware does with a delivery: retry, then settle (no broker)."""
-    body = catalog.encode(envelope)
-    assert runner.policy is not None
-    try:
-        return await call_with_retries(
-            lambda: runner.deliver(envelope, body, headers or {}, redelivered=redelivered),
-            runner.policy,
-        )
-    except Exception as error:
-        settlement = settlement_for(error, runner.policy, retries_done=0)
-        await runner.parking(body, headers or {}, str(envelope.id), None, settlement)
-        return settlement
 
 
 def _effects(db: FakeDatabase) -> list[tuple[uuid.UUID, str]]:
