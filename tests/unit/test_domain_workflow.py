@@ -8,7 +8,8 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from domain.plan import Plan, PlanError
+from domain.plan import Plan
+from domain.plan_state import PlanError
 from domain.task import TaskStatus
 from domain.workflow import Workflow, WorkflowError, task_id_for
 from events import Actor
@@ -49,6 +50,8 @@ def plan(
         at=clock.now(),
     )
     p.submit(policy=policy, by=ANA, at=clock.now())
+    if policy is AUTO:  # the approval consumer's decision, by the project's rule
+        p.auto_approve("small plans pass", at=clock.now())
     return p
 
 

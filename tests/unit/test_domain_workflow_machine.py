@@ -60,6 +60,7 @@ class WorkflowMachine(RuleBasedStateMachine):
             plan_id=uuid4(), project_id=uuid4(), title="T", steps=steps, settings=settings, at=now
         )
         plan.submit(policy=auto, by=ana, at=now)
+        plan.auto_approve("small plans pass", at=now)  # the approval consumer's decision
         workflow_id = uuid4()
         self.workflow, self.tasks = Workflow.start(
             workflow_id=workflow_id, plan=plan, at=now, max_attempts=2
