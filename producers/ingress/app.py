@@ -24,6 +24,7 @@ from producers.ingress.fast_path import CommandFastPath
 from producers.ingress.health import add_health_routes
 from producers.ingress.limits import BodyLimitMiddleware
 from producers.ingress.methods import MethodFallback
+from producers.ingress.parked import add_parked_routes, parked_console
 from producers.ingress.people import add_people_routes
 from producers.ingress.problems import finish_openapi, install_problem_handlers
 from producers.ingress.publisher import AmqpCommandPublisher
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from events import Catalog
     from infra.app import App
     from infra.clock import Clock
+    from infra.parked import ParkedConsole
     from infra.settings import Settings
     from producers.ingress.people import PeopleStore
     from producers.ingress.ports import (
@@ -65,6 +67,7 @@ def create_app(
     tracing: TracerProvider | None = None,
     commands: Catalog = default_catalog,
     people: PeopleStore | None = None,
+    parked: ParkedConsole | None = None,
 ) -> FastAPI:
     """Build the ingress on the process's `resources`; a part given here replaces its own.
 
@@ -91,6 +94,7 @@ def create_app(
         jwt=jwt or _jwt_verifier(settings, resources, engine),
         tracing=tracing or (resources.tracing if resources else tracer_provider("hisho-ingress")),
         people=people or SqlPeople(engine),
+        parked=parked or (parked_console(resources, engine) if resources else None),
     )
     app = FastAPI(
         title="hisho ingress",
@@ -141,6 +145,7 @@ class _Parts:
     jwt: JwtVerifier | None
     tracing: TracerProvider
     people: PeopleStore
+    parked: ParkedConsole | None
 
 
 def _include_routers(app: FastAPI, parts: _Parts, commands: Catalog) -> dict[str, Any]:
@@ -186,6 +191,12 @@ def _include_routers(app: FastAPI, parts: _Parts, commands: Catalog) -> dict[str
         people=parts.people,
         reader=guard(authenticator, limiter, *anyone),
         writer=guard(authenticator, limiter, *anyone, json_body=True),
+    )
+    add_parked_routes(
+        app.router,
+        console=parts.parked,
+        reader=guard(authenticator, limiter, Scope.ADMIN),
+        writer=guard(authenticator, limiter, Scope.ADMIN, json_body=True),
     )
     return {"authenticator": authenticator, "limiter": limiter, "acceptor": acceptor}
 
