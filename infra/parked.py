@@ -217,13 +217,14 @@ class ParkedConsole:
 
     async def redrive(
         self, message_id: str, *, by: str, consumer: str | None = None, dry_run: bool = False
-    ) -> ParkedRecord:
-        """Send one parked message back to its consumer; the record as it was."""
+    ) -> BulkRedrive:
+        """Send one parked message back to its consumer (not if it was applied already)."""
         record = await self._parked(message_id, consumer)
-        if not dry_run:
-            await self._take_copies(record.consumer, record.parking_queue, {record.message_id})
-            await self._redrive(record, by=by)
-        return record
+        if dry_run:
+            return BulkRedrive([record], 0, 0, dry_run=True)
+        await self._take_copies(record.consumer, record.parking_queue, {record.message_id})
+        sent = await self._redrive(record, by=by)
+        return BulkRedrive([record], int(sent), int(not sent), dry_run=False)
 
     async def redrive_all(
         self,

@@ -170,10 +170,12 @@ def redrive_command(  # noqa: PLR0917  (typer passes every option positionally)
     if message_id is not None:
         if any(value is not None for value in (error_type, older_than, younger_than)):
             _fail("filters go with --all", 2)
-        record = _with_console(
+        one = _with_console(
             lambda console: console.redrive(message_id, by=by, consumer=consumer, dry_run=dry_run)
         )
-        print(_redrove(record, dry_run=dry_run))
+        (record,) = one.selected
+        applied = " (applied already: marked only)" if one.already_applied else ""
+        print(_redrove(record, dry_run=dry_run) + applied)
         return
 
     async def work(console: ParkedConsole) -> Any:  # noqa: ANN401

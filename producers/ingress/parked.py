@@ -22,6 +22,7 @@ from infra.amqp import ConfirmUnknownError, NotPublishedError
 from infra.auth import Principal
 from infra.message_context import MessageContext
 from infra.parked import (
+    BulkRedrive,
     NotParkedError,
     ParkedConsole,
     ParkedInputError,
@@ -142,6 +143,15 @@ async def _answer(work: Awaitable[Any]) -> Any:  # noqa: ANN401
         raise database_unavailable(exc) from exc
 
 
+def _result(done: BulkRedrive) -> RedriveResult:
+    return RedriveResult(
+        dry_run=done.dry_run,
+        selected=[record.message_id for record in done.selected],
+        sent=done.sent,
+        already_applied=done.already_applied,
+    )
+
+
 class _Routes:
     """The endpoints, on one console (None: not configured, 503)."""
 
@@ -172,13 +182,7 @@ class _Routes:
     ) -> RedriveResult:
         by = caller.actor.principal
         work = self.console.redrive(message_id, by=by, consumer=consumer, dry_run=dry_run)
-        record = await _answer(work)
-        return RedriveResult(
-            dry_run=dry_run,
-            selected=[record.message_id],
-            sent=0 if dry_run else 1,
-            already_applied=0,
-        )
+        return _result(await _answer(work))
 
     async def redrive_all(self, caller: Principal, body: BulkRedriveRequest) -> RedriveResult:
         if body.limit / body.rate > MAX_BULK_SECONDS:
@@ -203,12 +207,7 @@ class _Routes:
                 dry_run=body.dry_run,
             )
         )
-        return RedriveResult(
-            dry_run=done.dry_run,
-            selected=[record.message_id for record in done.selected],
-            sent=done.sent,
-            already_applied=done.already_applied,
-        )
+        return _result(done)
 
     async def discard(
         self, caller: Principal, message_id: str, consumer: str | None, reason: str

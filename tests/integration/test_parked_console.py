@@ -95,7 +95,8 @@ async def test_a_redrive_applies_the_message_once_and_the_record_says_redriven(
     ):
         (poison,) = parked.poison
         parked.failures.poison.clear()  # the bug is fixed
-        await parking.redrive(str(poison.id), by=OPERATOR)
+        done = await parking.redrive(str(poison.id), by=OPERATOR)
+        assert (done.sent, done.already_applied) == (1, 0)
 
         async def applied() -> bool:
             return await parked.effects_of(poison) == 1

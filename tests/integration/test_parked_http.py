@@ -96,6 +96,7 @@ async def test_list_show_redrive_and_discard_over_http(
         parked.failures.poison.clear()
         sent = await client.post(f"{PATH}/{one.id}/redrive", headers=headers)
         assert (sent.status_code, sent.json()["selected"]) == (200, [str(one.id)])
+        assert (sent.json()["sent"], sent.json()["dry_run"]) == (1, False)
         await _applied(parked, one)
         again = await client.post(f"{PATH}/{one.id}/redrive", headers=headers)
         assert (again.status_code, again.json()["type"]) == (
