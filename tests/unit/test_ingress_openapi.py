@@ -66,9 +66,12 @@ async def test_system_only_commands_are_absent_from_openapi_and_refused_with_403
     schema = (await client.get("/openapi.json")).json()
     hidden = [entry.type for entry in catalog.entries() if entry.system_only]
     assert sorted(hidden) == [
+        "AutoApprovePlan",
         "ExpirePlan",
         "FailWorkflow",
         "QueueTask",
+        "RemindApprovers",
+        "RequestApprovals",
         "RetryTask",
         "SendNotification",
         "WarnTaskTimeLimit",
