@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, TypeAlias
 
 from events import Actor, catalog
+from events.approval import AutoApprovePlan, RemindApprovers, RequestApproval, RequestApprovals
 from events.notification import NotificationChannel, SendNotification
 from events.persona import RegisterPersona, RetirePersona, UpdatePersona
 from events.plan import (
@@ -216,6 +217,24 @@ async def reject_plan(driver: CommandDriver) -> Expected:
     return command, ("PlanRejected",)
 
 
+async def request_approvals(driver: CommandDriver) -> Expected:
+    return RequestApprovals(plan_id=await _submitted(driver)), ("ApprovalRequested",)
+
+
+async def request_approval(driver: CommandDriver) -> Expected:
+    command = RequestApproval(plan_id=await _submitted(driver), approver="key:dee")
+    return command, ("ApprovalRequested",)
+
+
+async def remind_approvers(driver: CommandDriver) -> Expected:
+    return RemindApprovers(plan_id=await _submitted(driver), reminder=1), ("ApprovalReminderDue",)
+
+
+async def auto_approve_plan(driver: CommandDriver) -> Expected:
+    command = AutoApprovePlan(plan_id=await _submitted(driver), rule="small plans pass")
+    return command, ("PlanApproved",)
+
+
 async def expire_plan(driver: CommandDriver) -> Expected:
     # A deadline of one millisecond has passed by the time the next command is decided.
     plan_id = await _submitted(driver, deadline=timedelta(milliseconds=1))
@@ -332,6 +351,10 @@ CATALOG_SCENARIOS: dict[type[Command], Scenario] = {
     SubmitPlan: submit_plan,
     ApprovePlan: approve_plan,
     RejectPlan: reject_plan,
+    RequestApprovals: request_approvals,
+    RequestApproval: request_approval,
+    RemindApprovers: remind_approvers,
+    AutoApprovePlan: auto_approve_plan,
     ExpirePlan: expire_plan,
     WithdrawPlan: withdraw_plan,
     SendNotification: send_notification,

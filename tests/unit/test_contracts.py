@@ -318,9 +318,12 @@ def test_legacy_is_a_principal_but_never_an_actor() -> None:
 def test_system_only_commands_are_not_public() -> None:
     system_only = {entry.type for entry in ENTRIES if entry.system_only}
     assert system_only == {
+        "AutoApprovePlan",
         "ExpirePlan",
         "FailWorkflow",
         "QueueTask",
+        "RemindApprovers",
+        "RequestApprovals",
         "RetryTask",
         "SendNotification",
         "WarnTaskTimeLimit",
