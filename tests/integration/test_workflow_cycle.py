@@ -2,7 +2,8 @@
 consumer and the relay in this process, a private database, the test vhost.
 
 Steps A and B are independent, C depends on both: approval starts the workflow, A and B are
-queued together (one `BeginExecution`), C only once both completed, then review.
+queued together (one `BeginExecution`), C only once both completed, then review. Each
+attempt's time limits are armed in PostgreSQL's `timers` and cancelled when it completes.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -105,11 +106,41 @@ class Cycle:
         await eventually(claimed)
 
     async def work(self, task_id: uuid.UUID, workflow_id: uuid.UUID) -> None:
+        """Start the task, see its time limits armed, complete it, see them cancelled."""
         await self.processed(StartTask(task_id=task_id, worker=OWNER))
+        (started,) = await self._of_task("TaskStarted", task_id, workflow_id)
+        await self.handled(started)
+        group = f"task:{task_id}"
+        armed = await self._rows(
+            "SELECT key, type, due_at FROM timers WHERE timer_group = $1 ORDER BY due_at", group
+        )
+        assert [(row["key"], row["type"]) for row in armed] == [
+            (f"{group}:{started.id}:soft", "WarnTaskTimeLimit"),
+            (f"{group}:{started.id}:hard", "FailTask"),
+        ]
+        assert [row["due_at"] - started.occurred_at for row in armed] == [
+            timedelta(minutes=5),
+            timedelta(minutes=7),
+        ]
         await self.processed(CompleteTask(task_id=task_id, output="done"))
-        completed = await self.events("TaskCompleted", workflow_id)
-        (mine,) = [e for e in completed if e.data.task_id == task_id]  # type: ignore[attr-defined]
-        await self.handled(mine)
+        (completed,) = await self._of_task("TaskCompleted", task_id, workflow_id)
+        await self.handled(completed)
+        cancelled = await self._rows(
+            "SELECT causation_id FROM timer_cancellations WHERE timer_group = $1", group
+        )
+        assert [row["causation_id"] for row in cancelled] == [completed.id]
+
+    async def _of_task(
+        self, type_name: str, task_id: uuid.UUID, workflow_id: uuid.UUID
+    ) -> list[Envelope[Message]]:
+        found = await self.events(type_name, workflow_id)
+        return [e for e in found if e.data.task_id == task_id]  # type: ignore[attr-defined]
+
+    async def _rows(self, sql: str, *args: object) -> list[Any]:
+        async with self.engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            driver: Any = raw.driver_connection
+            return list(await driver.fetch(sql, *args))
 
 
 async def test_independent_tasks_run_together_and_the_dependent_one_after_both_then_review(
