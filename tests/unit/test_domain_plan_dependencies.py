@@ -7,7 +7,8 @@ from uuid import UUID, uuid4
 import pytest
 
 from domain.errors import UNPROCESSABLE
-from domain.plan import Plan, PlanError
+from domain.plan import Plan
+from domain.plan_state import PlanError
 from events.plan import HumanStep
 from tests.fakes import FakeClock
 
