@@ -23,7 +23,9 @@ become stale or doubled (`QueueTask` of a task that is not pending or whose depe
 not completed, `BeginReview` out of execution, `StartWorkflow` of a plan whose workflow
 started, a timer's `FailTask` of an attempt that is over). Two completions seen together may
 each queue the same task: one `QueueTask` is processed, the other rejected, nothing doubles.
-A redelivered event is the inbox's: acknowledged, nothing sent again.
+A redelivered event is the inbox's: acknowledged, nothing sent again; one published again
+under a new id finds its work done (the plan's workflow started, the workflow out of
+planning) and sends nothing.
 """
 
 from __future__ import annotations
@@ -69,11 +71,17 @@ _DONE = frozenset({TaskStatus.COMPLETED, TaskStatus.CANCELLED})
 async def handle_plan_approved(envelope: Envelope[PlanApproved], uow: UnitOfWork) -> None:
     """An approved plan starts its one workflow (a second start is refused by the domain)."""
     plan_id = envelope.data.plan_id
+    plan = await uow.aggregates.plans.get(plan_id)
+    if plan is not None and plan.workflow_id is not None:
+        return  # already started (a re-published event): nothing to ask again
     await _send(uow, envelope, StartWorkflow(workflow_id=workflow_id_for(plan_id), plan_id=plan_id))
 
 
 async def handle_workflow_started(envelope: Envelope[WorkflowStarted], uow: UnitOfWork) -> None:
     """A started workflow goes into execution."""
+    workflow = await uow.aggregates.workflows.get(envelope.data.workflow_id)
+    if workflow is not None and workflow.phase is not WorkflowPhase.PLANNING:
+        return  # already moved on (a re-published event)
     await _send(uow, envelope, BeginExecution(workflow_id=envelope.data.workflow_id))
 
 

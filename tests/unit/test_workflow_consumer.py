@@ -15,6 +15,7 @@ from events.project import ApprovalPolicy, CreateProject
 from events.task import CancelTask, CompleteTask, FailTask, StartTask
 from infra.db.command_status import CommandState
 from tests.command_scenarios import ACTOR
+from tests.consumer_support import deliver_with_retries
 from tests.workflow_fakes import FakeCycle
 
 if TYPE_CHECKING:
@@ -175,3 +176,14 @@ async def test_a_redelivered_completion_queues_nothing_twice() -> None:
     await cycle.pump()
     assert len(cycle.events("QueueTask")) == 1
     assert len(cycle.db.envelopes) == before
+
+
+async def test_a_republished_approval_or_start_sends_nothing_once_done() -> None:
+    cycle = FakeCycle()
+    await approved(cycle, step(A))
+    sent = len(sent_by_the_consumer(cycle))
+    for type_name in ("PlanApproved", "WorkflowStarted"):
+        (event,) = cycle.events(type_name)
+        copy = event.model_copy(update={"id": uuid.uuid4()})  # published again: a new id
+        await deliver_with_retries(cycle.workflow, copy)
+    assert len(sent_by_the_consumer(cycle)) == sent
