@@ -322,7 +322,8 @@ def test_a_v1_envelope_is_decoded_at_the_current_version() -> None:
         }
     )
     assert envelope.version == 2
-    assert envelope.data.model_dump(mode="json") == v2
+    current = catalog.entry("PlanApproved").model.model_validate(v2)  # with later defaults
+    assert envelope.data.model_dump(mode="json") == current.model_dump(mode="json")
 
 
 def test_a_v1_vote_reads_as_cast_on_behalf_of_its_voter() -> None:
