@@ -187,3 +187,20 @@ async def test_a_republished_approval_or_start_sends_nothing_once_done() -> None
         copy = event.model_copy(update={"id": uuid.uuid4()})  # published again: a new id
         await deliver_with_retries(cycle.workflow, copy)
     assert len(sent_by_the_consumer(cycle)) == sent
+
+
+async def test_commands_are_sent_by_system_workflow_caused_by_the_event_in_its_correlation() -> (
+    None
+):
+    cycle = FakeCycle()
+    workflow_id = await approved(cycle, step(A))
+    (approval,) = cycle.events("PlanApproved")
+    (start,) = cycle.events("StartWorkflow")
+    assert start.data.workflow_id == workflow_id  # type: ignore[attr-defined]
+    assert start.data.plan_id == approval.data.plan_id  # type: ignore[attr-defined]
+    assert (start.actor, start.causation_id, start.correlation_id) == (
+        WORKFLOW,
+        approval.id,
+        approval.correlation_id,
+    )
+    assert approval.actor == ACTOR  # the approver's event; the command is hisho's

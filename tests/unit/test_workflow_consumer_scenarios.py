@@ -9,16 +9,20 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.workflow_scenarios import SCENARIOS, FakeBackend
+from consumers import workflow
+from tests.consumer_scenarios import FakeConsumerDriver, with_failures
+from tests.consumer_support import Failures
+from tests.workflow_scenarios import SCENARIOS
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from tests.workflow_scenarios import Backend
+    from tests.consumer_scenarios import ConsumerDriver
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
 async def test_workflow_consumer_scenario_on_fakes(
-    scenario: Callable[[Backend], Awaitable[None]],
+    scenario: Callable[[ConsumerDriver], Awaitable[None]],
 ) -> None:
-    await scenario(FakeBackend())
+    failures = Failures()
+    await scenario(FakeConsumerDriver(with_failures(workflow.CONSUMER, failures), failures, {}))
