@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from contextlib import suppress
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
@@ -53,11 +55,40 @@ log = structlog.get_logger("hisho.scheduler")
 # Arbitrary but fixed: "hishoSCH". Advisory locks are per database.
 SCHEDULER_LOCK_KEY = 0x686973686F534348
 APPLICATION_PREFIX = "hisho-scheduler"
+LOG_EVERY = 1.0  # seconds: firing is logged as one summary line per interval, at most
 
 
 def application_name() -> str:
     """What the scheduler's lock connection shows in `pg_stat_activity` (with its pid)."""
     return f"{APPLICATION_PREFIX}:{os.getpid()}"
+
+
+@dataclass
+class _Window:
+    """What was fired since the last `scheduler.fired` log line."""
+
+    since: float = field(default_factory=time.monotonic)
+    batches: int = 0
+    fired: int = 0
+    cancelled: int = 0
+    failed: int = 0
+    lag_max: float = 0.0
+
+    def add(self, firing: Firing) -> None:
+        self.batches += 1
+        self.fired += len(firing.envelopes)
+        self.cancelled += firing.cancelled
+        self.failed += firing.failed
+        self.lag_max = max(self.lag_max, *firing.lags, 0.0)
+
+    def fields(self) -> dict[str, float | int]:
+        return {
+            "batches": self.batches,
+            "fired": self.fired,
+            "cancelled": self.cancelled,
+            "failed": self.failed,
+            "lag_max_seconds": round(self.lag_max, 6),
+        }
 
 
 class Timers(Protocol):
@@ -103,6 +134,7 @@ class Scheduler:
         self._jobs = jobs or PeriodicJobs()
         self.metrics = metrics
         self._stop = asyncio.Event()
+        self._window = _Window()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve terms until `stop` is set; any failure ends a term and starts the next one."""
@@ -144,6 +176,7 @@ class Scheduler:
         while not self._stop.is_set():
             if await self.tick(store) >= self._settings.scheduler_batch_size:
                 continue  # a full batch: more may be due
+            self._log_window()  # the tail of a burst
             await _wait(self._stop, await self._sleep_for(store))
 
     async def arm_periodic(self, store: Timers) -> int:
@@ -176,13 +209,14 @@ class Scheduler:
         for mark in firing.marks:
             if mark.problem is not None:
                 log.error("scheduler.timer_failed", key=mark.key, problem=mark.problem)
-        log.info(
-            "scheduler.fired",
-            fired=len(firing.envelopes),
-            cancelled=firing.cancelled,
-            failed=firing.failed,
-            lag_max_seconds=round(max(firing.lags, default=0.0), 6),
-        )
+        self._window.add(firing)
+        self._log_window()
+
+    def _log_window(self) -> None:
+        """Log what was fired since the last line, if anything, at most once per LOG_EVERY."""
+        if self._window.batches and time.monotonic() - self._window.since >= LOG_EVERY:
+            log.info("scheduler.fired", **self._window.fields())
+            self._window = _Window()
 
     async def _sleep_for(self, store: Timers) -> float:
         interval = self._settings.scheduler_poll_interval
