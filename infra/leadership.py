@@ -13,11 +13,14 @@ from contextlib import suppress
 from typing import TYPE_CHECKING
 
 import asyncpg
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 CONNECT_TIMEOUT = 5.0
+log = structlog.get_logger("hisho.leadership")
 
 
 async def acquire_leadership(
@@ -77,3 +80,36 @@ async def current_leader(connection: asyncpg.Connection, *, key: int) -> str | N
     """The application name of the session holding lock `key`, or None."""
     name = await connection.fetchval(_LEADER, key >> 32, key & 0xFFFFFFFF)
     return None if name is None else str(name)
+
+
+async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep `seconds`, or less if `stop` is set meanwhile."""
+    with suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def serve_terms(
+    term: Callable[[], Awaitable[None]], stop: asyncio.Event, *, name: str
+) -> None:
+    """Serve `term` (wait for the lock, then lead) again and again until `stop` is set.
+
+    Any failure ends a term and starts the next one after a backoff (50 ms, doubling
+    to 2 s), logged as `<name>.term_failed` with the error (the first of a group).
+    """
+    event = f"{name}.term_failed"
+
+    def failed(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        while isinstance(error, BaseExceptionGroup) and error.exceptions:
+            error = error.exceptions[0]
+        log.warning(event, error=repr(error), attempt=state.attempt_number)
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(Exception),
+        wait=wait_exponential(multiplier=0.05, max=2.0),
+        sleep=lambda seconds: wait_or_stop(stop, seconds),
+        before_sleep=failed,
+    )
+    async for attempt in retrying:
+        with attempt:
+            await term()

@@ -49,16 +49,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from infra.eventlog.notify import NOTIFY_CHANNEL, set_notify_trigger
 from infra.eventlog.verify import use_json_codecs
+from infra.leadership import serve_terms
 from infra.readiness import notify_ready
 from producers.relay.leader import acquire_leadership
 from producers.relay.publisher import publish
@@ -87,11 +86,6 @@ class _Batch:
 _END = _Batch(0, 0, [])  # queued after the last batch of a term
 
 
-async def _wait(event: asyncio.Event, seconds: float) -> None:
-    with suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), seconds)
-
-
 class Relay:
     """Relays the outbox to RabbitMQ while `stop` is unset, as leader or standby."""
 
@@ -104,15 +98,7 @@ class Relay:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve terms until `stop` is set; any failure ends a term and starts the next one."""
         self._stop = stop
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(Exception),
-            wait=wait_exponential(multiplier=0.05, max=2.0),
-            sleep=lambda seconds: _wait(stop, seconds),
-            before_sleep=_log_failure,
-        )
-        async for attempt in retrying:
-            with attempt:
-                await self._term()
+        await serve_terms(self._term, stop, name="relay")
 
     async def _term(self) -> None:
         """Open a confirm stream, wait for the lock (hot standby), then lead until stopped."""
@@ -224,13 +210,6 @@ class Relay:
                     last = candidate.last
             await store.mark(batch.first, last)
             batch = following if following is not None else await batches.get()
-
-
-def _log_failure(state: RetryCallState) -> None:
-    error = state.outcome.exception() if state.outcome else None
-    while isinstance(error, BaseExceptionGroup) and error.exceptions:
-        error = error.exceptions[0]
-    log.warning("relay.term_failed", error=repr(error), attempt=state.attempt_number)
 
 
 async def run(app: App, stop: asyncio.Event) -> None:

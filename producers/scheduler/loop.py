@@ -28,14 +28,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
-from infra.leadership import acquire_leadership
+from infra.leadership import acquire_leadership, serve_terms, wait_or_stop
 from infra.readiness import notify_ready
 from infra.scheduler.metrics import METRICS, SchedulerMetrics
 from infra.scheduler.periodic import PeriodicJobs
@@ -113,11 +111,6 @@ class Timers(Protocol):
         ...
 
 
-async def _wait(event: asyncio.Event, seconds: float) -> None:
-    with suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), seconds)
-
-
 class Scheduler:
     """Fires due timers while `stop` is unset, as leader or standby."""
 
@@ -139,15 +132,7 @@ class Scheduler:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve terms until `stop` is set; any failure ends a term and starts the next one."""
         self._stop = stop
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(Exception),
-            wait=wait_exponential(multiplier=0.05, max=2.0),
-            sleep=lambda seconds: _wait(stop, seconds),
-            before_sleep=_log_failure,
-        )
-        async for attempt in retrying:
-            with attempt:
-                await self._term()
+        await serve_terms(self._term, stop, name="scheduler")
 
     async def _term(self) -> None:
         """Wait for the lock (hot standby), then lead until stopped."""
@@ -177,7 +162,7 @@ class Scheduler:
             if await self.tick(store) >= self._settings.scheduler_batch_size:
                 continue  # a full batch: more may be due
             self._log_window()  # the tail of a burst
-            await _wait(self._stop, await self._sleep_for(store))
+            await wait_or_stop(self._stop, await self._sleep_for(store))
 
     async def arm_periodic(self, store: Timers) -> int:
         """Schedule the next occurrence of every job that has no pending timer; how many."""
@@ -224,11 +209,6 @@ class Scheduler:
         if due is None:
             return interval
         return min(interval, max(0.0, (due - self._clock()).total_seconds()))
-
-
-def _log_failure(state: RetryCallState) -> None:
-    error = state.outcome.exception() if state.outcome else None
-    log.warning("scheduler.term_failed", error=repr(error), attempt=state.attempt_number)
 
 
 async def run(app: App, stop: asyncio.Event, *, jobs: PeriodicJobs | None = None) -> None:
