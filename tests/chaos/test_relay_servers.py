@@ -9,57 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from infra.settings import Settings
-from infra.stack import Stack
-from infra.stack.ports import ephemeral_port
+from tests.private_stack import private_stack as own_stack
 from tests.relay_harness import eventually
 from tests.relay_load import Chaos, run_under_load
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
+
+    from infra.settings import Settings
+    from infra.stack import Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-PORT_SETTINGS = (
-    "stack_amqp_port",
-    "stack_amqp_dist_port",
-    "stack_amqp_management_port",
-    "stack_epmd_port",
-    "stack_postgres_port",
-    "stack_redis_port",
-)
 
 
 @pytest.fixture(scope="module")
 def private_stack() -> Iterator[tuple[Stack, Settings]]:
     """RabbitMQ and PostgreSQL of our own (tmp dir, free ports): the suite's stay untouched."""
-    root = Path(tempfile.mkdtemp(prefix="hisho-relay-chaos-"))
-    root.chmod(0o755)  # PostgreSQL runs as another user and must reach its data dir
-    ports: list[int] = []
-    for _ in PORT_SETTINGS:
-        ports.append(ephemeral_port([*ports, *(p + 4 for p in ports)]))
-    settings = Settings(
-        amqp_url=None,
-        database_url=None,
-        redis_url=None,
-        stack_dir=root / "stack",
-        **dict(zip(PORT_SETTINGS, ports, strict=True)),  # type: ignore[arg-type]
-    )
-    stack = Stack(settings)
-    try:
-        stack.up(["rabbitmq", "postgres"])
-        yield stack, settings
-    finally:
-        stack.down()
-        shutil.rmtree(root, ignore_errors=True)
+    with own_stack("hisho-relay-chaos-") as stack_and_settings:
+        yield stack_and_settings
 
 
 async def test_rabbitmq_stopped_and_restarted_under_load_loses_nothing(
