@@ -17,9 +17,11 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from pydantic import PostgresDsn
 
+from hisho.bootstrap import run_on_app
 from infra.db.migrate import upgrade_to_head
 from infra.settings import PROJECT_ROOT, Settings
 from infra.topology import EVENTS_EXCHANGE
+from producers import relay
 from producers.relay.leader import current_leader
 
 if TYPE_CHECKING:
@@ -198,3 +200,19 @@ async def wait_for_leader(connection: asyncpg.Connection, among: Iterable[int]) 
 
     await eventually(leads, timeout=30, what=f"one of {sorted(pids)} to lead")
     return found[0]
+
+
+async def relay_until_published(settings: Settings, connection: asyncpg.Connection) -> None:
+    """Run the relay (its `hisho run` code, in process) until every outbox row is published."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_on_app(relay.run, "relay", settings, stop))
+
+    async def published() -> bool:
+        rows, _, done, _ = await log_state(connection)
+        return rows == done
+
+    try:
+        await eventually(published, timeout=20, what="every outbox row to be published")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)

@@ -12,16 +12,14 @@ import asyncpg
 import pytest
 
 from events import Actor, catalog
-from hisho.bootstrap import run_on_app
 from infra.consumers.redrive import redrive
 from infra.consumers.runtime import PARKED_ERROR_HEADER, PARKED_REASON_HEADER
 from infra.db.engine import create_engine
 from infra.eventlog.verify import verify_chain
 from infra.message_context import MessageContext
 from infra.parked import NotParkedError, ParkedInputError, ParkedNotFoundError
-from producers import relay
 from tests.parked_support import console, parked_messages, until
-from tests.relay_harness import eventually, log_state, private_database
+from tests.relay_harness import private_database, relay_until_published
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustConnection
@@ -190,21 +188,6 @@ async def test_bad_input_is_refused_and_changes_nothing(
         assert await parked.copies() == 1
 
 
-async def _relay_everything(settings: Settings, connection: asyncpg.Connection) -> None:
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_on_app(relay.run, "relay", settings, stop))
-
-    async def published() -> bool:
-        rows, _, done, _ = await log_state(connection)
-        return rows == done
-
-    try:
-        await eventually(published, timeout=20, what="every event to be published")
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
-
-
 async def test_a_discard_is_audited_in_the_log_without_the_body_and_the_chain_verifies(
     settings: Settings, amqp: AbstractRobustConnection
 ) -> None:
@@ -226,7 +209,7 @@ async def test_a_discard_is_audited_in_the_log_without_the_body_and_the_chain_ve
                 assert await parked.copies() == 1
                 with pytest.raises(NotParkedError):
                     await parking.discard(str(gone.id), reason="again", context=context)
-            await _relay_everything(private, connection)
+            await relay_until_published(private, connection)
             rows = await connection.fetch("SELECT type, data, actor FROM outbox ORDER BY position")
             assert [row["type"] for row in rows] == ["ParkedMessageDiscarded"]
             data = rows[0]["data"]

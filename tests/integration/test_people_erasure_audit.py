@@ -5,20 +5,17 @@ Run in a private database with a real relay, so every event is positioned and ch
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 import asyncpg
 
 from events import Actor
-from hisho.bootstrap import run_on_app
 from infra.db.engine import create_engine
 from infra.db.people import SqlPeople
 from infra.eventlog.verify import verify_chain
 from infra.message_context import MessageContext
 from infra.people import NewPerson, PersonChanges
-from producers import relay
-from tests.relay_harness import eventually, log_state, private_database
+from tests.relay_harness import private_database, relay_until_published
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustConnection
@@ -27,22 +24,6 @@ if TYPE_CHECKING:
 
 PID = "user:https://issuer.example/realms/team/ada"
 EMAIL = "ada@analytical.example"
-
-
-async def _relay_everything(settings: Settings, connection: asyncpg.Connection) -> None:
-    """Run the relay until every outbox row is published."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_on_app(relay.run, "relay", settings, stop))
-
-    async def published() -> bool:
-        rows, _, done, _ = await log_state(connection)
-        return rows == done
-
-    try:
-        await eventually(published, timeout=20, what="every person event to be published")
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
 
 
 async def test_an_erased_person_is_gone_and_the_log_still_verifies(
@@ -59,9 +40,9 @@ async def test_an_erased_person_is_gone_and_the_log_still_verifies(
                 NewPerson(principal_id=PID, display_name="Ada", email=EMAIL), context=context
             )
             await store.update(PID, PersonChanges(display_name="Ada L."), context=context)
-            await _relay_everything(private, connection)
+            await relay_until_published(private, connection)
             await store.erase(PID, context=context)
-            await _relay_everything(private, connection)
+            await relay_until_published(private, connection)
 
             assert await connection.fetchval("SELECT count(*) FROM people") == 0
             assert await store.get(PID) is None

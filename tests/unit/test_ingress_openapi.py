@@ -65,17 +65,7 @@ async def test_system_only_commands_are_absent_from_openapi_and_refused_with_403
 ) -> None:
     schema = (await client.get("/openapi.json")).json()
     hidden = [entry.type for entry in catalog.entries() if entry.system_only]
-    assert sorted(hidden) == [
-        "AutoApprovePlan",
-        "ExpirePlan",
-        "FailWorkflow",
-        "QueueTask",
-        "RemindApprovers",
-        "RequestApprovals",
-        "RetryTask",
-        "SendNotification",
-        "WarnTaskTimeLimit",
-    ]
+    assert "ExpirePlan" in hidden  # the whole list: tests/unit/test_contracts.py
     for command_type in hidden:
         assert f"/v1/commands/{command_type}" not in schema["paths"]
         response = await client.post(
