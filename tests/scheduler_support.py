@@ -29,9 +29,10 @@ PER_UNIT = 2000  # timers one unit of work schedules (one commit statement)
 
 # Per timer: its key, plan id, due and fired time, and how many outbox rows carry its plan.
 TIMER_OUTCOMES = """SELECT t.key, t.data->>'plan_id' AS plan_id, t.due_at, t.fired_at,
-    t.command_id, (SELECT count(*) FROM outbox o
-                   WHERE o.type = 'ExpirePlan' AND o.data->>'plan_id' = t.data->>'plan_id') AS rows
-    FROM timers t WHERE t.timer_group = $1"""
+    t.command_id, count(o.id) AS rows
+    FROM timers t LEFT JOIN outbox o
+      ON o.type = 'ExpirePlan' AND o.data->>'plan_id' = t.data->>'plan_id'
+    WHERE t.timer_group = $1 GROUP BY t.key"""
 
 
 async def schedule_many(engine: AsyncEngine, dues: Sequence[datetime], group: str) -> list[str]:

@@ -52,7 +52,7 @@ async def db(private: Settings) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-async def engine(private: Settings) -> AsyncIterator[AsyncEngine]:
+async def private_engine(private: Settings) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(private)
     yield engine
     await engine.dispose()
@@ -81,9 +81,9 @@ def _scheduler(private: Settings, clock: FakeClock, *, batch: int = 1000) -> Sch
 
 
 async def test_a_due_timer_writes_one_outbox_row_in_the_transaction_that_marks_it_fired(
-    private: Settings, db: asyncpg.Connection, engine: AsyncEngine
+    private: Settings, db: asyncpg.Connection, private_engine: AsyncEngine
 ) -> None:
-    context = await _schedule(engine, ("deadline", DUE, "approval:p"))
+    context = await _schedule(private_engine, ("deadline", DUE, "approval:p"))
     clock = FakeClock(DUE - timedelta(seconds=1))
     scheduler, store = _scheduler(private, clock), TimerStore(db)
     assert await scheduler.tick(store) == 0
@@ -111,11 +111,12 @@ async def test_a_due_timer_writes_one_outbox_row_in_the_transaction_that_marks_i
 
 
 async def test_two_schedulers_at_once_fire_each_timer_once(
-    private: Settings, db: asyncpg.Connection, engine: AsyncEngine
+    private: Settings, db: asyncpg.Connection, private_engine: AsyncEngine
 ) -> None:
     count = 3000
     await _schedule(
-        engine, *((f"race:{n}", DUE + timedelta(microseconds=n), "race") for n in range(count))
+        private_engine,
+        *((f"race:{n}", DUE + timedelta(microseconds=n), "race") for n in range(count)),
     )
     clock = FakeClock(DUE + timedelta(seconds=1))
     connections = [await asyncpg.connect(private.database_dsn) for _ in range(2)]
@@ -145,12 +146,14 @@ async def test_two_schedulers_at_once_fire_each_timer_once(
 
 
 async def test_a_cancellation_commits_with_the_rest_of_its_unit_or_not_at_all(
-    private: Settings, db: asyncpg.Connection, engine: AsyncEngine
+    private: Settings, db: asyncpg.Connection, private_engine: AsyncEngine
 ) -> None:
-    await _schedule(engine, ("a:deadline", DUE, "approval:a"), ("b:deadline", DUE, "approval:b"))
+    await _schedule(
+        private_engine, ("a:deadline", DUE, "approval:a"), ("b:deadline", DUE, "approval:b")
+    )
     decision = uuid.uuid4()
     for group in ("approval:a", "approval:b"):
-        uow = PgUnitOfWork(engine, context=_context())
+        uow = PgUnitOfWork(private_engine, context=_context())
         async with uow:
             await uow.inbox.claim("approval", decision)  # the second unit: a duplicate
             await uow.outbox.add_command(ExpirePlan(plan_id=uuid.uuid4()), context=_context())
@@ -175,16 +178,16 @@ async def test_a_cancellation_commits_with_the_rest_of_its_unit_or_not_at_all(
 
 
 async def test_a_fired_key_scheduled_again_stays_fired_and_a_cancelled_one_revives(
-    private: Settings, db: asyncpg.Connection, engine: AsyncEngine
+    private: Settings, db: asyncpg.Connection, private_engine: AsyncEngine
 ) -> None:
-    await _schedule(engine, ("once", DUE, "g1"), ("again", DUE, "g2"))
-    uow = PgUnitOfWork(engine, context=_context())
+    await _schedule(private_engine, ("once", DUE, "g1"), ("again", DUE, "g2"))
+    uow = PgUnitOfWork(private_engine, context=_context())
     async with uow:
         cancel(uow, group="g2")
         await uow.commit()
     scheduler, store = _scheduler(private, FakeClock(DUE + timedelta(seconds=1))), TimerStore(db)
     assert await scheduler.tick(store) == 2  # "once" fired, "again" found cancelled
-    await _schedule(engine, ("once", DUE, "g1"), ("again", DUE, "g2"))  # e.g. a redelivery
+    await _schedule(private_engine, ("once", DUE, "g1"), ("again", DUE, "g2"))  # e.g. a redelivery
     assert await scheduler.tick(store) == 1  # only "again": scheduled after its cancellation
     assert scheduler.metrics.fired == 2
     assert await db.fetchval("SELECT count(*) FROM outbox") == 2
