@@ -14,7 +14,7 @@ from infra.message_context import MessageContext
 from infra.scheduler.metrics import SchedulerMetrics
 from infra.scheduler.periodic import PeriodicJob, PeriodicJobs
 from infra.scheduler.timers import cancel, schedule
-from infra.settings import load_settings
+from infra.settings import SettingsError, load_settings
 from producers.scheduler.loop import Scheduler
 from tests.fakes import FakeClock, FakeDatabase, FakeUnitOfWork
 from tests.scheduler_fakes import FakeTimers, fire_timers
@@ -200,3 +200,14 @@ async def test_the_scheduler_sleeps_until_the_next_due_timer_at_most_the_poll_in
     assert await world.scheduler._sleep_for(world.timers) == interval
     await world.schedule("soon", timedelta(seconds=interval / 4))
     assert await world.scheduler._sleep_for(world.timers) == pytest.approx(interval / 4)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("scheduler_batch_size", 0), ("scheduler_poll_interval", 0), ("scheduler_standbys", 9)],
+)
+def test_scheduler_settings_out_of_range_are_refused_naming_the_variable(
+    name: str, value: int
+) -> None:
+    with pytest.raises(SettingsError, match=f"HISHO_{name.upper()}"):
+        load_settings(**{name: value})
