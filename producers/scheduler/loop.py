@@ -54,6 +54,7 @@ log = structlog.get_logger("hisho.scheduler")
 SCHEDULER_LOCK_KEY = 0x686973686F534348
 APPLICATION_PREFIX = "hisho-scheduler"
 LOG_EVERY = 1.0  # seconds: firing is logged as one summary line per interval, at most
+MIN_WAIT = 0.001  # seconds: a due timer another transaction holds is looked at again soon
 
 
 def application_name() -> str:
@@ -208,7 +209,7 @@ class Scheduler:
         due = await store.next_due()
         if due is None:
             return interval
-        return min(interval, max(0.0, (due - self._clock()).total_seconds()))
+        return min(interval, max(MIN_WAIT, (due - self._clock()).total_seconds()))
 
 
 async def run(app: App, stop: asyncio.Event, *, jobs: PeriodicJobs | None = None) -> None:
