@@ -75,6 +75,23 @@ class FakeTimers:
         """Which of `groups` have a pending timer."""
         return {t["timer_group"] for t in self.pending()} & set(groups)
 
+    async def prune_cancellations(self, before: datetime) -> int:
+        """Delete cancellations older than `before` that cancel no pending timer."""
+        rows = self.db.tables.get(TIMER_CANCELLATIONS.name, {})
+        pending = self.pending()
+        stale = [
+            key
+            for key, c in rows.items()
+            if c["cancelled_at"] < before
+            and not any(
+                t["timer_group"] == c["timer_group"] and t["scheduled_at"] <= c["cancelled_at"]
+                for t in pending
+            )
+        ]
+        for key in stale:
+            del rows[key]
+        return len(stale)
+
 
 async def fire_timers(
     db: FakeDatabase, clock: FakeClock, *, jobs: PeriodicJobs | None = None

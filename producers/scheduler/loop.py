@@ -29,6 +29,7 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
@@ -54,6 +55,11 @@ log = structlog.get_logger("hisho.scheduler")
 SCHEDULER_LOCK_KEY = 0x686973686F534348
 APPLICATION_PREFIX = "hisho-scheduler"
 LOG_EVERY = 1.0  # seconds: firing is logged as one summary line per interval, at most
+# Cancellations that cancel no pending timer are deleted every PRUNE_EVERY seconds, once
+# older than PRUNE_MARGIN: a unit that read the clock before a cancellation may still be
+# committing a timer it cancels.
+PRUNE_EVERY = 3600.0
+PRUNE_MARGIN = timedelta(minutes=5)
 MIN_WAIT = 0.001  # seconds: a due timer another transaction holds is looked at again soon
 
 
@@ -111,6 +117,10 @@ class Timers(Protocol):
         """Which of `groups` have a pending timer."""
         ...
 
+    async def prune_cancellations(self, before: datetime) -> int:
+        """Delete cancellations older than `before` that cancel no pending timer; how many."""
+        ...
+
 
 class Scheduler:
     """Fires due timers while `stop` is unset, as leader or standby."""
@@ -159,7 +169,11 @@ class Scheduler:
         """Arm the periodic jobs, then fire due timers until stopped."""
         armed = await self.arm_periodic(store)
         log.info("scheduler.leader", periodic_jobs=len(self._jobs), armed=armed)
+        pruned_at = -PRUNE_EVERY
         while not self._stop.is_set():
+            if time.monotonic() - pruned_at >= PRUNE_EVERY:
+                await self.prune(store)
+                pruned_at = time.monotonic()
             if await self.tick(store) >= self._settings.scheduler_batch_size:
                 continue  # a full batch: more may be due
             self._log_window()  # the tail of a burst
@@ -173,6 +187,13 @@ class Scheduler:
         rows = [groups[group].timer(groups[group].next_after(now)) for group in sorted(missing)]
         await store.add_timers(rows)
         return len(rows)
+
+    async def prune(self, store: Timers) -> int:
+        """Forget the cancellations that can no longer cancel anything; how many."""
+        pruned = await store.prune_cancellations(self._clock() - PRUNE_MARGIN)
+        if pruned:
+            log.info("scheduler.cancellations_pruned", pruned=pruned)
+        return pruned
 
     async def tick(self, store: Timers) -> int:
         """Fire one batch of timers due now; how many timers it handled."""

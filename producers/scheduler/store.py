@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from infra.db.outbox import outbox_row
 from infra.db.tables import OUTBOX
-from infra.db.timer_tables import TIMERS
+from infra.db.timer_tables import TIMER_CANCELLATIONS, TIMERS
 from infra.scheduler.firing import Firing, fire
 from infra.scheduler.timers import CANCELLED_SQL
 
@@ -46,6 +46,12 @@ _MARK_SQL = (
 _OUTBOX_SQL = OUTBOX.insert_sql(1)
 _TIMERS_SQL = TIMERS.insert_sql(1)
 _NEXT_DUE_SQL = f"SELECT min(due_at) FROM {TIMERS.name} t WHERE {_PENDING}"  # noqa: S608
+# A cancellation still matters while a pending timer of its group was scheduled before it.
+_PRUNE_SQL = (
+    f"DELETE FROM {TIMER_CANCELLATIONS.name} c WHERE c.cancelled_at < $1"  # noqa: S608
+    f" AND NOT EXISTS (SELECT 1 FROM {TIMERS.name} t WHERE {_PENDING}"
+    " AND t.timer_group = c.timer_group AND t.scheduled_at <= c.cancelled_at)"
+)
 _ARMED_SQL = (
     f"SELECT DISTINCT timer_group FROM {TIMERS.name} t"  # noqa: S608
     f" WHERE {_PENDING} AND t.timer_group = ANY($1::text[])"
@@ -95,3 +101,8 @@ class TimerStore:
         """Which of `groups` have a pending timer."""
         rows = await self._connection.fetch(_ARMED_SQL, list(groups))
         return {row[0] for row in rows}
+
+    async def prune_cancellations(self, before: datetime) -> int:
+        """Delete cancellations older than `before` that cancel no pending timer; how many."""
+        status = await self._connection.execute(_PRUNE_SQL, before)
+        return int(status.rsplit(" ", 1)[-1])

@@ -213,3 +213,24 @@ async def test_periodic_jobs_are_armed_once_and_each_occurrence_fires_once(
     due = await db.fetch("SELECT due_at FROM timers WHERE fired_at IS NOT NULL ORDER BY due_at")
     assert [r["due_at"].minute for r in due] == [5, 10, 15]
     assert await db.fetchval("SELECT count(*) FROM outbox") == 3
+
+
+async def test_cancellations_that_cancel_nothing_pending_are_pruned(
+    private: Settings, db: asyncpg.Connection, private_engine: AsyncEngine
+) -> None:
+    await _schedule(private_engine, ("done", DUE, "a"), ("waiting", DUE + timedelta(days=1), "b"))
+    for group in ("a", "b"):
+        uow = PgUnitOfWork(private_engine, context=_context())
+        async with uow:
+            cancel(uow, group=group)
+            await uow.commit()
+    clock = FakeClock(DUE + timedelta(seconds=1))
+    scheduler, store = _scheduler(private, clock), TimerStore(db)
+    assert await scheduler.tick(store) == 1  # "done" found cancelled
+    assert await store.prune_cancellations(datetime.now(UTC) - timedelta(minutes=5)) == 0
+    assert await store.prune_cancellations(datetime.now(UTC) + timedelta(seconds=1)) == 1
+    left = await db.fetch("SELECT timer_group FROM timer_cancellations")
+    assert [row["timer_group"] for row in left] == ["b"]
+    clock.advance(timedelta(days=1))
+    assert await scheduler.tick(store) == 1
+    assert (scheduler.metrics.fired, scheduler.metrics.cancelled) == (0, 2)

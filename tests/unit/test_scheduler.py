@@ -211,3 +211,20 @@ def test_scheduler_settings_out_of_range_are_refused_naming_the_variable(
 ) -> None:
     with pytest.raises(SettingsError, match=f"HISHO_{name.upper()}"):
         load_settings(**{name: value})
+
+
+async def test_cancellations_are_pruned_once_they_can_cancel_nothing_pending() -> None:
+    world = World()
+    await world.schedule("done", timedelta(minutes=1), group="a")
+    await world.schedule("waiting", timedelta(days=1), group="b")
+    await world.cancel("a")
+    await world.cancel("b")
+    world.clock.advance(timedelta(minutes=2))
+    assert await world.tick() == 1  # "done" found cancelled: group a has nothing pending
+    assert await world.scheduler.prune(world.timers) == 0  # both younger than the margin
+    world.clock.advance(timedelta(hours=1))
+    assert await world.scheduler.prune(world.timers) == 1  # a's; b's still cancels "waiting"
+    world.clock.advance(timedelta(days=1))
+    assert await world.tick() == 1
+    assert world.timer("waiting")["cancelled_at"] == world.clock()
+    assert world.db.envelopes == []
