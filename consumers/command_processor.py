@@ -21,7 +21,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from consumers import approval_handlers, command_handlers, workflow_handlers
+from consumers import (
+    approval_handlers,
+    command_handlers,
+    notification_handlers,
+    workflow_handlers,
+)
 from consumers.command_handlers import Decision
 from consumers.parked_commands import record_parked
 from domain.errors import FORBIDDEN, DomainError
@@ -48,6 +53,7 @@ HANDLERS = {
     **command_handlers.HANDLERS,
     **approval_handlers.HANDLERS,
     **workflow_handlers.HANDLERS,
+    **notification_handlers.HANDLERS,
 }
 PROBLEM_BASE = "https://hisho.dev/problems/"
 

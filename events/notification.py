@@ -4,7 +4,8 @@ Version 2 names the recipient by principal id (a person of the directory, `hisho
 never by a contact point: the e-mail address or webhook URL is looked up when the message is
 delivered, so it never enters the immutable log. A notification to a principal the
 directory does not hold is dropped, with the reason, as `NotificationDropped`.
-`SendNotification` is hisho's own (its notification rules send it): system only.
+`SendNotification` is hisho's own (its notification rules send it): system only, as are
+`RecordNotificationDelivered`/`RecordNotificationFailed` (the delivery consumer's outcomes).
 """
 
 from __future__ import annotations
@@ -93,7 +94,24 @@ class NotificationDropped(DomainEvent):
     reason: Reason
 
 
+class RecordNotificationDelivered(Command):
+    """Record that the delivery consumer's channel accepted a notification."""
+
+    notification_id: UUID
+    attempts: int = Field(ge=1, le=1_000)
+
+
+class RecordNotificationFailed(Command):
+    """Record that a notification could not be delivered: its message was parked."""
+
+    notification_id: UUID
+    attempts: int = Field(ge=1, le=1_000)
+    error: Reason
+
+
 catalog.add(SendNotification, version=2, system_only=True)
+catalog.add(RecordNotificationDelivered, version=1, system_only=True)
+catalog.add(RecordNotificationFailed, version=1, system_only=True)
 catalog.add(NotificationRequested, version=2, routing_key="notification.requested")
 catalog.add(NotificationDelivered, version=2, routing_key="notification.delivered")
 catalog.add(NotificationFailed, version=2, routing_key="notification.failed")

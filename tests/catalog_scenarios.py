@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from events import Actor, catalog
 from events.approval import AutoApprovePlan, RemindApprovers, RequestApproval, RequestApprovals
-from events.notification import NotificationChannel, SendNotification
+from events.notification import (
+    NotificationChannel,
+    RecordNotificationDelivered,
+    RecordNotificationFailed,
+    SendNotification,
+)
 from events.persona import RegisterPersona, RetirePersona, UpdatePersona
 from events.plan import (
     AiStep,
@@ -257,6 +262,24 @@ async def send_notification(driver: CommandDriver) -> Expected:
     return command, ("NotificationRequested",)
 
 
+async def _requested(driver: CommandDriver) -> uuid.UUID:
+    command, _ = await send_notification(driver)
+    await processed(driver, command, actor=SYSTEM)
+    assert isinstance(command, SendNotification)
+    return command.notification_id
+
+
+async def record_notification_delivered(driver: CommandDriver) -> Expected:
+    command = RecordNotificationDelivered(notification_id=await _requested(driver), attempts=1)
+    return command, ("NotificationDelivered",)
+
+
+async def record_notification_failed(driver: CommandDriver) -> Expected:
+    notification_id = await _requested(driver)
+    command = RecordNotificationFailed(notification_id=notification_id, attempts=5, error="503")
+    return command, ("NotificationFailed",)
+
+
 async def start_workflow(driver: CommandDriver) -> Expected:
     command = StartWorkflow(workflow_id=uuid.uuid4(), plan_id=await _approved(driver))
     return command, ("PlanWorkflowStarted", "WorkflowStarted", "TaskCreated")
@@ -358,6 +381,8 @@ CATALOG_SCENARIOS: dict[type[Command], Scenario] = {
     ExpirePlan: expire_plan,
     WithdrawPlan: withdraw_plan,
     SendNotification: send_notification,
+    RecordNotificationDelivered: record_notification_delivered,
+    RecordNotificationFailed: record_notification_failed,
     StartWorkflow: start_workflow,
     BeginExecution: begin_execution,
     BeginReview: begin_review,

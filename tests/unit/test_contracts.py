@@ -322,6 +322,8 @@ def test_system_only_commands_are_not_public() -> None:
         "ExpirePlan",
         "FailWorkflow",
         "QueueTask",
+        "RecordNotificationDelivered",
+        "RecordNotificationFailed",
         "RemindApprovers",
         "RequestApprovals",
         "RetryTask",
