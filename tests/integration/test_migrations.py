@@ -23,6 +23,7 @@ from hisho.cli import app
 from infra.db import (
     ingress_tables,
     key_tables,
+    notification_tables,
     parked_tables,
     people_tables,
     state_tables,
@@ -159,6 +160,7 @@ def _diff_against_tables_module(connection: Connection) -> list[Any]:
         people_tables,
         timer_tables,
         parked_tables,
+        notification_tables,
     )
     assert {module.metadata for module in modules} == {tables.metadata}
     return list(compare_metadata(context, tables.metadata))
