@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from consumers import approval, command_processor, workflow
+from consumers import approval, command_processor, notification, workflow
 from infra.consumers import ConsumerRegistry
 from infra.consumers.effects import PgEffects
 from infra.consumers.held import PgHeldMessages
@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from infra.app import App
     from infra.consumers import Consumer
 
-CONSUMERS = ConsumerRegistry((command_processor.CONSUMER, approval.CONSUMER, workflow.CONSUMER))
+CONSUMERS = ConsumerRegistry(
+    (command_processor.CONSUMER, approval.CONSUMER, workflow.CONSUMER, notification.CONSUMER)
+)
 
 
 async def declare_all(connection: AbstractConnection) -> None:
