@@ -11,6 +11,7 @@ from hisho.cli import catalog as catalog_cli
 from hisho.cli import database as database_cli
 from hisho.cli import events as events_cli
 from hisho.cli import keys as keys_cli
+from hisho.cli import notifications as notifications_cli
 from hisho.cli import parked as parked_cli
 from hisho.cli import people as people_cli
 from hisho.cli import run as run_cli
@@ -30,6 +31,7 @@ app.add_typer(stack_cli.app, name="stack")
 app.add_typer(run_cli.app, name="run")
 app.add_typer(audit_cli.app, name="audit")
 app.add_typer(keys_cli.app, name="keys")
+app.add_typer(notifications_cli.app, name="notifications")
 app.add_typer(parked_cli.app, name="parked")
 app.add_typer(people_cli.app, name="people")
 app.add_typer(tokens_cli.app, name="tokens")
