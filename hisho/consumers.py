@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from consumers import approval, command_processor, notification, workflow
+from consumers import (
+    approval,
+    command_processor,
+    notification,
+    notification_delivery,
+    workflow,
+)
 from infra.consumers import ConsumerRegistry
 from infra.consumers.effects import PgEffects
 from infra.consumers.held import PgHeldMessages
@@ -17,6 +23,7 @@ from infra.db.group_commit import GroupCommit
 from infra.db.group_load import GroupLoad
 from infra.db.people import SqlPeople
 from infra.db.pg_uow import PgUnitOfWork
+from infra.notifications.channels import channels_for
 from infra.topology import declare_topology
 
 if TYPE_CHECKING:
@@ -28,7 +35,13 @@ if TYPE_CHECKING:
     from infra.consumers import Consumer
 
 CONSUMERS = ConsumerRegistry(
-    (command_processor.CONSUMER, approval.CONSUMER, workflow.CONSUMER, notification.CONSUMER)
+    (
+        command_processor.CONSUMER,
+        approval.CONSUMER,
+        workflow.CONSUMER,
+        notification.CONSUMER,
+        notification_delivery.CONSUMER,
+    )
 )
 
 
@@ -42,7 +55,7 @@ def resources(app: App) -> ConsumerResources:
 
     PostgreSQL units (group commit and group load shared by the process's units), the
     held-message store, the process's publisher, and what handlers ask for by name (the
-    clock, the effects store, the people directory).
+    clock, the effects store, the people directory, the notification channels).
     """
     group, loads = GroupCommit(), GroupLoad()
     return ConsumerResources(
@@ -55,6 +68,7 @@ def resources(app: App) -> ConsumerResources:
             "clock": app.clock,
             "effects": PgEffects(app.engine),
             "people": SqlPeople(app.engine, clock=app.clock),
+            "channels": channels_for(app.settings),
         },
     )
 

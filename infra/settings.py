@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     ingress_accepted_ttl_seconds: Annotated[int, Field(ge=60)] = 3600
     ingress_key_cache_seconds: Annotated[float, Field(ge=0, le=300)] = 5.0
     ingress_redis_timeout: Annotated[float, Field(gt=0, le=10)] = 0.25
+    # Live push of in-app notifications (producers/ingress/push, docs/notifications.md).
+    push_heartbeat_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    push_queue_limit: Annotated[int, Field(ge=1, le=100_000)] = 256  # per client, then cut off
+    push_replay_limit: Annotated[int, Field(ge=1, le=10_000)] = 1000  # missed, per reconnect
+    push_send_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0  # one write
+    push_retry_ms: Annotated[int, Field(ge=0, le=600_000)] = 1000  # SSE `retry:` for clients
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_jwks_url: HttpUrl | None = None  # the identity provider's public signing keys
@@ -85,6 +91,19 @@ class Settings(BaseSettings):
     jwt_jwks_timeout: Annotated[float, Field(gt=0, le=30)] = 2.0
     jwt_leeway_seconds: Annotated[float, Field(ge=0, le=300)] = 0.0  # clock skew on exp/nbf
     jwt_key: SecretStr | None = None  # an HS256 shared secret; never a public key
+
+    # Notification delivery (`infra.notifications`): e-mail over SMTP, chat webhooks.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: Port = 25
+    smtp_tls: bool = False  # implicit TLS from the first byte (port 465)
+    smtp_starttls: bool = False  # upgrade a plain connection with STARTTLS (port 587)
+    smtp_username: str | None = None  # log in (AUTH) when set
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "hisho@localhost"  # the From address of every notification e-mail
+    smtp_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
+    chat_webhook_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    # Off by default (SSRF guard): webhooks to loopback, private or link-local addresses.
+    chat_webhook_allow_private: bool = False
 
     @field_validator("jwt_algorithms", mode="before")
     @classmethod

@@ -219,14 +219,18 @@ async def poison_is_parked_later_ones_flow_and_a_redrive_applies_it(
     poison: Envelope[Message],
     later: Envelope[Message],
     expected: Effects,
+    parked_effects: Effects | None = None,
 ) -> None:
-    """A bug parks the message with its reason; the next one is applied; re-drive applies it."""
+    """A bug parks the message with its reason; the next one is applied; re-drive applies it.
+
+    `parked_effects`: what parking the message caused (a park hook's record), if anything.
+    """
     driver.failures.poison.add(poison.id)
     await driver.deliver(poison)
     await driver.deliver(later)
     parked = await driver.parked()
     assert parked.get(poison.id, "").startswith("unexpected error: ValueError: poison")
-    assert await driver.effects(poison.id) == []
+    assert await driver.effects(poison.id) == (parked_effects or [])
     assert await driver.effects(later.id) != []
     driver.failures.poison.clear()  # the cause is fixed
     await driver.redrive(poison)
