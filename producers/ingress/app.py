@@ -28,6 +28,7 @@ from producers.ingress.parked import add_parked_routes, parked_console
 from producers.ingress.people import add_people_routes
 from producers.ingress.problems import finish_openapi, install_problem_handlers
 from producers.ingress.publisher import AmqpCommandPublisher
+from producers.ingress.push.routes import Push, add_push_routes
 from producers.ingress.rate_limit import RateLimiter
 from producers.ingress.state import StateReader, add_state_routes
 from producers.ingress.status import StatusReader
@@ -68,6 +69,7 @@ def create_app(
     commands: Catalog = default_catalog,
     people: PeopleStore | None = None,
     parked: ParkedConsole | None = None,
+    push: Push | None = None,
 ) -> FastAPI:
     """Build the ingress on the process's `resources`; a part given here replaces its own.
 
@@ -95,16 +97,18 @@ def create_app(
         tracing=tracing or (resources.tracing if resources else tracer_provider("hisho-ingress")),
         people=people or SqlPeople(engine),
         parked=parked or (parked_console(resources, engine) if resources else None),
+        push=push or Push.build(settings, resources.amqp if resources else None, engine),
     )
     app = FastAPI(
         title="hisho ingress",
         version="1",
         description="Publish commands to hisho and read what became of them.",
-        lifespan=_lifespan(publisher),
+        lifespan=_lifespan(publisher, parts.push),
         # The ingress starts/continues the W3C trace itself (one span per command, see
         # accept.py); FastAPI's own per-request, per-dependency spans and metrics are off.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
+    app.state.push = parts.push  # serve.run ends its streams before uvicorn shuts down
     install_problem_handlers(app)
     fast_path = _include_routers(app, parts, commands)
     # Last: 405 with Allow and OPTIONS for every known path (FastAPI's docs routes included).
@@ -146,6 +150,7 @@ class _Parts:
     tracing: TracerProvider
     people: PeopleStore
     parked: ParkedConsole | None
+    push: Push
 
 
 def _include_routers(app: FastAPI, parts: _Parts, commands: Catalog) -> dict[str, Any]:
@@ -198,16 +203,27 @@ def _include_routers(app: FastAPI, parts: _Parts, commands: Catalog) -> dict[str
         reader=guard(authenticator, limiter, Scope.ADMIN),
         writer=guard(authenticator, limiter, Scope.ADMIN, json_body=True),
     )
+    add_push_routes(
+        app.router,
+        push=parts.push,
+        authenticator=authenticator,
+        limiter=limiter,
+        reader=guard(authenticator, limiter, *anyone),
+    )
     return {"authenticator": authenticator, "limiter": limiter, "acceptor": acceptor}
 
 
 def _lifespan(
-    publisher: CommandPublisher,
+    publisher: CommandPublisher, push: Push
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        push.start()
         await publisher.start(wait=2.0)  # serve at once when the broker is up; 503s until then
-        yield
+        try:
+            yield
+        finally:
+            await push.close()
 
     return lifespan
 

@@ -54,11 +54,13 @@ def uvicorn_config(app: FastAPI, *, host: str, port: int) -> uvicorn.Config:
 async def run(app: App, stop: asyncio.Event) -> None:
     """Serve on settings.ingress_host:ingress_port until `stop` is set, then shut down."""
     settings = app.settings
-    config = uvicorn_config(create_app(app), host=settings.ingress_host, port=settings.ingress_port)
+    api = create_app(app)
+    config = uvicorn_config(api, host=settings.ingress_host, port=settings.ingress_port)
     server = _Server(config)
     serving = asyncio.ensure_future(server.serve())
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
+    api.state.push.hub.close()  # live streams end now: uvicorn waits for open connections
     server.should_exit = True
     await serving

@@ -1,0 +1,108 @@
+"""`GET /v1/notifications/stream`: the caller's in-app notifications as Server-Sent Events.
+
+Each notification is `id: <position>`, `event: notification`, `data: <JSON>`; a comment line
+(`: heartbeat`) comes after every `heartbeat` seconds without one. A reconnecting client
+sends `Last-Event-ID` and is first replayed what it missed (`push.session`); more than one
+connection replays ends with `event: truncated` (`data: {"position": …}`) and the response
+ends: reconnect with that position as `Last-Event-ID`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from starlette.responses import Response
+
+from producers.ingress.push.hub import PushedNotification, SubscriptionClosedError
+from producers.ingress.push.session import Truncated
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from starlette.types import Receive, Scope, Send
+
+    from producers.ingress.push.session import Heartbeat
+
+log = structlog.get_logger("hisho.ingress.push")
+
+HEADERS = {
+    "cache-control": "no-store",
+    "x-accel-buffering": "no",  # a reverse proxy must not hold the stream back
+}
+
+
+def sse_frame(item: PushedNotification | Heartbeat | Truncated) -> bytes:
+    """One frame of the stream."""
+    if isinstance(item, PushedNotification):
+        return (
+            f"id: {item.position}\nevent: notification\ndata: {item.model_dump_json()}\n\n".encode()
+        )
+    if isinstance(item, Truncated):
+        data = json.dumps({"position": item.position})
+        return f"id: {item.position}\nevent: truncated\ndata: {data}\n\n".encode()
+    return b": heartbeat\n\n"
+
+
+class EventStream(Response):
+    """A `text/event-stream` response fed by `push_stream`, ended when the client leaves.
+
+    Every write must finish within `send_timeout` s: a client that stops reading is cut off
+    (the connection is closed) instead of holding the stream open forever.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        frames: AsyncIterator[PushedNotification | Heartbeat | Truncated],
+        *,
+        retry_ms: int,
+        send_timeout: float,
+    ) -> None:
+        super().__init__(headers=HEADERS, media_type=self.media_type)
+        self._frames = frames
+        self._retry_ms = retry_ms
+        self._send_timeout = send_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG002
+        """Send the frames until the stream ends or the client leaves."""
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        writer = asyncio.ensure_future(self._write(send))
+        leaving = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait({writer, leaving}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (writer, leaving):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await leaving
+            with contextlib.suppress(asyncio.CancelledError, SubscriptionClosedError):
+                await writer
+        if writer.cancelled() or writer.exception() is not None:
+            return  # the client left (or was too slow): the connection is done
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _write(self, send: Send) -> None:
+        await self._body(send, f"retry: {self._retry_ms}\n\n".encode())
+        try:
+            async for item in self._frames:
+                await self._body(send, sse_frame(item))
+        except SubscriptionClosedError as exc:
+            log.info("push stream closed", reason=exc.reason)
+        finally:
+            await self._frames.aclose()  # type: ignore[attr-defined]
+
+    async def _body(self, send: Send, chunk: bytes) -> None:
+        async with asyncio.timeout(self._send_timeout):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+
+async def _disconnected(receive: Receive) -> Any:  # noqa: ANN401
+    while (message := await receive())["type"] != "http.disconnect":
+        pass
+    return message
