@@ -79,12 +79,6 @@ class Settings(BaseSettings):
     push_replay_limit: Annotated[int, Field(ge=1, le=10_000)] = 1000  # missed, per reconnect
     push_send_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0  # one write
     push_retry_ms: Annotated[int, Field(ge=0, le=600_000)] = 1000  # SSE `retry:` for clients
-    # Live push of in-app notifications (producers/ingress/push, docs/notifications.md).
-    push_heartbeat_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
-    push_queue_limit: Annotated[int, Field(ge=1, le=100_000)] = 256  # per client, then cut off
-    push_replay_limit: Annotated[int, Field(ge=1, le=10_000)] = 1000  # missed, per reconnect
-    push_send_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0  # one write
-    push_retry_ms: Annotated[int, Field(ge=0, le=600_000)] = 1000  # SSE `retry:` for clients
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_jwks_url: HttpUrl | None = None  # the identity provider's public signing keys
