@@ -30,7 +30,7 @@ from tests.consumer_support import CREATE_DEMO_EFFECTS
 
 if TYPE_CHECKING:
     import uuid
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Mapping
 
     from aio_pika.abc import AbstractRobustConnection
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -127,9 +127,14 @@ class Live:
 
 @asynccontextmanager
 async def running(
-    consumer: Consumer, engine: AsyncEngine, amqp: AbstractRobustConnection, amqp_url: str
+    consumer: Consumer,
+    engine: AsyncEngine,
+    amqp: AbstractRobustConnection,
+    amqp_url: str,
+    *,
+    deps: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Live]:
-    """Declare, start and (at the end) stop the test consumer."""
+    """Declare, start and (at the end) stop the test consumer (`deps`: its injections)."""
     async with engine.begin() as connection:
         await connection.exec_driver_sql(CREATE_DEMO_EFFECTS)
     await declare_topology(amqp, [consumer.queue_spec()])
@@ -142,6 +147,7 @@ async def running(
         lambda: PgUnitOfWork(engine, group=group, loads=loads),
         held=PgHeldMessages(engine) if consumer.ordered else None,
         publisher=publisher,
+        deps=deps,
     )
     broker = consumer_broker(amqp_url, consumer_router(runner))
     await broker.start()

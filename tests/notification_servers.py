@@ -1,0 +1,122 @@
+"""Real local servers the notification channels talk to in tests, on 127.0.0.1, port 0.
+
+`smtp_server()`: an aiosmtpd SMTP server keeping every message it accepted.
+`webhook_receiver()`: an HTTP/1.1 server keeping every request, answering the statuses it
+is told (`answers`, one per request; 200 when none are left).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import asynccontextmanager, closing
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.policy import default
+from socket import AF_INET, SOCK_STREAM, socket
+from typing import TYPE_CHECKING, Any
+
+from aiosmtpd.smtp import SMTP
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from email.message import EmailMessage
+
+    from aiosmtpd.smtp import Envelope, Session
+
+
+@dataclass
+class SmtpInbox:
+    """What the local SMTP server accepted."""
+
+    port: int = 0
+    messages: list[EmailMessage] = field(default_factory=list)
+
+    async def handle_DATA(  # noqa: N802  (aiosmtpd's hook name)
+        self, _server: SMTP, _session: Session, envelope: Envelope
+    ) -> str:
+        """Keep the message; answer 250."""
+        raw = envelope.original_content or b""
+        self.messages.append(message_from_bytes(raw, policy=default))
+        return "250 OK"
+
+
+@asynccontextmanager
+async def smtp_server() -> AsyncIterator[SmtpInbox]:
+    """A real SMTP server on 127.0.0.1 (aiosmtpd), for the test's lifetime."""
+    inbox = SmtpInbox()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: SMTP(inbox), "127.0.0.1", 0)
+    inbox.port = server.sockets[0].getsockname()[1]
+    try:
+        yield inbox
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@dataclass
+class Received:
+    """One request the receiver got."""
+
+    status: int
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class WebhookReceiver:
+    """What the local HTTP receiver got, and what it will answer."""
+
+    port: int = 0
+    answers: list[int] = field(default_factory=list)
+    requests: list[Received] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """Its webhook URL."""
+        return f"http://127.0.0.1:{self.port}/hooks/chat"
+
+    @property
+    def accepted(self) -> list[Received]:
+        """The requests it answered with a 2xx."""
+        return [r for r in self.requests if 200 <= r.status < 300]
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Read one request per connection, answer it, close."""
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            headers = {
+                name.strip().lower(): value.strip()
+                for name, _, value in (line.partition(":") for line in head[1:] if line)
+            }
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            status = self.answers.pop(0) if self.answers else 200
+            self.requests.append(Received(status, headers, json.loads(body or b"{}")))
+            writer.write(
+                f"HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode()
+            )
+            await writer.drain()
+        finally:
+            writer.close()
+
+
+@asynccontextmanager
+async def webhook_receiver() -> AsyncIterator[WebhookReceiver]:
+    """A real HTTP server on 127.0.0.1, for the test's lifetime."""
+    receiver = WebhookReceiver()
+    server = await asyncio.start_server(receiver.serve, "127.0.0.1", 0)
+    receiver.port = server.sockets[0].getsockname()[1]
+    try:
+        yield receiver
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 nobody listens on (bound once, then released)."""
+    with closing(socket(AF_INET, SOCK_STREAM)) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
