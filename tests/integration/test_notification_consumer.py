@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from consumers import notification
+from domain.project import Project
 from events import Actor
 from events.notification import (
     NotificationChannel,
@@ -21,6 +22,7 @@ from events.notification import (
 from infra.db.command_status import CommandState
 from infra.db.outbox import command_envelope
 from infra.db.people import SqlPeople
+from infra.db.pg_uow import PgUnitOfWork
 from infra.message_context import MessageContext
 from infra.people import NewPerson
 from tests.consumer_harness import running
@@ -32,7 +34,7 @@ from tests.consumer_scenarios import (
     with_failures,
 )
 from tests.consumer_support import Failures
-from tests.notification_support import envelope, sample
+from tests.notification_support import AT, POLICY, envelope, sample
 from tests.processor_support import (
     Deliveries,
     command_status,
@@ -101,6 +103,35 @@ async def test_poison_is_parked_later_ones_flow_and_a_redrive_applies_it(
         await poison_is_parked_later_ones_flow_and_a_redrive_applies_it(
             driver, requested(), requested(), ASKED
         )
+
+
+async def test_a_completed_workflow_tells_the_projects_people_read_from_postgresql(
+    settings: Settings, engine: AsyncEngine, amqp: AbstractRobustConnection
+) -> None:
+    owner, mia, lee, project_id = (
+        principal("owen"),
+        principal("mia"),
+        principal("lee"),
+        uuid.uuid4(),
+    )
+    by = Actor.of(owner)
+    async with PgUnitOfWork(engine, context=REGISTRAR) as unit:
+        project = Project.create(project_id=project_id, name="P", policy=POLICY, by=by, at=AT)
+        project.add_member(mia, by=by, at=AT)
+        project.add_member(lee, by=by, at=AT)
+        unit.aggregates.projects.add(project)
+        await unit.commit()
+    completed = sample("WorkflowCompleted", project_id=project_id)
+    message = envelope(completed, Actor.of(lee))  # lee completed it: not told
+    async with live_driver(settings, engine, amqp) as driver:
+        await driver.deliver(message)
+    sent = [c.data for c in await events_caused_by(engine, message.id)]
+    assert [(c.recipient, c.channel) for c in sent if isinstance(c, SendNotification)] == [
+        (owner, NotificationChannel.IN_APP),
+        (owner, NotificationChannel.EMAIL),
+        (mia, NotificationChannel.IN_APP),
+        (mia, NotificationChannel.EMAIL),
+    ]
 
 
 async def test_an_approval_request_is_requested_for_a_person_and_dropped_for_an_erased_one(
