@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, Header, WebSocket
 
@@ -104,9 +104,10 @@ def add_push_routes(
     """
     settings = push.settings
 
+    # Defaults, not `Annotated[...]`: these annotations are strings, and `reader` is local.
     async def stream(
-        principal: Annotated[Principal, Depends(reader)],
-        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+        principal: Principal = Depends(reader),
+        last_event_id: str | None = Header(None, alias="Last-Event-ID", max_length=20),
     ) -> EventStream:
         after = _last_event_id(last_event_id)
         return EventStream(

@@ -63,7 +63,13 @@ class EventStream(Response):
         retry_ms: int,
         send_timeout: float,
     ) -> None:
-        super().__init__(headers=HEADERS, media_type=self.media_type)
+        # No `Response.__init__`: it would add `content-length: 0` to an endless body.
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            *((name.encode(), value.encode()) for name, value in HEADERS.items()),
+        ]
         self._frames = frames
         self._retry_ms = retry_ms
         self._send_timeout = send_timeout

@@ -84,7 +84,8 @@ async def serve_websocket(
     try:
         subscribe = await _subscription(websocket)
         if carried is None:
-            principal = await authenticate(subscribe.token)
+            token = subscribe.token
+            principal = await authenticate(None if token is None else f"Bearer {token}")
     except ProblemError as exc:
         await websocket.send_json(_problem(exc))
         await websocket.close(POLICY_VIOLATION)
