@@ -13,6 +13,7 @@ from events import catalog as default_catalog
 from infra.auth import JwtVerifier, Scope, SqlApiKeyStore, TokenRevocations
 from infra.clock import utc_now
 from infra.db.ingress_fallback import SqlIngressFallback
+from infra.db.notification_list import SqlNotificationList
 from infra.db.people import SqlPeople
 from infra.redis_store import RedisIngressStore
 from infra.telemetry import tracer_provider
@@ -24,6 +25,7 @@ from producers.ingress.fast_path import CommandFastPath
 from producers.ingress.health import add_health_routes
 from producers.ingress.limits import BodyLimitMiddleware
 from producers.ingress.methods import MethodFallback
+from producers.ingress.notifications import add_notification_routes
 from producers.ingress.parked import add_parked_routes, parked_console
 from producers.ingress.people import add_people_routes
 from producers.ingress.problems import finish_openapi, install_problem_handlers
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from infra.clock import Clock
     from infra.parked import ParkedConsole
     from infra.settings import Settings
+    from producers.ingress.notifications import NotificationListStore
     from producers.ingress.people import PeopleStore
     from producers.ingress.ports import (
         CommandPublisher,
@@ -70,6 +73,7 @@ def create_app(
     people: PeopleStore | None = None,
     parked: ParkedConsole | None = None,
     push: Push | None = None,
+    notifications: NotificationListStore | None = None,
 ) -> FastAPI:
     """Build the ingress on the process's `resources`; a part given here replaces its own.
 
@@ -98,6 +102,7 @@ def create_app(
         people=people or SqlPeople(engine),
         parked=parked or (parked_console(resources, engine) if resources else None),
         push=push or Push.build(settings, resources.amqp if resources else None, engine),
+        notifications=notifications or SqlNotificationList(engine),
     )
     app = FastAPI(
         title="hisho ingress",
@@ -151,6 +156,7 @@ class _Parts:
     people: PeopleStore
     parked: ParkedConsole | None
     push: Push
+    notifications: NotificationListStore
 
 
 def _include_routers(app: FastAPI, parts: _Parts, commands: Catalog) -> dict[str, Any]:
@@ -202,6 +208,12 @@ def _include_routers(app: FastAPI, parts: _Parts, commands: Catalog) -> dict[str
         console=parts.parked,
         reader=guard(authenticator, limiter, Scope.ADMIN),
         writer=guard(authenticator, limiter, Scope.ADMIN, json_body=True),
+    )
+    add_notification_routes(
+        app.router,
+        notifications=parts.notifications,
+        clock=parts.clock,
+        reader=guard(authenticator, limiter, *anyone),
     )
     add_push_routes(
         app.router,

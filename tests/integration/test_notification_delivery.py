@@ -86,10 +86,11 @@ async def setup(
     *,
     allow_private: bool = True,
     smtp_port: int | None = None,
+    recipient: str | None = None,
 ) -> AsyncIterator[Setup]:
     """The consumer under its own name, short delays, channels pointed at local servers."""
     async with smtp_server() as smtp, webhook_receiver() as chat:
-        recipient = f"key:it-{uuid.uuid4().hex[:10]}"
+        recipient = recipient or f"key:it-{uuid.uuid4().hex[:10]}"
         people = SqlPeople(engine)
         person = NewPerson(
             principal_id=recipient,
