@@ -1,6 +1,7 @@
 """Notifications benchmark: live-push fan-out latency with 200 SSE clients (issue 17).
 
     .venv/bin/python bench/notifications.py [--principals 50] [--tabs 4] [--rounds 50]
+        [--inapp 10000]
 
 Real processes, as `hisho up` runs them: one `hisho run relay` (LISTEN/NOTIFY on) and one
 `hisho run ingress` (tests/components_support.py), in a database and vhost of the run's own
@@ -15,12 +16,20 @@ Printed, for the same rounds: the live-push latency (event committed -> SSE clie
 it, one sample per client and notification) p50/p99/max; beside it the baseline measured in
 the same run, raw aio-pika consume (a plain queue bound to `notification.requested` in this
 process: committed -> consumed, one sample per notification), and the ratio; the target
-line (fan-out p99 <= 100 ms with 200 clients: met/MISSED). The other target of the issue,
-in-app notifications/s through the delivery consumer, is printed as not measured here.
+line (fan-out p99 <= 100 ms with 200 clients: met/MISSED).
+
+Before that, the delivery part: `--inapp` in-app notifications committed (in units of work
+of 1,000) and published by the relay while no consumer runs, so they wait in the delivery
+consumer's queue and in a plain queue bound beside it. Printed: raw aio-pika consume of the
+plain queue (acknowledging each, prefetch 100: the baseline) in messages/s, then one
+`hisho run notification_delivery` process working its queue off, in in-app notifications/s
+(from the first to the last `RecordNotificationDelivered` it wrote), the ratio, and the
+target line (>= 1,500 in-app notifications/s per process: met/MISSED).
 
 Every client must receive exactly its person's notifications of the measured rounds, each
-once, in log order, and the raw consumer every notification; otherwise the run exits with
-status 1. Timings are printed, never asserted.
+once, in log order, and the raw consumer every notification; the delivery consumer must
+have written exactly one row and one `RecordNotificationDelivered` per in-app notification;
+otherwise the run exits with status 1. Timings are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aio_pika
+import asyncpg
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/notifications.py`
@@ -57,7 +67,11 @@ if TYPE_CHECKING:
     from aio_pika.abc import AbstractIncomingMessage
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from tests.components_support import Components
+
 TARGET_P99 = 0.100  # seconds, fan-out with 200 clients (issue 17)
+TARGET_INAPP_RATE = 1_500  # in-app notifications/s through the delivery consumer, per process
+UNIT = 1_000  # notifications per unit of work in the delivery part
 DEADLINE = 30.0  # seconds a round's deliveries may take before the run gives up
 
 
@@ -107,6 +121,83 @@ class Run:
     committed: dict[str, float] = field(default_factory=dict)  # notification id -> commit time
     recipient: dict[str, str] = field(default_factory=dict)
     raw: dict[str, float] = field(default_factory=dict)  # notification id -> raw consume time
+
+
+@dataclass
+class Delivery:
+    """The delivery part's figures."""
+
+    count: int
+    raw_rate: float  # messages/s, plain aio-pika consume with acks
+    consumer_rate: float  # in-app notifications/s, `hisho run notification_delivery`
+
+
+async def published(db: asyncpg.Connection) -> None:
+    """Wait until the relay published every outbox row."""
+    deadline = time.monotonic() + 300
+    while await db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"):
+        if time.monotonic() > deadline:
+            raise SystemExit("bench: the relay did not publish everything within 300 s")
+        await asyncio.sleep(0.05)
+
+
+async def raw_rate(queue: aio_pika.abc.AbstractQueue, count: int) -> float:
+    """Consume `count` waiting messages, acknowledging each; messages/s."""
+    done = asyncio.Event()
+    seen = 0
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        nonlocal seen
+        await message.ack()
+        seen += 1
+        if seen == count:
+            done.set()
+
+    start = time.perf_counter()
+    tag = await queue.consume(on_message)
+    await asyncio.wait_for(done.wait(), 300)
+    rate = count / (time.perf_counter() - start)
+    await queue.cancel(tag)
+    return rate
+
+
+async def delivery_part(
+    engine: AsyncEngine,
+    db: asyncpg.Connection,
+    running: Components,
+    connection: aio_pika.abc.AbstractConnection,
+    count: int,
+) -> Delivery:
+    """`count` in-app notifications waiting, then worked off raw and by the consumer."""
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=100)
+    plain = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await plain.bind(EVENTS_EXCHANGE, "notification.requested")
+    recipients = [f"key:bench{n % 500}" for n in range(count)]
+    for first in range(0, count, UNIT):
+        await write_notifications(engine, recipients[first : first + UNIT], subject="bench")
+    await published(db)
+    raw = await raw_rate(plain, count)
+    await channel.close()
+    running.start("notification_delivery")
+    deadline = time.monotonic() + 300
+    while await db.fetchval(DELIVERED_RECORDS) < count:
+        if time.monotonic() > deadline:
+            raise SystemExit("bench: the delivery consumer did not finish within 300 s")
+        await asyncio.sleep(0.05)
+    running.stop("notification_delivery")
+    outcome = await db.fetchrow(DELIVERY_OUTCOME)
+    assert outcome is not None  # an aggregate query returns one row
+    rows, records, first, last = outcome
+    if rows != count or records != count:
+        raise SystemExit(f"bench: {rows} rows and {records} records for {count} notifications")
+    return Delivery(count, raw, (count - 1) / max((last - first).total_seconds(), 1e-6))
+
+
+DELIVERED_RECORDS = "SELECT count(*) FROM outbox WHERE type = 'RecordNotificationDelivered'"
+DELIVERY_OUTCOME = """SELECT (SELECT count(*) FROM notifications),
+    count(*), min(occurred_at), max(occurred_at)
+    FROM outbox WHERE type = 'RecordNotificationDelivered'"""
 
 
 async def people(engine: AsyncEngine, count: int) -> list[tuple[str, str]]:
@@ -195,7 +286,9 @@ def line(values: Sequence[float]) -> str:
     return f"p50 {p50 * 1e3:,.1f} ms  p99 {p99 * 1e3:,.1f} ms  max {top * 1e3:,.1f} ms"
 
 
-def report(clients: Sequence[Client], run: Run, measured: Sequence[str]) -> list[tuple[str, str]]:
+def report(
+    clients: Sequence[Client], run: Run, measured: Sequence[str], delivery: Delivery
+) -> list[tuple[str, str]]:
     """The printed table."""
     pushed = [
         client.received[i] - run.committed[i]
@@ -207,17 +300,26 @@ def report(clients: Sequence[Client], run: Run, measured: Sequence[str]) -> list
     push_p50, push_p99, _ = quantiles(pushed)
     raw_p50, raw_p99, _ = quantiles(raw)
     verdict = "met" if push_p99 <= TARGET_P99 else "MISSED"
+    rate = delivery.consumer_rate
     return [
+        (
+            f"raw aio-pika consume (acks): {delivery.count:,} waiting",
+            f"{delivery.raw_rate:,.0f} msg/s",
+        ),
+        (
+            "delivery consumer, in-app (one process)",
+            f"{rate:,.0f} notifications/s ({rate / delivery.raw_rate:.2f}x raw)",
+        ),
+        (
+            "  target: >= 1,500 in-app notifications/s per process",
+            f"{'met' if rate >= TARGET_INAPP_RATE else 'MISSED'} ({rate:,.0f}/s)",
+        ),
         (f"raw aio-pika consume: {len(raw):,} notifications", line(raw)),
         (f"live push, {len(clients)} SSE clients: {len(pushed):,} deliveries", line(pushed)),
         ("  push / raw", f"p50 {push_p50 / raw_p50:.2f}x  p99 {push_p99 / raw_p99:.2f}x"),
         (
             f"  target: fan-out p99 <= 100 ms with {len(clients)} clients",
             f"{verdict} (p99 {push_p99 * 1e3:,.1f} ms)",
-        ),
-        (
-            "in-app notifications/s through the delivery consumer",
-            "not measured here (target >= 1,500/s per process)",
         ),
     ]
 
@@ -229,6 +331,7 @@ async def main(args: argparse.Namespace) -> None:
     connection = await aio_pika.connect(settings.amqp)
     await declare_all(connection)
     engine = create_engine(settings)
+    db = await asyncpg.connect(settings.database_dsn)
     port = free_port()
     env = component_env(
         settings,
@@ -241,11 +344,13 @@ async def main(args: argparse.Namespace) -> None:
     try:
         keys = await people(engine, args.principals)
         clients = [Client(p, t) for p, t in keys for _ in range(args.tabs)]
-        await raw_consumer(connection, run)
         with (
             tempfile.TemporaryDirectory(prefix="hisho-bench-notifications-") as logs,
-            components(env, Path(logs), ("relay", "ingress")),
+            components(env, Path(logs), ("relay",)) as running,
         ):
+            delivery = await delivery_part(engine, db, running, connection, args.inapp)
+            await raw_consumer(connection, run)
+            running.start("ingress")
             for client in clients:
                 ready = asyncio.Event()
                 client.task = asyncio.create_task(client.listen(port, ready))
@@ -263,6 +368,7 @@ async def main(args: argparse.Namespace) -> None:
                     client.task.cancel()
     finally:
         await engine.dispose()
+        await db.close()
         await connection.close()
     check(clients, run, measured)
     print(
@@ -271,7 +377,7 @@ async def main(args: argparse.Namespace) -> None:
         f" {args.principals} notifications, load average"
         f" {' '.join(f'{v:.1f}' for v in os.getloadavg())}\n"
     )
-    table = report(clients, run, measured)
+    table = report(clients, run, measured, delivery)
     width = max(len(name) for name, _ in table)
     for name, value in table:
         print(f"{name:<{width}}  {value}")
@@ -284,6 +390,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tabs", type=int, default=4, help="SSE streams per person")
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--gap", type=float, default=0.05, help="seconds between rounds")
+    parser.add_argument("--inapp", type=int, default=10_000, help="delivery part's notifications")
     return parser.parse_args()
 
 
