@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 from uuid import UUID
 
 from fastapi import Depends, Path, Query
@@ -40,6 +40,21 @@ _CURSOR = Annotated[
 ]
 _LIMIT = Annotated[int, Query(ge=1, le=200)]
 _ID = Annotated[UUID, Path(description="The notification id")]
+# `true` or `false` only (a lax bool would take `1`, `yes`, `on`, ...).
+_UNREAD = Annotated[
+    Literal["true", "false"],
+    Query(description="`true`: unread only; `false`: read only"),
+]
+# RFC 3339 only (a lax datetime would take `0.5` as a Unix time).
+_SINCE = Annotated[
+    str,
+    Query(
+        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$",
+        max_length=40,
+        description="Only notifications created at or after this time (RFC 3339)",
+        json_schema_extra={"format": "date-time"},
+    ),
+]
 
 
 class NotificationListStore(Protocol):
@@ -87,14 +102,14 @@ def _invalid(field: str, message: str) -> RequestValidationError:
     return RequestValidationError([{"loc": ("query", field), "msg": message, "type": "value"}])
 
 
-def _utc(since: datetime | None) -> datetime | None:
-    """`since` in UTC (a time without an offset is taken as UTC); 422 if out of range."""
+def _utc(since: str | None) -> datetime | None:
+    """`since` (RFC 3339, with its offset) in UTC; 422 if it is no time or out of range."""
     if since is None:
         return None
     try:
-        return since.replace(tzinfo=since.tzinfo or UTC).astimezone(UTC)
-    except OverflowError:
-        raise _invalid("since", "is out of range") from None
+        return datetime.fromisoformat(since).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise _invalid("since", "is not an RFC 3339 time in range") from None
 
 
 class _Routes:
@@ -106,16 +121,21 @@ class _Routes:
         self,
         *,
         caller: Principal,
-        unread: bool | None,
+        unread: Literal["true", "false"] | None,
         priority: NotificationPriority | None,
-        since: datetime | None,
+        since: str | None,
         cursor: str | None,
         limit: int,
     ) -> NotificationPage:
         who, after = caller.actor.principal, _utc(since)
         try:
             items, next_cursor = await self.notifications.page(
-                who, unread=unread, priority=priority, since=after, cursor=cursor, limit=limit
+                who,
+                unread=None if unread is None else unread == "true",
+                priority=priority,
+                since=after,
+                cursor=cursor,
+                limit=limit,
             )
             count = await self.notifications.unread_count(who)
         except InvalidCursorError:
@@ -183,9 +203,9 @@ def add_notification_routes(
         _endpoint(
             routes.list_page,
             caller,
-            _param("unread", Annotated[bool | None, Query()], None),
+            _param("unread", _UNREAD | None, None),
             _param("priority", Annotated[NotificationPriority | None, Query()], None),
-            _param("since", Annotated[datetime | None, Query()], None),
+            _param("since", _SINCE | None, None),
             _param("cursor", _CURSOR | None, None),
             _param("limit", _LIMIT, 50),
         ),
