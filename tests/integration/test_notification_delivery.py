@@ -139,6 +139,20 @@ async def test_one_email_per_notification_even_when_delivered_twice(
         assert all("ana@example.org" not in row[0] for row in outbox)  # never in the log
 
 
+async def test_an_in_app_notification_is_one_row_even_when_delivered_twice(
+    settings: Settings, engine: AsyncEngine, amqp: AbstractRobustConnection
+) -> None:
+    async with setup(settings, engine, amqp) as s:
+        message = s.message(NotificationChannel.IN_APP)
+        await s.driver.deliver(message)
+        await s.driver.deliver(message)
+        sql = "SELECT count(*) FROM notifications WHERE notification_id = $1"
+        assert await s.driver._query(sql, _id(message)) == [(1,)]
+        assert (await s.row(message) or {}).get("status") == "delivered"
+        assert await s.driver.effects(message.id) == DELIVERED
+        assert (s.smtp.messages, s.chat.requests) == ([], [])
+
+
 async def test_one_post_per_notification_with_its_idempotency_key(
     settings: Settings, engine: AsyncEngine, amqp: AbstractRobustConnection
 ) -> None:
