@@ -86,10 +86,12 @@ class EventStream(Response):
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await leaving
-            with contextlib.suppress(asyncio.CancelledError, SubscriptionClosedError):
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError, OSError):
                 await writer
         if writer.cancelled() or writer.exception() is not None:
-            return  # the client left (or was too slow): the connection is done
+            # The client left, or a write blocked past `send_timeout`: uvicorn closes the
+            # connection of a response that never completed.
+            return
         with contextlib.suppress(OSError):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
