@@ -12,7 +12,9 @@
   duplicate e-mail with the same Message-ID, never a lost one.
 
 The contact point (e-mail address, webhook URL) is read from the people directory when the
-message is delivered and goes nowhere else: not into the event log, not into logs.
+message is delivered and goes nowhere else: not into the event log, not into logs. A
+recipient erased since the notification was requested gets nothing, on any channel, and no
+row is kept: the notification is recorded failed with that reason (not parked: nothing to fix).
 
 Every delivery is then recorded on the notification through the outbox, as `system:` +
 `NAME`: `RecordNotificationDelivered`. A channel that fails transiently (refused connection,
@@ -41,7 +43,7 @@ from infra.consumers import Consumer
 from infra.consumers.effects import record_effect
 from infra.db.notification_tables import DELIVERED, FAILED, NOTIFICATIONS
 from infra.message_context import MessageContext
-from infra.notifications.channel import ChannelRefused, ChannelUnavailable, Delivery
+from infra.notifications.channel import ChannelUnavailable, Delivery
 
 if TYPE_CHECKING:
     from events import Envelope
@@ -83,14 +85,19 @@ async def notification_requested(
 ) -> None:
     """Deliver on the notification's channel, then record it delivered."""
     requested, context = envelope.data, MessageContext.caused_by(envelope, actor=ACTOR)
+    person = await people.get(requested.recipient)
+    if person is None:  # erased since it was requested: nothing is delivered or kept of it
+        gone = f"{requested.recipient} is not in the people directory (erased)"
+        failed = RecordNotificationFailed(
+            notification_id=requested.notification_id, attempts=1, error=gone
+        )
+        await uow.outbox.add_command(failed, context=context)
+        return
     attempt = 1
     if requested.channel is not NotificationChannel.IN_APP:
         claim = await effects.claim(NAME, requested.notification_id)  # 1. committed now
         if claim.done:
             return  # a copy delivered it meanwhile
-        person = await people.get(requested.recipient)
-        if person is None:
-            raise ChannelRefused(f"{requested.recipient} is not in the people directory")
         delivery = Delivery(
             requested.notification_id,
             requested.priority.value,

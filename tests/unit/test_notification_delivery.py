@@ -89,10 +89,18 @@ async def test_a_refusing_channel_parks_the_message_and_marks_the_notification_f
     assert rows(d)[0]["status"] == "delivered"
 
 
-async def test_an_erased_recipient_parks_the_message_with_the_reason() -> None:
-    d, message = driver(), requested(EMAIL, recipient="key:gone")
+@pytest.mark.parametrize("channel", [IN_APP, EMAIL, CHAT])
+async def test_an_erased_recipient_gets_nothing_and_the_notification_fails_with_the_reason(
+    channel: NotificationChannel,
+) -> None:
+    email, chat = FakeChannel(), FakeChannel()
+    d, message = driver(email, chat), requested(channel, recipient="key:gone")
     await d.deliver(message)
-    assert "not in the people directory" in (await d.parked())[message.id]
+    assert (email.sent, chat.sent, rows(d)) == ([], [], [])
+    assert await d.parked() == {}
+    (failed,) = [e for e in d.db.envelopes if e.causation_id == message.id]
+    assert failed.type == "RecordNotificationFailed"
+    assert "key:gone is not in the people directory" in failed.data.error  # type: ignore[attr-defined]
 
 
 async def test_the_scenario_redelivery_has_one_effect() -> None:
