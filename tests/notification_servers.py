@@ -16,7 +16,7 @@ from email.policy import default
 from socket import AF_INET, SOCK_STREAM, socket
 from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -31,6 +31,18 @@ class SmtpInbox:
 
     port: int = 0
     messages: list[EmailMessage] = field(default_factory=list)
+    logins: list[tuple[str, str]] = field(default_factory=list)  # AUTH: who logged in
+    password: str | None = None  # when set, AUTH is required and checked against it
+
+    def authenticate(
+        self, _server: SMTP, _session: Session, _envelope: Envelope, _mechanism: str, data: Any
+    ) -> AuthResult:
+        """Accept the one password; remember the login."""
+        login, password = data.login.decode(), data.password.decode()
+        if password != self.password:
+            return AuthResult(success=False, handled=False)
+        self.logins.append((login, password))
+        return AuthResult(success=True)
 
     async def handle_DATA(  # noqa: N802  (aiosmtpd's hook name)
         self, _server: SMTP, _session: Session, envelope: Envelope
@@ -42,11 +54,22 @@ class SmtpInbox:
 
 
 @asynccontextmanager
-async def smtp_server() -> AsyncIterator[SmtpInbox]:
-    """A real SMTP server on 127.0.0.1 (aiosmtpd), for the test's lifetime."""
-    inbox = SmtpInbox()
+async def smtp_server(password: str | None = None) -> AsyncIterator[SmtpInbox]:
+    """A real SMTP server on 127.0.0.1 (aiosmtpd); with `password`, AUTH is required."""
+    inbox = SmtpInbox(password=password)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: SMTP(inbox), "127.0.0.1", 0)
+
+    def protocol() -> SMTP:
+        if password is None:
+            return SMTP(inbox)
+        return SMTP(
+            inbox,
+            authenticator=inbox.authenticate,
+            auth_required=True,
+            auth_require_tls=False,  # a test on loopback; production uses TLS or STARTTLS
+        )
+
+    server = await loop.create_server(protocol, "127.0.0.1", 0)
     inbox.port = server.sockets[0].getsockname()[1]
     try:
         yield inbox

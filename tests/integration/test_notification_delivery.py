@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from consumers import notification_delivery
 from events import Actor
 from events.notification import NotificationChannel
@@ -19,7 +21,9 @@ from infra.consumers.effects import PgEffects
 from infra.db.engine import driver_of
 from infra.db.people import SqlPeople
 from infra.message_context import MessageContext
+from infra.notifications.channel import ChannelRefused, Delivery
 from infra.notifications.channels import channels_for
+from infra.notifications.smtp import SmtpChannel
 from infra.people import NewPerson
 from infra.settings import load_settings
 from tests.consumer_harness import running
@@ -39,6 +43,7 @@ from tests.notification_servers import (
     smtp_server,
     webhook_receiver,
 )
+from tests.people_fakes import person
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -137,6 +142,26 @@ async def test_one_email_per_notification_even_when_delivered_twice(
             "SELECT data::text FROM outbox WHERE causation_id = $1", message.id
         )
         assert all("ana@example.org" not in row[0] for row in outbox)  # never in the log
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # loopback only
+async def test_the_email_channel_logs_in_when_a_username_is_configured() -> None:
+    async with smtp_server(password="s3cret") as smtp:
+        channel_settings = load_settings(
+            smtp_port=smtp.port,
+            smtp_username="hisho",
+            smtp_password="s3cret",
+            smtp_from="bot@hisho.example",
+        )
+        recipient = person("key:ana", email="ana@example.org")
+        delivery = Delivery(uuid.uuid4(), "normal", "Hi", "Hello")
+        await SmtpChannel(channel_settings).send(delivery, recipient)
+        assert smtp.logins == [("hisho", "s3cret")]
+        (mail,) = smtp.messages
+        assert mail["From"] == "bot@hisho.example"
+        wrong = load_settings(smtp_port=smtp.port, smtp_username="hisho", smtp_password="nope")
+        with pytest.raises(ChannelRefused, match="535"):
+            await SmtpChannel(wrong).send(delivery, recipient)
 
 
 async def test_an_in_app_notification_is_one_row_even_when_delivered_twice(
