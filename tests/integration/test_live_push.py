@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import httpx
 import pytest
+from pydantic import AmqpDsn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from events.notification import NotificationChannel
 from infra.auth import Scope, SqlApiKeyStore
+from tests.ingress_support import TcpProxy
 from tests.push_support import served_ingress, sse, write_notifications
 from tests.relay_harness import eventually, relay_until_published
 
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from infra.settings import Settings
-    from tests.push_support import Served
+    from tests.push_support import Served, SseClient
 
 pytestmark = pytest.mark.timeout(120)
 HEARTBEAT = 0.3  # seconds: short, so the heartbeat test is quick
@@ -72,6 +74,12 @@ async def db(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(settings.database_dsn)
     yield connection
     await connection.close()
+
+
+async def until_closed(stream: SseClient) -> None:
+    """Read (heartbeats and all) until the server ends the stream: EOFError."""
+    while True:
+        await stream.next(timeout=20)
 
 
 async def ws_next(ws: Any, kind: str = "notification", timeout: float = 10) -> dict[str, Any]:
@@ -213,3 +221,35 @@ async def test_stopping_the_ingress_ends_open_streams(
             await asyncio.wait_for(ws.recv(), 5)
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == 1012
+
+
+async def test_a_lost_broker_connection_closes_streams_and_the_reconnect_replays_the_gap(
+    settings: Settings, engine: AsyncEngine, amqp: AbstractRobustConnection, db: Any
+) -> None:
+    proxy = TcpProxy.to_url(settings.amqp)
+    through_proxy = settings.model_copy(update={"amqp_url": AmqpDsn(await proxy.start_url())})
+    ana = await person(engine)
+    try:
+        async with (
+            served_ingress(through_proxy) as served,
+            httpx.AsyncClient(base_url=served.url, timeout=10) as http,
+        ):
+            async with sse(http, ana.token) as stream:
+                await write_notifications(engine, [ana.principal], subject="before")
+                await relay_until_published(settings, db)
+                (before,) = await stream.notifications(1)
+                proxy.cut()  # the ingress's broker connection drops
+                (gap,) = await write_notifications(engine, [ana.principal], subject="gap")
+                await relay_until_published(settings, db)  # the relay's own connection is up
+                proxy.restore()
+                with pytest.raises(EOFError):  # closed once the feed is back: reconnect
+                    await until_closed(stream)
+            async with sse(http, ana.token, last_event_id=before.id) as stream:
+                (missed,) = await stream.notifications(1)
+                assert missed.json()["notification_id"] == str(gap)
+                (live,) = await write_notifications(engine, [ana.principal], subject="after")
+                await relay_until_published(settings, db)
+                (after,) = await stream.notifications(1, timeout=20)
+                assert after.json()["notification_id"] == str(live)
+    finally:
+        await proxy.close()
