@@ -12,9 +12,10 @@
   duplicate e-mail with the same Message-ID, never a lost one.
 
 The contact point (e-mail address, webhook URL) is read from the people directory when the
-message is delivered and goes nowhere else: not into the event log, not into logs. A
-recipient erased since the notification was requested gets nothing, on any channel, and no
-row is kept: the notification is recorded failed with that reason (not parked: nothing to fix).
+message is delivered and goes nowhere else: not into the event log, not into logs. An
+e-mail or chat recipient erased since the notification was requested gets nothing and no row
+is kept: the notification is recorded failed with that reason (not parked: nothing to fix).
+In-app needs no contact point and does not look the directory up again (the processor did).
 
 Every delivery is then recorded on the notification through the outbox, as `system:` +
 `NAME`: `RecordNotificationDelivered`. A channel that fails transiently (refused connection,
@@ -85,33 +86,48 @@ async def notification_requested(
 ) -> None:
     """Deliver on the notification's channel, then record it delivered."""
     requested, context = envelope.data, MessageContext.caused_by(envelope, actor=ACTOR)
-    person = await people.get(requested.recipient)
-    if person is None:  # erased since it was requested: nothing is delivered or kept of it
-        gone = f"{requested.recipient} is not in the people directory (erased)"
-        failed = RecordNotificationFailed(
-            notification_id=requested.notification_id, attempts=1, error=gone
-        )
-        await uow.outbox.add_command(failed, context=context)
-        return
     attempt = 1
     if requested.channel is not NotificationChannel.IN_APP:
-        claim = await effects.claim(NAME, requested.notification_id)  # 1. committed now
-        if claim.done:
-            return  # a copy delivered it meanwhile
-        delivery = Delivery(
-            requested.notification_id,
-            requested.priority.value,
-            requested.subject,
-            requested.body,
+        sent = await _send(
+            requested, uow, context, effects=effects, people=people, channels=channels
         )
-        await channels[requested.channel].send(delivery, person)  # 2. keyed by the id
-        record_effect(uow, NAME, requested.notification_id, {"attempt": claim.attempt})  # 3.
-        attempt = claim.attempt
+        if sent is None:
+            return
+        attempt = sent
     uow.rows.add(NOTIFICATIONS, _row(envelope, DELIVERED))
     delivered = RecordNotificationDelivered(
         notification_id=requested.notification_id, attempts=attempt
     )
     await uow.outbox.add_command(delivered, context=context)
+
+
+async def _send(
+    requested: NotificationRequested,
+    uow: UnitOfWork,
+    context: MessageContext,
+    *,
+    effects: Effects,
+    people: PersonDirectory,
+    channels: Channels,
+) -> int | None:
+    """The external effect's bracket: the attempt that sent it, or None (nothing to send)."""
+    claim = await effects.claim(NAME, requested.notification_id)  # 1. committed now
+    if claim.done:
+        return None  # a copy delivered it meanwhile
+    person = await people.get(requested.recipient)  # the contact point, read now
+    if person is None:  # erased since it was requested: nothing is sent or kept of it
+        gone = f"{requested.recipient} is not in the people directory (erased)"
+        failed = RecordNotificationFailed(
+            notification_id=requested.notification_id, attempts=1, error=gone
+        )
+        await uow.outbox.add_command(failed, context=context)
+        return None
+    delivery = Delivery(
+        requested.notification_id, requested.priority.value, requested.subject, requested.body
+    )
+    await channels[requested.channel].send(delivery, person)  # 2. keyed by the id
+    record_effect(uow, NAME, requested.notification_id, {"attempt": claim.attempt})  # 3.
+    return claim.attempt
 
 
 async def record_failed(parked: Parked, uow: UnitOfWork) -> None:

@@ -89,7 +89,7 @@ async def test_a_refusing_channel_parks_the_message_and_marks_the_notification_f
     assert rows(d)[0]["status"] == "delivered"
 
 
-@pytest.mark.parametrize("channel", [IN_APP, EMAIL, CHAT])
+@pytest.mark.parametrize("channel", [EMAIL, CHAT])
 async def test_an_erased_recipient_gets_nothing_and_the_notification_fails_with_the_reason(
     channel: NotificationChannel,
 ) -> None:
