@@ -172,6 +172,12 @@ async def test_heartbeats_arrive_on_both_streams(
     async with connect(ingress.ws_url) as ws:  # the token in the first frame
         await ws.send(json.dumps({"token": ana.token}))
         assert await ws_next(ws, "heartbeat", timeout=HEARTBEAT * 10) == {"type": "heartbeat"}
+    hub = ingress.api.state.push.hub
+
+    async def all_gone() -> bool:
+        return bool(hub.subscriptions == 0)
+
+    await eventually(all_gone, timeout=5, what="the clients that left to be unsubscribed")
 
 
 async def test_an_unauthenticated_client_gets_the_401_problem(

@@ -17,7 +17,7 @@ from producers.ingress.push.hub import (
     PushHub,
     SubscriptionClosedError,
 )
-from producers.ingress.push.session import HEARTBEAT, Truncated, push_stream
+from producers.ingress.push.session import HEARTBEAT, PushStream, Truncated
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -91,16 +91,14 @@ async def test_live_messages_during_the_replay_follow_it_without_duplicates_or_g
     log = FakeMissed([note(1), note(2), note(3)])
     # 2 and 3 arrive live while the log is read (the log has them too), then 4.
     log.during = lambda: [hub.publish(note(p)) for p in (2, 3, 4)]
-    stream = push_stream(hub, log, "key:alice", after=0, replay_limit=10, heartbeat=SHORT)
+    stream = PushStream(hub, log, "key:alice", after=0, replay_limit=10, heartbeat=SHORT)
     assert positions(await take(stream, 4)) == [1, 2, 3, 4]
     assert log.asked == [("key:alice", 0, 11)]
 
 
 async def test_a_live_message_at_or_below_the_last_position_sent_is_dropped() -> None:
     hub = PushHub(queue_limit=10)
-    stream = push_stream(
-        hub, FakeMissed([]), "key:alice", after=5, replay_limit=10, heartbeat=SHORT
-    )
+    stream = PushStream(hub, FakeMissed([]), "key:alice", after=5, replay_limit=10, heartbeat=SHORT)
     first = await anext(stream)  # subscribed and replayed nothing: a heartbeat
     assert first is HEARTBEAT
     for position in (4, 5, 6, 6, 3, 7):  # a relay republishing after a crash sends 6 again
@@ -111,7 +109,7 @@ async def test_a_live_message_at_or_below_the_last_position_sent_is_dropped() ->
 async def test_without_a_last_position_nothing_is_replayed() -> None:
     hub = PushHub(queue_limit=10)
     log = FakeMissed([note(1)])
-    stream = push_stream(hub, log, "key:alice", after=None, replay_limit=10, heartbeat=SHORT)
+    stream = PushStream(hub, log, "key:alice", after=None, replay_limit=10, heartbeat=SHORT)
     assert await anext(stream) is HEARTBEAT
     hub.publish(note(2))
     assert positions(await take(stream, 1)) == [2]
@@ -121,18 +119,18 @@ async def test_without_a_last_position_nothing_is_replayed() -> None:
 async def test_more_missed_than_one_replay_ends_the_stream_truncated_at_the_last_sent() -> None:
     hub = PushHub(queue_limit=10)
     log = FakeMissed([note(p) for p in (3, 5, 8, 9)])
-    stream = push_stream(hub, log, "key:alice", after=0, replay_limit=2, heartbeat=SHORT)
+    stream = PushStream(hub, log, "key:alice", after=0, replay_limit=2, heartbeat=SHORT)
     got = [item async for item in stream]
     assert positions(got) == [3, 5]
     assert got[-1] == Truncated(5)
     assert hub.subscriptions == 0
-    again = push_stream(hub, log, "key:alice", after=5, replay_limit=2, heartbeat=SHORT)
+    again = PushStream(hub, log, "key:alice", after=5, replay_limit=2, heartbeat=SHORT)
     assert positions(await take(again, 2)) == [8, 9]  # the reconnect gets the rest
 
 
 async def test_a_heartbeat_comes_when_nothing_happens() -> None:
     hub = PushHub(queue_limit=10)
-    stream = push_stream(
+    stream = PushStream(
         hub, FakeMissed([]), "key:alice", after=None, replay_limit=1, heartbeat=SHORT
     )
     assert await take(stream, 2) == [HEARTBEAT, HEARTBEAT]
@@ -157,7 +155,7 @@ async def test_a_client_that_does_not_keep_up_is_cut_off_and_its_queue_dropped()
 
 async def test_closing_the_hub_ends_every_stream_and_refuses_new_ones() -> None:
     hub = PushHub(queue_limit=3)
-    stream = push_stream(hub, FakeMissed([]), "key:alice", after=None, replay_limit=1, heartbeat=60)
+    stream = PushStream(hub, FakeMissed([]), "key:alice", after=None, replay_limit=1, heartbeat=60)
     waiting = asyncio.ensure_future(anext(stream))
     await asyncio.sleep(0)  # subscribed, waiting for a live message
     assert hub.subscriptions == 1
@@ -166,4 +164,15 @@ async def test_closing_the_hub_ends_every_stream_and_refuses_new_ones() -> None:
         await asyncio.wait_for(waiting, 5)
     assert closed.value.reason == SHUTDOWN
     assert hub.subscribe("key:alice").closed == SHUTDOWN
+    assert hub.subscriptions == 0
+
+
+async def test_a_stream_is_subscribed_when_made_and_unsubscribed_by_aclose_unread() -> None:
+    hub = PushHub(queue_limit=10)
+    stream = PushStream(hub, FakeMissed([]), "key:alice", after=None, replay_limit=1, heartbeat=1)
+    hub.publish(note(1))  # before the first read: a fresh client misses nothing after its 200
+    assert positions(await take(stream, 1)) == [1]
+    unread = PushStream(hub, FakeMissed([]), "key:alice", after=None, replay_limit=1, heartbeat=1)
+    assert hub.subscriptions == 1
+    await unread.aclose()  # e.g. the client left before its response began
     assert hub.subscriptions == 0

@@ -13,12 +13,12 @@ from producers.ingress.problems import FieldError, ProblemError
 from producers.ingress.push.feed import PushFeed
 from producers.ingress.push.hub import PushHub
 from producers.ingress.push.replay import SqlMissedNotifications
-from producers.ingress.push.session import push_stream
+from producers.ingress.push.session import PushStream
 from producers.ingress.push.sse import EventStream
 from producers.ingress.push.ws import serve_websocket
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import Awaitable, Callable
 
     from fastapi import APIRouter
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,8 +26,7 @@ if TYPE_CHECKING:
     from infra.amqp import AmqpConnection
     from infra.settings import Settings
     from producers.ingress.auth import Authenticator
-    from producers.ingress.push.hub import PushedNotification
-    from producers.ingress.push.session import Heartbeat, MissedNotifications, Truncated
+    from producers.ingress.push.session import MissedNotifications
     from producers.ingress.rate_limit import RateLimiter
 
 STREAM_PATH = "/v1/notifications/stream"
@@ -62,11 +61,9 @@ class Push:
         if self.feed is not None:
             await self.feed.close()
 
-    def stream(
-        self, principal: Principal, after: int | None
-    ) -> AsyncIterator[PushedNotification | Heartbeat | Truncated]:
-        """The frames of one client of `principal`."""
-        return push_stream(
+    def stream(self, principal: Principal, after: int | None) -> PushStream:
+        """The frames of one client of `principal` (subscribed now)."""
+        return PushStream(
             self.hub,
             self.log,
             principal.actor.principal,

@@ -17,10 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+from producers.ingress.push.hub import PushedNotification
 
-    from producers.ingress.push.hub import PushedNotification, PushHub
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator
+
+    from producers.ingress.push.hub import PushHub
 
 
 class MissedNotifications(Protocol):
@@ -46,37 +48,67 @@ class Truncated:
 HEARTBEAT = Heartbeat()
 
 
-async def push_stream(
-    hub: PushHub,
-    log: MissedNotifications,
-    principal: str,
-    *,
-    after: int | None,
-    replay_limit: int,
-    heartbeat: float,
-) -> AsyncIterator[PushedNotification | Heartbeat | Truncated]:
-    """`principal`'s notifications after `after` (None: live ones only), then live, forever.
+Frame = PushedNotification | Heartbeat | Truncated
 
-    Raises `SubscriptionClosedError` when the hub closes the subscription (slow, shutdown).
+
+class PushStream:
+    """One client's frames; subscribed from construction on, so nothing live is missed after.
+
+    An async iterator: `principal`'s notifications after `after` (None: live ones only),
+    then live ones, forever. It raises `SubscriptionClosedError` when the hub closes the
+    subscription (slow, shutdown, feed lost). `aclose()` unsubscribes (always call it).
     """
-    subscription = hub.subscribe(principal)  # first: buffer live messages during the replay
-    try:
-        last = 0
-        if after is not None:
-            last = after
-            missed = await log.missed(principal, after=after, limit=replay_limit + 1)
-            for item in missed[:replay_limit]:
-                yield item
-                last = item.position
-            if len(missed) > replay_limit:
-                yield Truncated(last)
-                return
-        while True:
-            live = await subscription.next(heartbeat)
-            if live is None:
-                yield HEARTBEAT
-            elif live.position > last:
-                last = live.position
-                yield live
-    finally:
-        hub.discard(subscription)
+
+    def __init__(
+        self,
+        hub: PushHub,
+        log: MissedNotifications,
+        principal: str,
+        *,
+        after: int | None,
+        replay_limit: int,
+        heartbeat: float,
+    ) -> None:
+        self._hub = hub
+        self._subscription = hub.subscribe(principal)  # first: buffer live ones from now on
+        self._frames = self._run(log, principal, after, replay_limit, heartbeat)
+
+    def __aiter__(self) -> PushStream:
+        return self
+
+    async def __anext__(self) -> Frame:
+        return await anext(self._frames)
+
+    async def aclose(self) -> None:
+        """Unsubscribe and end the frames."""
+        self._hub.discard(self._subscription)
+        await self._frames.aclose()
+
+    async def _run(
+        self,
+        log: MissedNotifications,
+        principal: str,
+        after: int | None,
+        replay_limit: int,
+        heartbeat: float,
+    ) -> AsyncGenerator[Frame, None]:
+        try:
+            last = 0
+            if after is not None:
+                last = after
+                missed = await log.missed(principal, after=after, limit=replay_limit + 1)
+                for item in missed[:replay_limit]:
+                    yield item
+                    last = item.position
+                if len(missed) > replay_limit:
+                    yield Truncated(last)
+                    return
+            while True:
+                live = await self._subscription.next(heartbeat)
+                if live is None:
+                    yield HEARTBEAT
+                elif live.position > last:
+                    last = live.position
+                    yield live
+        finally:
+            self._hub.discard(self._subscription)

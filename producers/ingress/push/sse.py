@@ -21,11 +21,9 @@ from producers.ingress.push.hub import PushedNotification, SubscriptionClosedErr
 from producers.ingress.push.session import Truncated
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from starlette.types import Receive, Scope, Send
 
-    from producers.ingress.push.session import Heartbeat
+    from producers.ingress.push.session import Heartbeat, PushStream
 
 log = structlog.get_logger("hisho.ingress.push")
 
@@ -58,7 +56,7 @@ class EventStream(Response):
 
     def __init__(
         self,
-        frames: AsyncIterator[PushedNotification | Heartbeat | Truncated],
+        frames: PushStream,
         *,
         retry_ms: int,
         send_timeout: float,
@@ -76,18 +74,21 @@ class EventStream(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG002
         """Send the frames until the stream ends or the client leaves."""
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        writer = asyncio.ensure_future(self._write(send))
-        leaving = asyncio.ensure_future(_disconnected(receive))
         try:
-            await asyncio.wait({writer, leaving}, return_when=asyncio.FIRST_COMPLETED)
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            writer = asyncio.ensure_future(self._write(send))
+            leaving = asyncio.ensure_future(_disconnected(receive))
+            try:
+                await asyncio.wait({writer, leaving}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (writer, leaving):
+                    task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await leaving
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError, OSError):
+                    await writer
         finally:
-            for task in (writer, leaving):
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await leaving
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError, OSError):
-                await writer
+            await self._frames.aclose()  # unsubscribed, however the response ended
         if writer.cancelled() or writer.exception() is not None:
             # The client left, or a write blocked past `send_timeout`: uvicorn closes the
             # connection of a response that never completed.
@@ -102,8 +103,6 @@ class EventStream(Response):
                 await self._body(send, sse_frame(item))
         except SubscriptionClosedError as exc:
             log.info("push stream closed", reason=exc.reason)
-        finally:
-            await self._frames.aclose()  # type: ignore[attr-defined]
 
     async def _body(self, send: Send, chunk: bytes) -> None:
         async with asyncio.timeout(self._send_timeout):

@@ -31,10 +31,10 @@ from producers.ingress.push.hub import SHUTDOWN, PushedNotification, Subscriptio
 from producers.ingress.push.session import Truncated
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import Awaitable, Callable
 
     from infra.auth import Principal
-    from producers.ingress.push.session import Heartbeat
+    from producers.ingress.push.session import Heartbeat, PushStream
 
 FIRST_FRAME_TIMEOUT = 10.0  # seconds to send the subscription frame
 POLICY_VIOLATION, SERVICE_RESTART, TRY_AGAIN_LATER = 1008, 1012, 1013
@@ -67,9 +67,7 @@ async def serve_websocket(
     websocket: WebSocket,
     *,
     authenticate: Callable[[str | None], Awaitable[Principal]],
-    stream: Callable[
-        [Principal, int | None], AsyncIterator[PushedNotification | Heartbeat | Truncated]
-    ],
+    stream: Callable[[Principal, int | None], PushStream],
     send_timeout: float,
 ) -> None:
     """Authenticate, read the subscription, then send frames until either side leaves."""
@@ -119,7 +117,7 @@ async def _subscription(websocket: WebSocket) -> Subscribe:
 
 async def _pump(
     websocket: WebSocket,
-    frames: AsyncIterator[PushedNotification | Heartbeat | Truncated],
+    frames: PushStream,
     send_timeout: float,
 ) -> None:
     writer = asyncio.ensure_future(_write(websocket, frames, send_timeout))
@@ -134,12 +132,12 @@ async def _pump(
                 asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError, TimeoutError
             ):
                 await task
-        await frames.aclose()  # type: ignore[attr-defined]
+        await frames.aclose()
 
 
 async def _write(
     websocket: WebSocket,
-    frames: AsyncIterator[PushedNotification | Heartbeat | Truncated],
+    frames: PushStream,
     send_timeout: float,
 ) -> None:
     code = 1000
