@@ -97,6 +97,7 @@ class Settings(BaseSettings):
     smtp_port: Port = 25
     smtp_tls: bool = False  # implicit TLS from the first byte (port 465)
     smtp_starttls: bool = False  # upgrade a plain connection with STARTTLS (port 587)
+    smtp_ca_file: Path | None = None  # CA bundle to verify the server with (default: system)
     smtp_username: str | None = None  # log in (AUTH) when set
     smtp_password: SecretStr | None = None
     smtp_from: str = "hisho@localhost"  # the From address of every notification e-mail

@@ -8,19 +8,27 @@ is told (`answers`, one per request; 200 when none are left).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import ssl
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.policy import default
 from socket import AF_INET, SOCK_STREAM, socket
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, AuthResult
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from email.message import EmailMessage
+    from pathlib import Path
 
     from aiosmtpd.smtp import Envelope, Session
 
@@ -32,6 +40,7 @@ class SmtpInbox:
     port: int = 0
     messages: list[EmailMessage] = field(default_factory=list)
     logins: list[tuple[str, str]] = field(default_factory=list)  # AUTH: who logged in
+    tls: list[bool] = field(default_factory=list)  # per message: was the session encrypted
     password: str | None = None  # when set, AUTH is required and checked against it
 
     def authenticate(
@@ -45,21 +54,29 @@ class SmtpInbox:
         return AuthResult(success=True)
 
     async def handle_DATA(  # noqa: N802  (aiosmtpd's hook name)
-        self, _server: SMTP, _session: Session, envelope: Envelope
+        self, _server: SMTP, session: Session, envelope: Envelope
     ) -> str:
-        """Keep the message; answer 250."""
+        """Keep the message (and whether it came over TLS); answer 250."""
+        self.tls.append(session.ssl is not None)
         raw = envelope.original_content or b""
         self.messages.append(message_from_bytes(raw, policy=default))
         return "250 OK"
 
 
 @asynccontextmanager
-async def smtp_server(password: str | None = None) -> AsyncIterator[SmtpInbox]:
-    """A real SMTP server on 127.0.0.1 (aiosmtpd); with `password`, AUTH is required."""
+async def smtp_server(
+    password: str | None = None, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[SmtpInbox]:
+    """A real SMTP server on 127.0.0.1 (aiosmtpd).
+
+    With `password`, AUTH is required; with `tls`, STARTTLS is required before MAIL.
+    """
     inbox = SmtpInbox(password=password)
     loop = asyncio.get_running_loop()
 
     def protocol() -> SMTP:
+        if tls is not None:
+            return SMTP(inbox, tls_context=tls, require_starttls=True)
         if password is None:
             return SMTP(inbox)
         return SMTP(
@@ -143,3 +160,37 @@ def closed_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+def self_signed(directory: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server TLS context for 127.0.0.1 and the certificate file a client trusts it with."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "smtp.crt", directory / "smtp.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context, cert_file

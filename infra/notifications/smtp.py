@@ -67,6 +67,7 @@ class SmtpChannel:
                 username=settings.smtp_username,
                 password=None if password is None else password.get_secret_value(),
                 timeout=settings.smtp_timeout,
+                cert_bundle=None if settings.smtp_ca_file is None else str(settings.smtp_ca_file),
             )
         except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused) as exc:
             raise _classified(exc) from exc

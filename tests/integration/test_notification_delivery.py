@@ -23,7 +23,7 @@ from infra.db.people import SqlPeople
 from infra.message_context import MessageContext
 from infra.notifications.channel import ChannelRefused, Delivery
 from infra.notifications.channels import channels_for
-from infra.notifications.smtp import SmtpChannel
+from infra.notifications.smtp import SmtpChannel, message_id_for
 from infra.people import NewPerson
 from infra.settings import load_settings
 from tests.consumer_harness import running
@@ -40,6 +40,7 @@ from tests.notification_servers import (
     SmtpInbox,
     WebhookReceiver,
     closed_port,
+    self_signed,
     smtp_server,
     webhook_receiver,
 )
@@ -47,6 +48,7 @@ from tests.people_fakes import person
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
     from aio_pika.abc import AbstractRobustConnection
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -162,6 +164,22 @@ async def test_the_email_channel_logs_in_when_a_username_is_configured() -> None
         wrong = load_settings(smtp_port=smtp.port, smtp_username="hisho", smtp_password="nope")
         with pytest.raises(ChannelRefused, match="535"):
             await SmtpChannel(wrong).send(delivery, recipient)
+
+
+async def test_the_email_channel_upgrades_with_starttls_when_configured(tmp_path: Path) -> None:
+    context, certificate = self_signed(tmp_path)
+    async with smtp_server(tls=context) as smtp:
+        recipient = person("key:ana", email="ana@example.org")
+        delivery = Delivery(uuid.uuid4(), "normal", "Hi", "Hello")
+        plain = load_settings(smtp_port=smtp.port, smtp_timeout=2.0)
+        with pytest.raises(ChannelRefused, match="530"):  # the server requires STARTTLS
+            await SmtpChannel(plain).send(delivery, recipient)
+        upgraded = load_settings(
+            smtp_port=smtp.port, smtp_starttls=True, smtp_ca_file=certificate, smtp_timeout=2.0
+        )
+        await SmtpChannel(upgraded).send(delivery, recipient)
+        assert smtp.tls == [True]
+        assert [mail["Message-ID"] for mail in smtp.messages] == [message_id_for(delivery)]
 
 
 async def test_an_in_app_notification_is_one_row_even_when_delivered_twice(
