@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from events.person import PersonErased, PersonRegistered, PersonUpdated
 from infra.clock import Clock, utc_now
 from infra.db.engine import driver_of
+from infra.db.notification_tables import NOTIFICATIONS
 from infra.db.outbox import event_envelope, outbox_row
 from infra.db.tables import OUTBOX
 from infra.people import (
@@ -66,6 +67,8 @@ _UPDATE = (
     f" updated_at = $6 WHERE principal_id = $1 RETURNING {_COLUMNS}"
 )
 _DELETE = "DELETE FROM people WHERE principal_id = $1"
+# Their in-app notifications hold the texts sent to them: they go with the person.
+_DELETE_NOTIFICATIONS = f"DELETE FROM {NOTIFICATIONS.name} WHERE recipient = $1"  # noqa: S608
 _LAST_VERSION = (
     f"SELECT coalesce(max(aggregate_version), 0) FROM {OUTBOX.name}"  # noqa: S608
     " WHERE aggregate_id = $1"
@@ -183,12 +186,14 @@ class SqlPeople:
     async def erase(self, principal_id: str, *, context: MessageContext) -> None:
         """Delete the person's row and record `PersonErased`; `PersonNotFoundError` if unknown.
 
-        Only the row goes: the log keeps its events (principal id and field names only).
+        The row and their in-app notifications go; the log keeps its events (principal id
+        and field names only).
         """
         async with self._transaction() as db:
             if await db.fetchrow(_LOCK, principal_id) is None:
                 raise PersonNotFoundError(principal_id)
             await db.execute(_DELETE, principal_id)
+            await db.execute(_DELETE_NOTIFICATIONS, principal_id)
             await self._append(db, principal_id, PersonErased(principal_id=principal_id), context)
 
     async def _append(

@@ -218,3 +218,28 @@ async def test_pages_follow_the_principal_id_order(engine: AsyncEngine) -> None:
         page, after = await store.page(after=after, limit=2)
         seen += [person.principal_id for person in page if person.principal_id.startswith(prefix)]
     assert seen == ids
+
+
+async def test_erasing_a_person_deletes_their_in_app_notifications_too(
+    engine: AsyncEngine,
+) -> None:
+    store, principal_id, other = SqlPeople(engine), _pid(), _pid()
+    for person in (principal_id, other):
+        await store.register(_person(person), context=_context())
+    insert = text(
+        "INSERT INTO notifications (notification_id, recipient, channel, priority, subject,"
+        " body, status, created_at) VALUES (:id, :to, 'in_app', 'normal', 'Plan approved',"
+        " 'Your plan was approved', 'delivered', now())"
+    )
+    async with engine.begin() as connection:
+        for person in (principal_id, other):
+            await connection.execute(insert, {"id": uuid.uuid4(), "to": person})
+    await store.erase(principal_id, context=_context())
+    count = text(
+        "SELECT recipient, count(*) FROM notifications WHERE recipient = ANY(:who) GROUP BY 1"
+    )
+    async with engine.connect() as connection:
+        left: dict[str, int] = dict(
+            (await connection.execute(count, {"who": [principal_id, other]})).all()
+        )
+    assert left == {other: 1}  # theirs went with them; the other person's stayed
