@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
     from email.message import EmailMessage
     from pathlib import Path
 
@@ -42,6 +42,7 @@ class SmtpInbox:
     logins: list[tuple[str, str]] = field(default_factory=list)  # AUTH: who logged in
     tls: list[bool] = field(default_factory=list)  # per message: was the session encrypted
     password: str | None = None  # when set, AUTH is required and checked against it
+    on_message: Callable[[EmailMessage], None] | None = None  # called once it is kept
 
     def authenticate(
         self, _server: SMTP, _session: Session, _envelope: Envelope, _mechanism: str, data: Any
@@ -60,18 +61,22 @@ class SmtpInbox:
         self.tls.append(session.ssl is not None)
         raw = envelope.original_content or b""
         self.messages.append(message_from_bytes(raw, policy=default))
+        if self.on_message is not None:
+            self.on_message(self.messages[-1])
         return "250 OK"
 
 
 @asynccontextmanager
 async def smtp_server(
-    password: str | None = None, tls: ssl.SSLContext | None = None
+    password: str | None = None,
+    tls: ssl.SSLContext | None = None,
+    on_message: Callable[[EmailMessage], None] | None = None,
 ) -> AsyncIterator[SmtpInbox]:
     """A real SMTP server on 127.0.0.1 (aiosmtpd).
 
     With `password`, AUTH is required; with `tls`, STARTTLS is required before MAIL.
     """
-    inbox = SmtpInbox(password=password)
+    inbox = SmtpInbox(password=password, on_message=on_message)
     loop = asyncio.get_running_loop()
 
     def protocol() -> SMTP:
