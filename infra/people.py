@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
+from domain.quiet_hours import QuietHours
 from events.fields import Principal
 from events.notification import NotificationChannel, NotificationPriority
 from events.person import PersonField
@@ -111,7 +112,7 @@ def _distinct(channels: tuple[NotificationChannel, ...]) -> tuple[NotificationCh
 
 
 class NotificationPreferences(BaseModel):
-    """How a person wants to be notified: channels, the lowest priority, digest or not."""
+    """How a person wants to be notified: channels, the lowest priority, digest, quiet hours."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -122,6 +123,7 @@ class NotificationPreferences(BaseModel):
     ] = tuple(NotificationChannel)
     min_priority: NotificationPriority = NotificationPriority.LOW
     digest: StrictBool = False  # gather non-urgent notifications into a periodic digest
+    quiet_hours: QuietHours | None = None  # e-mail/chat below urgent wait for their end
 
 
 class PersonDetails(BaseModel):

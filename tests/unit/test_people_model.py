@@ -185,3 +185,17 @@ async def test_the_fake_directory_answers_as_the_port_says() -> None:
     assert await directory.get("key:00000000000000a1") == ada
     directory.erase("key:00000000000000a1")
     assert await directory.get("key:00000000000000a1") is None
+
+
+def test_preferences_have_no_quiet_hours_by_default_and_validate_given_ones() -> None:
+    assert NotificationPreferences().quiet_hours is None
+    given = NotificationPreferences.model_validate(
+        {"quiet_hours": {"start": "22:00", "end": "07:00", "time_zone": "Europe/Paris"}}
+    )
+    assert given.quiet_hours is not None
+    assert given.quiet_hours.time_zone == "Europe/Paris"
+    _fails(NotificationPreferences, quiet_hours={"start": "22:00", "end": "07:00"})
+    _fails(
+        NotificationPreferences,
+        quiet_hours={"start": "22:00", "end": "07:00", "time_zone": "Nowhere/Land"},
+    )
