@@ -12,8 +12,8 @@ from domain.quiet_hours import QuietHours, quiet_until
 NIGHT = QuietHours(start=time(22), end=time(7), time_zone="Europe/Paris")
 
 
-def _utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def _utc(year: int, month: int, day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def test_none_is_never_quiet() -> None:
