@@ -123,7 +123,8 @@ class NotificationPreferences(BaseModel):
     ] = tuple(NotificationChannel)
     min_priority: NotificationPriority = NotificationPriority.LOW
     digest: StrictBool = False  # gather non-urgent notifications into a periodic digest
-    quiet_hours: QuietHours | None = None  # e-mail/chat below urgent wait for their end
+    # e-mail/chat below urgent wait for their end; absent (not null) in the JSON when none
+    quiet_hours: QuietHours | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class PersonDetails(BaseModel):

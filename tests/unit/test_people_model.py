@@ -199,3 +199,11 @@ def test_preferences_have_no_quiet_hours_by_default_and_validate_given_ones() ->
         NotificationPreferences,
         quiet_hours={"start": "22:00", "end": "07:00", "time_zone": "Nowhere/Land"},
     )
+
+
+def test_absent_quiet_hours_are_absent_from_the_json_given_ones_round_trip() -> None:
+    assert "quiet_hours" not in NotificationPreferences().model_dump(mode="json")
+    given = NotificationPreferences.model_validate(
+        {"quiet_hours": {"start": "22:00", "end": "07:00", "time_zone": "Europe/Paris"}}
+    )
+    assert NotificationPreferences.model_validate_json(given.model_dump_json()) == given
