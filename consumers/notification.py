@@ -36,6 +36,7 @@ from events.plan import HumanStep
 from events.workflow import WorkflowPhase
 from infra.consumers import Consumer
 from infra.message_context import MessageContext
+from infra.people import LOOKUP_PREFETCH
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
@@ -232,4 +233,5 @@ async def handle_event(
 CONSUMER = Consumer(
     name=NAME,
     handlers={catalog.entry(rule.event).model: handle_event for rule in RULES},
+    prefetch=LOOKUP_PREFETCH,
 )

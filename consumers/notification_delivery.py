@@ -45,6 +45,7 @@ from infra.consumers.effects import record_effect
 from infra.db.notification_tables import DELIVERED, FAILED, NOTIFICATIONS
 from infra.message_context import MessageContext
 from infra.notifications.channel import ChannelUnavailable, Delivery
+from infra.people import LOOKUP_PREFETCH
 
 if TYPE_CHECKING:
     from events import Envelope
@@ -153,4 +154,5 @@ CONSUMER = Consumer(
     name=NAME,
     handlers={NotificationRequested: notification_requested},
     on_park=record_failed,
+    prefetch=LOOKUP_PREFETCH,
 )

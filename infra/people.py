@@ -20,6 +20,10 @@ from events.notification import NotificationChannel, NotificationPriority
 from events.person import PersonField
 
 PERSON_FIELDS: tuple[PersonField, ...] = get_args(PersonField)
+# The prefetch of a consumer whose handlers look people up: a handler holds its unit's
+# connection and asks the same pool (the consumer pool, 32) for another, so the messages in
+# flight stay under half of it and the pool is never held whole by units waiting for one.
+LOOKUP_PREFETCH = 12
 DisplayName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 _EMAIL_MAX = 254  # RFC 5321's path limit, less the angle brackets

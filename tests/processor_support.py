@@ -38,7 +38,7 @@ from infra.db.uow import ConcurrencyError
 from infra.message_context import MessageContext
 from infra.partitions import PARTITION_HEADER, PartitionedQueues, envelope_slot
 from infra.people import NewPerson, PersonExistsError
-from infra.topology import COMMANDS_EXCHANGE
+from infra.topology import COMMANDS_EXCHANGE, ConsumerQueues
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from faststream.rabbit import RabbitBroker
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from infra.consumers import Runner
+    from infra.consumers import Consumer, Runner
     from infra.db.uow import UnitOfWork
     from infra.settings import Settings
 
@@ -252,6 +252,25 @@ async def backlog_worked_off(settings: Settings) -> None:
             assert await queued_commands(channel) == 0, "commands still queued"
 
         await eventually(empty, BACKLOG_DEADLINE)
+    finally:
+        await connection.close()
+
+
+async def earlier_messages_purged(settings: Settings, *consumers: Consumer) -> None:
+    """Drop what earlier tests left in these unordered consumers' queues and delay queues.
+
+    The test vhost outlives a test: a consumer's queue, once declared, collects every later
+    test's events. A test that runs the consumer as a process starts it on an empty queue.
+    """
+    connection = await aio_pika.connect(settings.amqp)
+    try:
+        channel = await connection.channel()
+        for consumer in consumers:
+            spec = consumer.queue_spec()
+            assert isinstance(spec, ConsumerQueues), f"{consumer.name} is ordered"
+            for name in (spec.queue, *map(spec.retry_queue, spec.retry_delays_ms)):
+                queue = await channel.declare_queue(name, passive=True)
+                await queue.purge()
     finally:
         await connection.close()
 

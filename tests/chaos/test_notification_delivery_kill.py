@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from sqlalchemy import text
 
+from consumers import notification, notification_delivery
 from events import Actor
 from infra.db.people import SqlPeople
 from infra.message_context import MessageContext
@@ -26,7 +27,7 @@ from infra.people import NewPerson
 from tests.components_support import component_env, components, free_port
 from tests.ingress_support import cli_key, hisho_cli
 from tests.notification_servers import smtp_server, webhook_receiver
-from tests.processor_support import backlog_worked_off, eventually
+from tests.processor_support import backlog_worked_off, earlier_messages_purged, eventually
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
@@ -78,6 +79,9 @@ async def test_kill_9_after_smtp_accepted_loses_no_mail_and_sends_it_at_most_twi
         )
         hisho_cli(env, "migrate")
         hisho_cli(env, "topology")
+        await earlier_messages_purged(
+            settings, notification.CONSUMER, notification_delivery.CONSUMER
+        )
         (_, owner), (bob_id, _) = (cli_key(env, "commands:write") for _ in range(2))
         approver = f"key:{bob_id}"
         person = NewPerson(

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from websockets.asyncio.client import connect
 
+from consumers import notification, notification_delivery
 from events import Actor
 from infra.db.people import SqlPeople
 from infra.message_context import MessageContext
@@ -25,7 +26,7 @@ from infra.people import NewPerson
 from tests.components_support import component_env, components, free_port
 from tests.ingress_support import cli_key, hisho_cli
 from tests.notification_servers import smtp_server, webhook_receiver
-from tests.processor_support import backlog_worked_off, eventually
+from tests.processor_support import backlog_worked_off, earlier_messages_purged, eventually
 from tests.push_support import sse
 
 if TYPE_CHECKING:
@@ -75,6 +76,9 @@ async def test_an_approver_is_told_in_app_live_by_mail_and_by_chat_and_catches_u
         )
         hisho_cli(env, "migrate")
         hisho_cli(env, "topology")
+        await earlier_messages_purged(
+            settings, notification.CONSUMER, notification_delivery.CONSUMER
+        )
         (_, owner), (bob_id, bob) = (cli_key(env, "commands:write", "state:read") for _ in range(2))
         approver = f"key:{bob_id}"
         contact = NewPerson(
