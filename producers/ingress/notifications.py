@@ -11,7 +11,6 @@ person's notification answers 404, as an absent one does. The live streams
 
 from __future__ import annotations
 
-import inspect
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 from uuid import UUID
@@ -22,6 +21,8 @@ from pydantic import BaseModel
 
 from events.notification import NotificationPriority
 from infra.db.notification_list import InvalidCursorError, NotificationItem
+from producers.ingress.endpoints import endpoint as _endpoint
+from producers.ingress.endpoints import param as _param
 from producers.ingress.problems import Problem, ProblemError, problem_responses
 from producers.ingress.status import database_unavailable
 
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from infra.auth import Principal
 
 NOTIFICATIONS_PATH = "/v1/notifications"
-_P = inspect.Parameter
 _CURSOR = Annotated[
     str,
     Query(pattern=r"^[A-Za-z0-9_-]+$", max_length=200, description="`next_cursor` of a page"),
@@ -171,20 +171,6 @@ class _Routes:
     async def unread_mark(self, caller: Principal, notification_id: UUID) -> NotificationItem:
         item: NotificationItem = await self.mark(caller, notification_id, read=False)
         return item
-
-
-def _param(name: str, annotation: Any, default: Any = _P.empty) -> inspect.Parameter:  # noqa: ANN401
-    return _P(name, _P.KEYWORD_ONLY, annotation=annotation, default=default)
-
-
-def _endpoint(method: Callable[..., Awaitable[Any]], *params: inspect.Parameter) -> Any:  # noqa: ANN401
-    """`method` as a FastAPI endpoint with these keyword parameters."""
-
-    async def endpoint(**values: Any) -> Any:  # noqa: ANN401
-        return await method(**values)
-
-    endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    return endpoint
 
 
 def add_notification_routes(

@@ -11,7 +11,6 @@ longer parked (or parked by several consumers, without `consumer`) 409.
 
 from __future__ import annotations
 
-import inspect
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Body, Depends, Path, Query
@@ -28,6 +27,8 @@ from infra.parked import (
     ParkedInputError,
     ParkedNotFoundError,
 )
+from producers.ingress.endpoints import endpoint as _endpoint
+from producers.ingress.endpoints import param as _param
 from producers.ingress.parked_views import (
     AGE_PATTERN,
     CONSUMER_PATTERN,
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
 
 PARKED_PATH = "/v1/parked"
 MAX_BULK_SECONDS = 60.0  # a bulk re-drive over HTTP finishes within this (limit / rate)
-_P = inspect.Parameter
 _ID = Annotated[
     str,
     Path(
@@ -216,18 +216,6 @@ class _Routes:
         work = self.console.discard(message_id, reason=reason, context=context, consumer=consumer)
         await _answer(work)
         return Response(status_code=204)
-
-
-def _param(name: str, annotation: Any, default: Any = _P.empty) -> inspect.Parameter:  # noqa: ANN401
-    return _P(name, _P.KEYWORD_ONLY, annotation=annotation, default=default)
-
-
-def _endpoint(method: Callable[..., Awaitable[Any]], *params: inspect.Parameter) -> Any:  # noqa: ANN401
-    async def endpoint(**values: Any) -> Any:  # noqa: ANN401
-        return await method(**values)
-
-    endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    return endpoint
 
 
 def add_parked_routes(

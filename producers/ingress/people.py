@@ -9,7 +9,6 @@ written with its event in one transaction (`infra.db.people`); a refused request
 
 from __future__ import annotations
 
-import inspect
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 from urllib.parse import quote
 
@@ -22,6 +21,8 @@ from events.fields import PRINCIPAL_PATTERN
 from infra.auth import Principal, Scope
 from infra.message_context import MessageContext
 from infra.people import NewPerson, Person, PersonChanges, PersonExistsError, PersonNotFoundError
+from producers.ingress.endpoints import endpoint as _endpoint
+from producers.ingress.endpoints import param as _param
 from producers.ingress.problems import Problem, ProblemError, problem_responses
 from producers.ingress.status import database_unavailable
 from producers.ingress.storable import unstorable
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from fastapi import APIRouter
 
 PEOPLE_PATH = "/v1/people"
-_P = inspect.Parameter
 _ID = Annotated[
     str,
     Path(
@@ -167,23 +167,6 @@ class _Routes:
         except Exception as exc:
             raise database_unavailable(exc) from exc
         return Response(status_code=204)
-
-
-def _param(name: str, annotation: Any, default: Any = _P.empty) -> inspect.Parameter:  # noqa: ANN401
-    return _P(name, _P.KEYWORD_ONLY, annotation=annotation, default=default)
-
-
-def _endpoint(method: Callable[..., Awaitable[Any]], *params: inspect.Parameter) -> Any:  # noqa: ANN401
-    """`method` as a FastAPI endpoint with these keyword parameters.
-
-    FastAPI reads parameters from the signature; the guards are objects, not names.
-    """
-
-    async def endpoint(**values: Any) -> Any:  # noqa: ANN401
-        return await method(**values)
-
-    endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    return endpoint
 
 
 _REFUSALS: dict[int | str, dict[str, Any]] = {
