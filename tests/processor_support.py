@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
     from types import TracebackType
 
+    import httpx
     from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
     from faststream.rabbit import RabbitBroker
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -374,3 +375,23 @@ class BrokerDriver:
 def headers_of(message: Any) -> dict[str, Any]:
     """A message's headers as a plain dict."""
     return dict(message.headers or {})
+
+
+async def posted_and_processed(
+    http: httpx.AsyncClient,
+    token: str,
+    command: str,
+    body: Mapping[str, Any],
+    *,
+    deadline: float = DEADLINE,
+) -> None:
+    """POST a command with `token`; require its 202, then `processed` at its status URL."""
+    auth = {"Authorization": f"Bearer {token}"}
+    accepted = await http.post(f"/v1/commands/{command}", json=dict(body), headers=auth)
+    assert accepted.status_code == 202, accepted.text
+
+    async def done() -> None:
+        status = (await http.get(accepted.headers["location"], headers=auth)).json()
+        assert status["status"] == "processed", status
+
+    await eventually(done, deadline=deadline)

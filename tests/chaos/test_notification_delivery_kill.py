@@ -27,7 +27,12 @@ from infra.people import NewPerson
 from tests.components_support import component_env, components, free_port
 from tests.ingress_support import cli_key, hisho_cli
 from tests.notification_servers import smtp_server, webhook_receiver
-from tests.processor_support import backlog_worked_off, earlier_messages_purged, eventually
+from tests.processor_support import (
+    backlog_worked_off,
+    earlier_messages_purged,
+    eventually,
+    posted_and_processed,
+)
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
@@ -49,15 +54,7 @@ _IN_APP = text("SELECT count(*) FROM notifications WHERE recipient = :who AND ch
 async def _processed(
     http: httpx.AsyncClient, token: str, command: str, body: dict[str, Any]
 ) -> None:
-    auth = {"Authorization": f"Bearer {token}"}
-    accepted = await http.post(f"/v1/commands/{command}", json=body, headers=auth)
-    assert accepted.status_code == 202, accepted.text
-
-    async def done() -> None:
-        status = (await http.get(accepted.headers["location"], headers=auth)).json()
-        assert status["status"] == "processed", status
-
-    await eventually(done, deadline=DEADLINE)
+    await posted_and_processed(http, token, command, body, deadline=DEADLINE)
 
 
 async def test_kill_9_after_smtp_accepted_loses_no_mail_and_sends_it_at_most_twice(

@@ -26,7 +26,12 @@ from infra.people import NewPerson
 from tests.components_support import component_env, components, free_port
 from tests.ingress_support import cli_key, hisho_cli
 from tests.notification_servers import smtp_server, webhook_receiver
-from tests.processor_support import backlog_worked_off, earlier_messages_purged, eventually
+from tests.processor_support import (
+    backlog_worked_off,
+    earlier_messages_purged,
+    eventually,
+    posted_and_processed,
+)
 from tests.push_support import sse
 
 if TYPE_CHECKING:
@@ -43,15 +48,7 @@ DEADLINE = 40.0
 async def _processed(
     http: httpx.AsyncClient, token: str, command: str, body: dict[str, Any]
 ) -> None:
-    auth = {"Authorization": f"Bearer {token}"}
-    accepted = await http.post(f"/v1/commands/{command}", json=body, headers=auth)
-    assert accepted.status_code == 202, accepted.text
-
-    async def done() -> None:
-        status = (await http.get(accepted.headers["location"], headers=auth)).json()
-        assert status["status"] == "processed", status
-
-    await eventually(done, deadline=DEADLINE)
+    await posted_and_processed(http, token, command, body, deadline=DEADLINE)
 
 
 async def _submit(http: httpx.AsyncClient, token: str, project_id: str, title: str) -> None:
